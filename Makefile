@@ -1,0 +1,59 @@
+# attnviz — every target sets up .venv first when it is missing.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: help setup test test-fast lint report lab demo-weights browser bench clean
+
+help:
+	@echo "make report        write reports/report.html for the bundled images (offline, demo models)"
+	@echo "make test          set up .venv and run the whole test suite (notebooks and browser test too)"
+	@echo "make lab           open the notebooks in JupyterLab (127.0.0.1, with a token)"
+	@echo "make demo-weights  retrain the bundled demo checkpoints (CPU, ~1 h)"
+	@echo "make bench         run the benchmarks"
+	@echo "make lint          ruff"
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Debian's chromium for the real-browser test (never `playwright install`).
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| echo "warning: could not install chromium; the browser test will be skipped"; \
+	else echo "warning: /usr/bin/chromium missing and apt-get unavailable; the browser test will be skipped"; fi
+
+test: $(STAMP) browser
+	$(BIN)/ruff check attnviz tests benchmarks
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not e2e" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check attnviz tests benchmarks
+
+report: $(STAMP)
+	$(BIN)/attnviz report data/images --model demo-cbam --out reports/
+
+lab: $(STAMP)
+	$(BIN)/python -m attnviz.lab notebooks
+
+demo-weights: $(STAMP)
+	$(BIN)/python -m attnviz.train --demo all --out data/checkpoints
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/recorder_overhead.py
+	$(BIN)/python benchmarks/widget_latency.py
+	$(BIN)/python benchmarks/report_throughput.py
+
+clean:
+	rm -rf $(VENV) reports .pytest_cache .ruff_cache

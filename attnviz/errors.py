@@ -1,0 +1,30 @@
+"""attnviz's error types: one readable message naming the problem."""
+from __future__ import annotations
+
+
+class AttnvizError(Exception):
+    """Base class of every error attnviz raises on purpose."""
+
+
+class ParameterError(AttnvizError, ValueError):
+    """A bad argument or parameter value."""
+
+
+class ImageError(AttnvizError, ValueError):
+    """An image that cannot be read; the message names the file and the reason."""
+
+
+class ModelError(AttnvizError, ValueError):
+    """An unknown model name or weights that cannot be fetched."""
+
+
+class CheckpointError(AttnvizError, ValueError):
+    """A checkpoint that cannot be read safely or does not fit the architecture."""
+
+
+class NoAttentionError(AttnvizError, ValueError):
+    """A model (or layer pattern) with no supported attention module."""
+
+
+class RecorderBusyError(AttnvizError, RuntimeError):
+    """A second recorder was entered on a model that is already being recorded."""

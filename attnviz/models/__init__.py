@@ -1,0 +1,24 @@
+"""Floor 2: attention ResNet builders, the name registry and ``load_model``."""
+from __future__ import annotations
+
+from . import builders as _builders  # noqa: F401  (registers the builders)
+from .checkpoints import load_weights, read_state_dict, save_weights
+from .loading import DEMO_MODELS, data_dir, demo_card, load_model, resolve_device
+from .registry import create_model, list_models, register_model
+from .resnet import Normalize, ResNet
+
+__all__ = [
+    "DEMO_MODELS",
+    "Normalize",
+    "ResNet",
+    "create_model",
+    "data_dir",
+    "demo_card",
+    "list_models",
+    "load_model",
+    "load_weights",
+    "read_state_dict",
+    "register_model",
+    "resolve_device",
+    "save_weights",
+]

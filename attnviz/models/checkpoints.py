@@ -1,0 +1,112 @@
+"""Reading weights safely: safetensors first, pickles only with ``weights_only=True``."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError
+
+SAFE_SUFFIXES = (".safetensors",)
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file. Pickles go through ``torch.load(weights_only=True)``,
+    which refuses any object that would run code when loaded."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {str(p)!r} does not exist or is not a file")
+    if p.suffix in SAFE_SUFFIXES:
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(p))
+        except Exception as e:  # safetensors raises several types for a bad header
+            raise CheckpointError(f"checkpoint {str(p)!r} is not a valid safetensors file: {e}") from None
+    if p.suffix in PICKLE_SUFFIXES:
+        try:
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(
+                f"checkpoint {str(p)!r} was refused: it is not a plain tensor file that loads with "
+                f"weights_only=True ({first}). Convert trusted files to .safetensors."
+            ) from None
+        for key in ("state_dict", "model", "model_state_dict"):
+            if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise CheckpointError(f"checkpoint {str(p)!r} does not hold a state dict of tensors")
+        return obj
+    raise CheckpointError(
+        f"checkpoint {str(p)!r}: unsupported file type {p.suffix!r}; "
+        f"use {SAFE_SUFFIXES + PICKLE_SUFFIXES}"
+    )
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The string metadata stored in a safetensors header (empty for other files)."""
+    p = Path(path)
+    if p.suffix not in SAFE_SUFFIXES or not p.is_file():
+        return {}
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {str(p)!r} is not a valid safetensors file: {e}") from None
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load ``path`` into ``model`` strictly; a mismatch lists missing and unexpected keys."""
+    state = read_state_dict(path)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong_shape = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in set(own) & set(state)
+        if own[k].shape != state[k].shape
+    )
+    if missing or unexpected or wrong_shape:
+        def _short(keys: list[str]) -> str:
+            return ", ".join(keys[:8]) + (f" … (+{len(keys) - 8} more)" if len(keys) > 8 else "")
+
+        parts = []
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {_short(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {_short(unexpected)}")
+        if wrong_shape:
+            parts.append(f"shape mismatches ({len(wrong_shape)}): {_short(wrong_shape)}")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not fit {type(model).__name__}: " + "; ".join(parts)
+        )
+    cast = {k: v.to(own[k].dtype) for k, v in state.items()}
+    model.load_state_dict(cast, strict=True)
+    return model
+
+
+def save_weights(
+    model: nn.Module, path: str | os.PathLike, metadata: dict[str, object] | None = None,
+    half: bool = False,
+) -> Path:
+    """Write ``model``'s state dict as safetensors (optionally fp16) with JSON-able metadata."""
+    from safetensors.torch import save_file
+
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in model.state_dict().items()
+    }
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(p), metadata=meta)
+    return p

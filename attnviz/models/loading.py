@@ -1,0 +1,116 @@
+"""``load_model``: attnviz demo checkpoints, attnviz builders, any timm model, local files."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import ModelError, ParameterError
+from .checkpoints import load_weights, read_metadata
+from .registry import create_model, is_model, list_models
+
+DEMO_MODELS = ("demo-cbam", "demo-se", "demo-resnest")
+
+
+def data_dir() -> Path:
+    """The bundled ``data/`` folder (``$ATTNVIZ_DATA`` overrides)."""
+    env = os.environ.get("ATTNVIZ_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "data"
+
+
+def demo_card(name: str) -> dict:
+    """The JSON model card of a bundled demo checkpoint."""
+    card = data_dir() / "checkpoints" / f"{name}.json"
+    if not card.is_file():
+        raise ModelError(f"demo model {name!r} has no model card at {card}; run `make demo-weights`")
+    return json.loads(card.read_text())
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` → CUDA when present, else CPU; anything else as ``torch.device``."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ParameterError(f"bad device {device!r}: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ParameterError(f"device {device!r} asked for, but no CUDA GPU is available")
+    return dev
+
+
+def load_model(
+    name: str,
+    pretrained: bool = False,
+    checkpoint: str | os.PathLike | None = None,
+    device: str | torch.device = "auto",
+    **kwargs: object,
+) -> nn.Module:
+    """Build a model by name, load its weights, put it in eval mode on ``device``.
+
+    Args:
+        name: a demo model (``"demo-cbam"``, ``"demo-se"``, ``"demo-resnest"``: bundled trained
+            weights, offline), an attnviz architecture (``attnviz.list_models()``), or any timm
+            model name (``"seresnet50"``, ``"resnest50d"``, ...).
+        pretrained: timm models only: download ImageNet weights through timm (needs network).
+        checkpoint: a local weights file for the architecture (``.safetensors`` preferred;
+            ``.pt``/``.pth`` are read with ``weights_only=True``).
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        kwargs: passed to the builder (e.g. ``num_classes``).
+    """
+    dev = resolve_device(device)
+    if not isinstance(name, str) or not name:
+        raise ParameterError(f"model name must be a non-empty string, got {name!r}")
+    if name in DEMO_MODELS:
+        card = demo_card(name)
+        model = create_model(card["architecture"], **{**card.get("builder_kwargs", {}), **kwargs})
+        load_weights(model, data_dir() / "checkpoints" / card["weights"])
+        model.class_names = list(card.get("classes", []))  # type: ignore[attr-defined]
+    elif is_model(name):
+        if pretrained:
+            raise ModelError(
+                f"attnviz architecture {name!r} has no downloadable weights; pass checkpoint=PATH "
+                f"or use a timm name such as 'seresnet50' with pretrained=True"
+            )
+        model = create_model(name, **kwargs)
+        if checkpoint is not None:
+            load_weights(model, checkpoint)
+    else:
+        model = _timm_model(name, pretrained, checkpoint, **kwargs)
+    if checkpoint is not None and name in DEMO_MODELS:
+        load_weights(model, checkpoint)
+    meta = read_metadata(checkpoint) if checkpoint is not None else {}
+    if "classes" in meta and not hasattr(model, "class_names"):
+        model.class_names = json.loads(meta["classes"])  # type: ignore[attr-defined]
+    return model.eval().to(dev)
+
+
+def _timm_model(
+    name: str, pretrained: bool, checkpoint: str | os.PathLike | None, **kwargs: object
+) -> nn.Module:
+    import timm
+
+    if not timm.list_models(name) and not timm.list_pretrained(name):
+        raise ModelError(
+            f"unknown model {name!r}: not a demo model {list(DEMO_MODELS)}, not an attnviz "
+            f"architecture {list_models()}, and not a timm model name"
+        )
+    if pretrained and checkpoint is not None:
+        raise ParameterError("pass either pretrained=True or checkpoint=PATH, not both")
+    try:
+        model = timm.create_model(name, pretrained=pretrained, **kwargs)
+    except (OSError, RuntimeError, ConnectionError) as e:
+        if not pretrained:
+            raise
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(
+            f"could not fetch pretrained weights for {name!r} (no network, or the hub refused: "
+            f"{reason}). Download the weights on a machine that is online and pass them as "
+            f"load_model({name!r}, checkpoint='path/to/weights.safetensors')"
+        ) from None
+    if checkpoint is not None:
+        load_weights(model, checkpoint)
+    return model
