@@ -112,7 +112,7 @@ def demo_se_resnet(weights: Weights = None, **kwargs: object) -> nn.Module:
 @register_model
 def demo_resnest(weights: Weights = None, **kwargs: object) -> nn.Module:
     """Small ResNeSt (radix 2, one block per stage) for 64-px images."""
-    cfg = {**_DEMO, "widths": (16, 32, 64, 128), "avg_down": True, "radix": 2, **kwargs}
+    cfg = {**_DEMO, "widths": (8, 16, 32, 64), "avg_down": True, "radix": 2, **kwargs}
     return _finish(ResNet(ResNeStBottleneck, (1, 1, 1, 1), **cfg), weights)
 
 

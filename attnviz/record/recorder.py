@@ -124,6 +124,8 @@ class Recorder:
         model: any ``nn.Module`` holding supported attention modules.
         layers: restrict to module names matching this pattern (see :func:`find_attention`).
         kinds: restrict to these kinds (e.g. ``("spatial",)``).
+        keep_graph: keep the weights attached to the autograd graph (for training losses on
+            attention); by default they are detached copies.
     """
 
     def __init__(
@@ -131,8 +133,10 @@ class Recorder:
         model: nn.Module,
         layers: str | Iterable[str] | None = None,
         kinds: Iterable[str] | None = None,
+        keep_graph: bool = False,
     ) -> None:
         self.model = model
+        self.keep_graph = keep_graph
         sites = find_attention(model, layers)
         if kinds is not None:
             kinds = tuple(kinds)
@@ -186,7 +190,10 @@ class Recorder:
         stage, block = _stage_block(name)
 
         def hook(_mod: nn.Module, _inp: object, out: torch.Tensor) -> None:
-            value = adapter.transform(out.detach(), module).to(torch.float32, copy=True)
+            if self.keep_graph:
+                value = adapter.transform(out, module).float()
+            else:
+                value = adapter.transform(out.detach(), module).to(torch.float32, copy=True)
             call = self._calls.get(name, 0)
             self._calls[name] = call + 1
             self.records.append(
@@ -273,6 +280,7 @@ def record(
     model: nn.Module,
     layers: str | Iterable[str] | None = None,
     kinds: Iterable[str] | None = None,
+    keep_graph: bool = False,
 ) -> Recorder:
     """Record the attention weights ``model`` multiplies by, inside a ``with`` block."""
-    return Recorder(model, layers=layers, kinds=kinds)
+    return Recorder(model, layers=layers, kinds=kinds, keep_graph=keep_graph)

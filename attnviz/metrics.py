@@ -1,0 +1,127 @@
+"""Numbers about attention maps: localisation against ground truth, agreement, s(c) statistics.
+
+All functions take plain tensors (no model calls), so they are easy to test on constructed maps.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy."""
+    return (logits.argmax(1).cpu() == labels.cpu()).float().mean().item()
+
+
+def upsample(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """(N, h, w) maps → (N, H, W) by bilinear interpolation (align_corners=False)."""
+    size = (size, size) if isinstance(size, int) else size
+    return F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def boxes_from_masks(objects: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) bool object masks → (N, 4) boxes ``x0, y0, x1, y1`` (end-exclusive)."""
+    boxes = torch.zeros(objects.shape[0], 4, dtype=torch.long)
+    for i, m in enumerate(objects):
+        ys, xs = torch.nonzero(m, as_tuple=True)
+        if len(ys):
+            boxes[i] = torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+    return boxes
+
+
+def _dilate(objects: torch.Tensor, tolerance: int) -> torch.Tensor:
+    if tolerance <= 0:
+        return objects.bool()
+    k = 2 * tolerance + 1
+    return F.max_pool2d(objects[:, None].float(), k, 1, tolerance)[:, 0] > 0
+
+
+def pointing_hits(maps: torch.Tensor, objects: torch.Tensor, tolerance: int = 3) -> torch.Tensor:
+    """Per image: is the argmax of the upsampled map inside the object (grown by ``tolerance`` px)?"""
+    up = upsample(maps.cpu(), tuple(objects.shape[-2:]))
+    n, h, w = up.shape
+    idx = up.reshape(n, -1).argmax(1)
+    grown = _dilate(objects.cpu(), tolerance).reshape(n, -1)
+    return grown[torch.arange(n), idx]
+
+
+def pointing_game(maps: torch.Tensor, objects: torch.Tensor, tolerance: int = 3) -> float:
+    """Share of images whose map peaks on the object (chance ≈ object area share)."""
+    return pointing_hits(maps, objects, tolerance).float().mean().item()
+
+
+def energy_in_box(
+    maps: torch.Tensor, objects: torch.Tensor, subtract_min: bool = False
+) -> torch.Tensor:
+    """Per image: (share of map mass inside the object's box) ÷ (box share of the image).
+
+    1.0 means no preference (a uniform map); higher means the mass sits on the object.
+    ``subtract_min`` first removes each map's minimum (the flat floor of a saturated mask).
+    """
+    up = upsample(maps.cpu(), tuple(objects.shape[-2:])).clamp_min(0)
+    if subtract_min:
+        up = up - up.flatten(1).min(1).values[:, None, None]
+    boxes = boxes_from_masks(objects.cpu())
+    inside = torch.zeros_like(up, dtype=torch.bool)
+    for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
+        inside[i, y0:y1, x0:x1] = True
+    total = up.flatten(1).sum(1).clamp_min(1e-12)
+    share = (up * inside).flatten(1).sum(1) / total
+    area = inside.flatten(1).float().mean(1).clamp_min(1e-12)
+    return share / area
+
+
+def class_specificity(weights: torch.Tensor, labels: torch.Tensor) -> float:
+    """Accuracy of classifying images by the nearest per-class mean of their s(c).
+
+    Two-fold: class means from one half, accuracy on the other, and back; averaged.
+    Chance is about 1 / number of classes.
+    """
+    w, y = weights.cpu().float(), labels.cpu()
+    n = len(y)
+    halves = (torch.arange(n) % 2 == 0, torch.arange(n) % 2 == 1)
+    accs = []
+    for fit, test in (halves, halves[::-1]):
+        classes = torch.unique(y[fit])
+        means = torch.stack([w[fit][y[fit] == c].mean(0) for c in classes])
+        pred = classes[torch.cdist(w[test], means).argmin(1)]
+        accs.append((pred == y[test]).float().mean().item())
+    return sum(accs) / len(accs)
+
+
+def entropy(weights: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Shannon entropy (nats) of non-negative weights normalised along ``dim``."""
+    p = weights.clamp_min(0)
+    p = p / p.sum(dim, keepdim=True).clamp_min(1e-12)
+    return -(p * p.clamp_min(1e-12).log()).sum(dim)
+
+
+def saturation(weights: torch.Tensor, low: float = 0.05, high: float = 0.95) -> torch.Tensor:
+    """Share of gate values beyond ``low`` / ``high`` (a saturated gate acts as on/off)."""
+    return ((weights < low) | (weights > high)).float().flatten(1).mean(1)
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman rank correlation between maps, per image: (N, ...) × (N, ...) → (N,)."""
+    def ranks(x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1).float()
+        order = flat.argsort(1)
+        r = torch.empty_like(flat)
+        r.scatter_(1, order, torch.arange(flat.shape[1], dtype=flat.dtype).expand_as(flat).contiguous())
+        return r
+
+    ra, rb = ranks(a), ranks(b)
+    ra = ra - ra.mean(1, keepdim=True)
+    rb = rb - rb.mean(1, keepdim=True)
+    return (ra * rb).sum(1) / (ra.norm(dim=1) * rb.norm(dim=1)).clamp_min(1e-12)
+
+
+def topk_iou(a: torch.Tensor, b: torch.Tensor, fraction: float = 0.2) -> torch.Tensor:
+    """IoU of the top ``fraction`` of pixels of two maps, per image: (N,)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    fa, fb = a.flatten(1).float(), b.flatten(1).float()
+    k = max(1, round(fraction * fa.shape[1]))
+    ma = torch.zeros_like(fa, dtype=torch.bool).scatter_(1, fa.topk(k, 1).indices, True)
+    mb = torch.zeros_like(fb, dtype=torch.bool).scatter_(1, fb.topk(k, 1).indices, True)
+    return (ma & mb).sum(1).float() / (ma | mb).sum(1).float()

@@ -1,0 +1,205 @@
+"""Train an attnviz model on the shapes data or an ImageFolder directory.
+
+    python -m attnviz.train --model demo_cbam_resnet --steps 3000 --out runs/ --name my-cbam
+    python -m attnviz.train --demo all --out data/checkpoints     # the bundled demo models
+
+Writes ``NAME.safetensors`` (fp16 with ``--half``) and a JSON model card ``NAME.json``
+(architecture, data, objective, accuracy, attention metrics, training time, versions).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import __version__
+from .datasets import CLASSES, make_shapes
+from .evaluate import TEST_SEED, evaluate, format_table, random_baseline
+from .models import create_model, save_weights
+from .record import record
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (written into the model card)."""
+
+    model: str = "demo_cbam_resnet"
+    data: str = "shapes"  # "shapes" or an ImageFolder directory
+    size: int = 64
+    n_train: int = 30000
+    seed: int = 0
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    mask_penalty: float = 0.0  # λ · Σ_blocks mean(A) added to the loss
+    threads: int = 1
+    device: str = "auto"
+    builder_kwargs: dict = field(default_factory=dict)
+
+
+DEMOS: dict[str, TrainConfig] = {
+    "demo-cbam": TrainConfig(model="demo_cbam_resnet", steps=2200, mask_penalty=1e-2),
+    "demo-se": TrainConfig(model="demo_se_resnet", steps=1400),
+    "demo-resnest": TrainConfig(model="demo_resnest", steps=1400),
+}
+
+
+def _training_data(cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
+    if cfg.data == "shapes":
+        data = make_shapes(cfg.n_train, seed=cfg.seed, size=cfg.size)
+        return data.images, data.labels, data.classes
+    from torchvision import datasets, transforms
+
+    root = Path(cfg.data)
+    if not root.is_dir():
+        raise FileNotFoundError(f"training data {cfg.data!r} is neither 'shapes' nor a directory")
+    tf = transforms.Compose([transforms.Resize((cfg.size, cfg.size)), transforms.ToTensor()])
+    folder = datasets.ImageFolder(str(root), transform=tf)
+    xs, ys = zip(*(folder[i] for i in range(len(folder))), strict=True)
+    return torch.stack(xs), torch.tensor(ys), tuple(folder.classes)
+
+
+def train(
+    cfg: TrainConfig,
+    out: str | Path | None = None,
+    name: str | None = None,
+    half: bool = True,
+    data: tuple[torch.Tensor, torch.Tensor, tuple[str, ...]] | None = None,
+    eval_n: int = 2000,
+    progress: bool = True,
+) -> tuple[nn.Module, dict]:
+    """Train ``cfg.model``; return the model and its model card (written to ``out`` if given)."""
+    from .models import resolve_device
+
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    images, labels, classes = data if data is not None else _training_data(cfg)
+    model = create_model(cfg.model, num_classes=len(classes), **cfg.builder_kwargs).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warmup = max(1, cfg.steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: min(1.0, (s + 1) / warmup)
+        * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)),
+    )
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model.train()
+    t0 = time.time()
+    bar = tqdm(range(cfg.steps), desc=f"train {cfg.model}", disable=not progress)
+    ema_loss, ema_acc = None, None
+    kinds = ("spatial",) if cfg.mask_penalty > 0 else None
+    for _ in bar:
+        idx = torch.randint(len(labels), (cfg.batch_size,), generator=gen)
+        x, y = images[idx].to(device), labels[idx].to(device)
+        flip = torch.rand(len(idx), generator=gen) < 0.5
+        x = torch.where(flip.to(device)[:, None, None, None], x.flip(-1), x)
+        if kinds:
+            with record(model, kinds=kinds, keep_graph=True) as rec:
+                logits = model(x)
+            penalty = torch.stack([r.value.mean() for r in rec.records]).sum()
+        else:
+            logits = model(x)
+            penalty = torch.zeros((), device=device)
+        ce = F.cross_entropy(logits, y)
+        loss = ce + cfg.mask_penalty * penalty
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        acc = (logits.argmax(1) == y).float().mean().item()
+        ema_loss = ce.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * ce.item()
+        ema_acc = acc if ema_acc is None else 0.98 * ema_acc + 0.02 * acc
+        bar.set_postfix(loss=f"{ema_loss:.3f}", acc=f"{ema_acc:.3f}")
+    train_seconds = time.time() - t0
+    model.eval()
+    card: dict = {
+        "name": name or cfg.model,
+        "architecture": cfg.model,
+        "builder_kwargs": cfg.builder_kwargs,
+        "classes": list(classes),
+        "input": f"RGB float in [0, 1], {cfg.size}x{cfg.size}; normalisation is inside the model",
+        "data": {"source": cfg.data, "train_seed": cfg.seed, "n_train": len(labels),
+                 "size": cfg.size, "augmentation": "random horizontal flip"},
+        "objective": "cross-entropy"
+        + (f" + {cfg.mask_penalty:g} * sum over spatial gates of mean(A)" if cfg.mask_penalty else ""),
+        "config": {k: v for k, v in vars(cfg).items()},
+        "train_seconds": round(train_seconds, 1),
+        "attnviz_version": __version__,
+        "torch_version": torch.__version__,
+    }
+    if cfg.data == "shapes" and eval_n:
+        test = make_shapes(eval_n, seed=TEST_SEED, size=cfg.size)
+        trained = evaluate(model, test)
+        base = evaluate(random_baseline(model), test)
+        card["test"] = {"seed": TEST_SEED, "n": eval_n, "accuracy": trained.accuracy,
+                        "layers": trained.to_dict()["layers"],
+                        "random_init": base.to_dict()}
+        best = trained.best_spatial()
+        if best is not None:
+            card["test"]["best_spatial_layer"] = best.name
+        if progress:
+            print(format_table(trained, base))
+    if out is not None:
+        out = Path(out)
+        stem = name or cfg.model
+        card["weights"] = f"{stem}.safetensors"
+        save_weights(model, out / card["weights"], {"architecture": cfg.model, "classes": list(classes)},
+                     half=half)
+        (out / f"{stem}.json").write_text(json.dumps(card, indent=2) + "\n")
+    return model, card
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="attnviz train", description=__doc__.splitlines()[0])
+    p.add_argument("--demo", choices=[*DEMOS, "all"], help="reproduce a bundled demo model")
+    p.add_argument("--model", default="demo_cbam_resnet", help="attnviz architecture name")
+    p.add_argument("--data", default="shapes", help="'shapes' or an ImageFolder directory")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--mask-penalty", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--n-train", type=int, default=30000)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--eval-n", type=int, default=2000)
+    p.add_argument("--out", default="runs")
+    p.add_argument("--name", default=None)
+    p.add_argument("--fp32", action="store_true", help="save fp32 weights (default fp16)")
+    args = p.parse_args(argv)
+    if args.demo:
+        names = list(DEMOS) if args.demo == "all" else [args.demo]
+        first = DEMOS[names[0]]
+        shared = make_shapes(first.n_train, seed=first.seed, size=first.size)
+        data = (shared.images, shared.labels, shared.classes)
+        for n in names:
+            cfg = DEMOS[n]
+            if args.steps:
+                cfg.steps = args.steps
+            cfg.threads, cfg.device = args.threads, args.device
+            train(cfg, args.out, n, half=not args.fp32, data=data, eval_n=args.eval_n)
+        return 0
+    cfg = TrainConfig(
+        model=args.model, data=args.data, size=args.size, n_train=args.n_train, seed=args.seed,
+        steps=args.steps or 3000, batch_size=args.batch_size, lr=args.lr,
+        mask_penalty=args.mask_penalty, threads=args.threads, device=args.device,
+    )
+    train(cfg, args.out, args.name, half=not args.fp32, eval_n=args.eval_n)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
