@@ -18,6 +18,22 @@ from .errors import (
 )
 from .models import DEMO_MODELS, create_model, list_models, load_model, resolve_device
 from .record import AttentionRecord, Recorder, find_attention, record, supported_types
+from .samples import data_dir, sample_images
+
+_LAZY = ("attribution", "datasets", "evaluate", "images", "metrics", "plot", "train", "widgets")
+
+
+def __getattr__(name: str) -> object:
+    """Import heavier submodules (plots, widgets, Captum) on first use: ``attnviz.plot``."""
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    if name == "load_image":
+        from .images import load_image
+
+        return load_image
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __version__ = "0.1.0"
 
@@ -34,10 +50,12 @@ __all__ = [
     "RecorderBusyError",
     "__version__",
     "create_model",
+    "data_dir",
     "find_attention",
     "list_models",
     "load_model",
     "record",
     "resolve_device",
+    "sample_images",
     "supported_types",
 ]

@@ -125,3 +125,24 @@ def topk_iou(a: torch.Tensor, b: torch.Tensor, fraction: float = 0.2) -> torch.T
     ma = torch.zeros_like(fa, dtype=torch.bool).scatter_(1, fa.topk(k, 1).indices, True)
     mb = torch.zeros_like(fb, dtype=torch.bool).scatter_(1, fb.topk(k, 1).indices, True)
     return (ma & mb).sum(1).float() / (ma | mb).sum(1).float()
+
+
+def spearman_ties(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman rank correlation per image with tied values given their average rank: (N,).
+
+    Same as :func:`spearman` for maps without ties; with ties (a ReLU'd Grad-CAM full of zeros,
+    a saturated mask) it does not depend on the position of the tied cells. A constant map has
+    correlation 0.
+    """
+    def ranks(x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1).double()
+        s = flat.sort(1).values.contiguous()
+        lo = torch.searchsorted(s, flat.contiguous(), right=False)
+        hi = torch.searchsorted(s, flat.contiguous(), right=True)
+        return (lo + hi - 1).double() / 2
+
+    ra, rb = ranks(a), ranks(b)
+    ra = ra - ra.mean(1, keepdim=True)
+    rb = rb - rb.mean(1, keepdim=True)
+    rho = (ra * rb).sum(1) / (ra.norm(dim=1) * rb.norm(dim=1)).clamp_min(1e-12)
+    return rho.float()

@@ -3,20 +3,26 @@ from __future__ import annotations
 
 from . import builders as _builders  # noqa: F401  (registers the builders)
 from .checkpoints import load_weights, read_state_dict, save_weights
-from .loading import DEMO_MODELS, data_dir, demo_card, load_model, resolve_device
+from ..samples import data_dir
+from .loading import DEMO_MODELS, demo_card, load_model, resolve_device
+from .preprocess import InputSpec, class_names, input_spec, prepare
 from .registry import create_model, list_models, register_model
 from .resnet import Normalize, ResNet
 
 __all__ = [
     "DEMO_MODELS",
+    "InputSpec",
     "Normalize",
     "ResNet",
+    "class_names",
     "create_model",
     "data_dir",
     "demo_card",
+    "input_spec",
     "list_models",
     "load_model",
     "load_weights",
+    "prepare",
     "read_state_dict",
     "register_model",
     "resolve_device",

@@ -9,16 +9,11 @@ import torch
 from torch import nn
 
 from ..errors import ModelError, ParameterError
+from ..samples import data_dir
 from .checkpoints import load_weights, read_metadata
 from .registry import create_model, is_model, list_models
 
 DEMO_MODELS = ("demo-cbam", "demo-se", "demo-resnest")
-
-
-def data_dir() -> Path:
-    """The bundled ``data/`` folder (``$ATTNVIZ_DATA`` overrides)."""
-    env = os.environ.get("ATTNVIZ_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "data"
 
 
 def demo_card(name: str) -> dict:
@@ -69,6 +64,7 @@ def load_model(
         model = create_model(card["architecture"], **{**card.get("builder_kwargs", {}), **kwargs})
         load_weights(model, data_dir() / "checkpoints" / card["weights"])
         model.class_names = list(card.get("classes", []))  # type: ignore[attr-defined]
+        model.input_size = int(card.get("data", {}).get("size", 64))  # type: ignore[attr-defined]
     elif is_model(name):
         if pretrained:
             raise ModelError(

@@ -1,0 +1,78 @@
+"""What a model expects as input: size and normalisation, from the model itself."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .resnet import Normalize
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """Square input side and the normalisation to apply outside the model (None: inside)."""
+
+    size: int
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+
+
+def input_spec(model: nn.Module) -> InputSpec:
+    """attnviz models with a ``Normalize`` inside take [0, 1] images; timm models follow their
+    ``pretrained_cfg``; anything else gets 224 px and ImageNet statistics."""
+    size = getattr(model, "input_size", None)
+    if isinstance(getattr(model, "normalize", None), Normalize):
+        return InputSpec(int(size or 64), None, None)
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    if cfg:
+        return InputSpec(
+            int(size or cfg.get("input_size", (3, 224, 224))[-1]),
+            tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)),
+        )
+    return InputSpec(int(size or 224), IMAGENET_MEAN, IMAGENET_STD)
+
+
+def prepare(model: nn.Module, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """[0, 1] images ((3,H,W), a list of them, or (B,3,H,W)) → the batch ``model`` expects,
+    on the model's device."""
+    spec = input_spec(model)
+    if isinstance(images, torch.Tensor) and images.ndim == 3:
+        images = [images]
+    batch = [
+        F.interpolate(im[None].float(), size=(spec.size, spec.size), mode="bilinear",
+                      antialias=True, align_corners=False)[0]
+        if im.shape[-2:] != (spec.size, spec.size) else im.float()
+        for im in images
+    ]
+    x = torch.stack(batch)
+    if spec.mean is not None:
+        mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
+        std = torch.tensor(spec.std).view(1, -1, 1, 1)
+        x = (x - mean) / std
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    return x.to(device)
+
+
+def class_names(model: nn.Module) -> list[str] | None:
+    """Class names for the model's outputs: the demo card's, or ImageNet's for 1000 classes."""
+    names = getattr(model, "class_names", None)
+    if names:
+        return list(names)
+    if getattr(model, "num_classes", None) == 1000:
+        try:
+            from timm.data import ImageNetInfo
+
+            info = ImageNetInfo()
+            return [info.index_to_description(i) for i in range(1000)]
+        except Exception:
+            return None
+    return None

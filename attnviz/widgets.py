@@ -1,0 +1,310 @@
+"""Interactive explorers (ipywidgets): controls + cached records + ``attnviz.plot`` drawing.
+
+    explorer = attnviz.widgets.AttentionExplorer(model, attnviz.sample_images())
+    explorer          # in JupyterLab: image, layer, channel, opacity, colour map, prediction
+
+The forward pass runs once per image and is cached: moving the layer, channel or opacity
+controls only re-draws. Run headless (papermill, nbclient) a figure inside a widget is not saved
+in the notebook, so the explorer then also displays a static figure (``static="auto"``).
+"""
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import ipywidgets as W
+import torch
+from IPython.display import Image as IPImage
+from IPython.display import display
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from torch import nn
+
+from . import plot
+from .errors import AttnvizError, ImageError, ParameterError
+from .images import MAX_BYTES, check_upload, load_image
+from .models.preprocess import class_names, prepare
+from .record import AttentionRecord, find_attention, record
+
+CMAPS = ("jet", "viridis", "magma", "inferno", "gray", "coolwarm")
+
+
+@dataclass
+class Analysis:
+    """One image's cached forward pass: its records (CPU) and its top predictions."""
+
+    image: torch.Tensor  # (3, H, W) in [0, 1], as shown
+    records: list[AttentionRecord]
+    top: list[tuple[str, float]]
+
+
+def figure_png(fig: Figure, dpi: int = 80) -> bytes:
+    """Render a Figure to PNG bytes (Agg; no pyplot)."""
+    buf = io.BytesIO()
+    FigureCanvasAgg(fig)
+    fig.savefig(buf, format="png", dpi=dpi, pil_kwargs={"compress_level": 1})
+    return buf.getvalue()
+
+
+def headless() -> bool:
+    """True when no live Jupyter front end will show widgets (papermill / nbclient / scripts).
+
+    ``ATTNVIZ_STATIC=1`` / ``0`` forces it; otherwise a kernel started by a Jupyter server has
+    ``JPY_SESSION_NAME`` set, papermill and nbclient kernels do not."""
+    forced = os.environ.get("ATTNVIZ_STATIC")
+    if forced is not None:
+        return forced not in ("0", "", "false", "False")
+    return "JPY_SESSION_NAME" not in os.environ
+
+
+def _as_images(images: object) -> dict[str, object]:
+    if images is None:
+        from .samples import sample_images
+
+        images = sample_images()
+    if isinstance(images, torch.Tensor) and images.ndim == 4:
+        images = list(images)
+    elif isinstance(images, (str, Path, torch.Tensor)):
+        images = [images]
+    if isinstance(images, Mapping):
+        return dict(images)
+    out: dict[str, object] = {}
+    for i, im in enumerate(images):  # type: ignore[union-attr]
+        key = Path(im).name if isinstance(im, (str, Path)) else f"image {i}"
+        out[key] = im
+    if not out:
+        raise ParameterError("AttentionExplorer needs at least one image")
+    return out
+
+
+class AttentionExplorer:
+    """Explore every recorded attention weight of ``model`` on a set of images.
+
+    Args:
+        model: any model with supported attention modules (eval mode is set).
+        images: paths, (3,H,W) tensors in [0, 1], a ``{name: image}`` dict, or None for the
+            bundled samples. More can be added through the upload control.
+        layers: optional layer pattern (as in ``attnviz.record``).
+        static: display a static figure below the widget: True, False or "auto" (headless).
+        max_upload_bytes: refuse larger uploads with a message.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        images: object = None,
+        layers: str | Sequence[str] | None = None,
+        static: bool | str = "auto",
+        max_upload_bytes: int = MAX_BYTES,
+        dpi: int = 80,
+    ) -> None:
+        self.model = model.eval()
+        self.layers = layers
+        self.sites = find_attention(model, layers)  # fails early with a clear message
+        self.static = headless() if static == "auto" else bool(static)
+        self.max_upload_bytes = max_upload_bytes
+        self.dpi = dpi
+        self.class_names = class_names(model)
+        self.sources: dict[str, object] = _as_images(images)
+        self._cache: dict[str, Analysis] = {}
+        self.forward_count = 0
+        self.render_count = 0
+        self.figure: Figure | None = None
+        self.last_render_ms = 0.0
+        self._drawn_image: torch.Tensor | None = None
+        self._overlay = None
+        self._fast_opacity = False
+
+        names = [f"{i}: {s.name} ({s.kind})" for i, s in enumerate(self.sites)]
+        self.image_select = W.Dropdown(options=list(self.sources), description="image")
+        self.upload = W.FileUpload(accept="image/*", multiple=False, description="your image")
+        self.layer_slider = W.IntSlider(0, 0, max(len(self.sites) - 1, 0), description="layer",
+                                        continuous_update=False)
+        self.layer_label = W.Label(names[0] if names else "")
+        self.channel_slider = W.IntSlider(0, 0, 1, description="channel", continuous_update=False)
+        self.opacity = W.FloatSlider(0.5, min=0, max=1, step=0.05, description="opacity",
+                                     continuous_update=False)
+        self.cmap = W.Dropdown(options=CMAPS, value=plot.DEFAULT_CMAP, description="colour map")
+        self.stretch = W.Checkbox(False, description="stretch to own range (misleading!)")
+        self.prediction = W.HTML()
+        self.status = W.HTML()
+        self.marker = W.HTML()  # text stating what is drawn (tests / screenshots)
+        self.canvas = W.Image(format="png")
+        self._site_names = names
+        for w in (self.image_select, self.layer_slider, self.channel_slider, self.opacity,
+                  self.cmap, self.stretch):
+            w.observe(self._on_change, names="value")
+        self.upload.observe(self._on_upload, names="value")
+        self.widget = W.VBox([
+            W.HBox([self.image_select, self.upload]),
+            W.HBox([self.layer_slider, self.layer_label]),
+            W.HBox([self.channel_slider, self.opacity]),
+            W.HBox([self.cmap, self.stretch]),
+            self.prediction, self.status, self.canvas, self.marker,
+        ])
+        self.render()
+
+    # -- model side (cached) ---------------------------------------------------------------
+    def analysis(self, key: str | None = None) -> Analysis:
+        """The cached forward pass of image ``key`` (runs the model on first use)."""
+        key = key or self.image_select.value
+        if key not in self._cache:
+            src = self.sources[key]
+            image = src if isinstance(src, torch.Tensor) else load_image(src)
+            x = prepare(self.model, image)
+            with torch.no_grad(), record(self.model, self.layers) as rec:
+                logits = self.model(x)
+            self.forward_count += 1
+            rec.cpu()
+            probs = torch.softmax(logits.float(), 1)[0].cpu()
+            top = probs.topk(min(3, probs.numel()))
+            names = self.class_names or [str(i) for i in range(probs.numel())]
+            self._cache[key] = Analysis(
+                image=image.cpu(), records=rec.latest(),
+                top=[(names[i], float(p)) for p, i in zip(top.values, top.indices, strict=True)],
+            )
+        return self._cache[key]
+
+    def add_image(self, name: str, source: object) -> None:
+        """Add an image (path, bytes, tensor) and select it."""
+        if isinstance(source, bytes):
+            source = load_image(source)
+        self.sources[name] = source
+        self.image_select.options = list(self.sources)
+        self.image_select.value = name
+
+    # -- drawing -----------------------------------------------------------------------------
+    def current(self) -> AttentionRecord:
+        return self.analysis().records[self.layer_slider.value]
+
+    def _new_figure(self) -> Figure:
+        # Fixed axes positions (no layout engine): a redraw then costs one Agg render.
+        fig = Figure(figsize=(8, 3.4), dpi=self.dpi)
+        fig.add_axes((0.01, 0.04, 0.34, 0.80))  # input image
+        fig.add_axes((0.43, 0.16, 0.45, 0.66))  # weights
+        fig.add_axes((0.90, 0.16, 0.015, 0.66))  # colour bar
+        return fig
+
+    def draw(self) -> Figure:
+        """Draw the current control values into the explorer's figure (no model run if cached)."""
+        a = self.analysis()
+        r = a.records[self.layer_slider.value]
+        value = r.value[0].numpy()
+        fig = self.figure if self.figure is not None else self._new_figure()
+        ax_img, ax_w, cax = fig.axes
+        if self._drawn_image is not a.image:
+            ax_img.cla()
+            ax_img.imshow(plot.image_hwc(a.image))
+            ax_img.set_axis_off()
+            ax_img.set_title(f"input: {self.image_select.value}", fontsize=8)
+            self._drawn_image = a.image
+        ax_w.cla()
+        cax.cla()
+        cax.set_visible(True)
+        self._overlay = None
+        title = f"{r.name} · {r.kind} · {r.module_type}"
+        if r.kind in ("spatial", "context"):
+            stretch = self.stretch.value or r.kind == "context"
+            self._overlay = plot.draw_spatial_overlay(
+                ax_w, plot.image_hwc(a.image), value, self.opacity.value, self.cmap.value, stretch
+            )
+            fig.colorbar(self._overlay, cax=cax)
+            scale = "STRETCHED" if stretch else "fixed 0–1"
+            ax_w.set_title(f"{title}\n{plot.mask_range_text(value)} · {scale}", fontsize=8)
+        elif r.kind == "channel":
+            c = self.channel_slider.value
+            plot.draw_channel_bars(ax_w, value, highlight=c)
+            cax.set_visible(False)
+            ax_w.set_title(f"{title}\nchannel {c}: s = {value[c]:.3f} · mean {value.mean():.3f}",
+                           fontsize=8)
+        else:  # radix / paths: (R, C)
+            c = self.channel_slider.value
+            art = ax_w.imshow(value, aspect="auto", vmin=0, vmax=1, cmap="viridis",
+                              interpolation="nearest")
+            ax_w.axvline(c, color="r", lw=1)
+            ax_w.set_yticks(range(value.shape[0]), [f"split {i}" for i in range(value.shape[0])])
+            ax_w.set_xlabel("channel")
+            fig.colorbar(art, cax=cax)
+            col = ", ".join(f"{v:.2f}" for v in value[:, c])
+            ax_w.set_title(f"{title}\nchannel {c}: a = ({col})", fontsize=8)
+        return fig
+
+    def render(self) -> None:
+        """Re-draw the figure from cached records and update the widgets."""
+        t0 = time.perf_counter()
+        try:
+            a = self.analysis()
+        except AttnvizError as e:
+            self.status.value = f"<b style='color:#b00'>{_esc(str(e))}</b>"
+            return
+        r = a.records[self.layer_slider.value]
+        n_channels = r.value.shape[-1] if r.kind in ("channel", "radix", "paths") else 1
+        with self.channel_slider.hold_trait_notifications():
+            self.channel_slider.max = max(n_channels - 1, 0)
+            self.channel_slider.disabled = r.kind not in ("channel", "radix", "paths")
+        self.opacity.disabled = r.kind not in ("spatial", "context")
+        self.layer_label.value = self._site_names[self.layer_slider.value]
+        self.prediction.value = "prediction: " + ", ".join(
+            f"<b>{_esc(n)}</b> {p:.1%}" if i == 0 else f"{_esc(n)} {p:.1%}"
+            for i, (n, p) in enumerate(a.top))
+        if self._fast_opacity and self._overlay is not None:
+            self._overlay.set_alpha(self.opacity.value)  # only the alpha changed
+            fig = self.figure
+        else:
+            fig = self.draw()
+        self._fast_opacity = False
+        self.figure = fig
+        self.canvas.value = figure_png(fig, self.dpi)
+        self.render_count += 1
+        self.marker.value = (f"<code>attnviz-render {self.render_count}: image={_esc(self.image_select.value)} "
+                             f"layer={self.layer_slider.value} channel={self.channel_slider.value} "
+                             f"opacity={self.opacity.value:.2f}</code>")
+        self.last_render_ms = (time.perf_counter() - t0) * 1000
+
+    def _on_change(self, change: dict) -> None:
+        if change["owner"] is self.image_select or change["owner"] is self.layer_slider:
+            self.status.value = ""
+        self._fast_opacity = change["owner"] is self.opacity
+        self.render()
+
+    def _on_upload(self, change: dict) -> None:
+        files = change["new"]
+        if not files:
+            return
+        f = files[0] if isinstance(files, (list, tuple)) else next(iter(files.values()))
+        name = f["name"] if isinstance(f, Mapping) else getattr(f, "name", "upload")
+        content = bytes(f["content"] if isinstance(f, Mapping) else f.content)
+        try:
+            if len(content) > self.max_upload_bytes:
+                raise ImageError(
+                    f"{name}: {len(content) / 1e6:.1f} MB is over the upload limit of "
+                    f"{self.max_upload_bytes / 1e6:.1f} MB"
+                )
+            check_upload(content, name)
+            image = load_image(content)
+        except AttnvizError as e:
+            self.status.value = f"<b style='color:#b00'>{_esc(name)}: {_esc(str(e))}</b>"
+            return
+        self.add_image(name, image)
+
+    # -- display -----------------------------------------------------------------------------
+    def _ipython_display_(self) -> None:
+        display(self.widget)
+        if self.static:
+            display(IPImage(data=figure_png(self.draw(), self.dpi)))
+
+
+def _esc(s: str) -> str:
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def explore(model: nn.Module, images: object = None, **kwargs: object) -> AttentionExplorer:
+    """Shorthand for ``AttentionExplorer(model, images, **kwargs)``."""
+    return AttentionExplorer(model, images, **kwargs)
+
+
+__all__ = ["Analysis", "AttentionExplorer", "explore", "figure_png", "headless"]

@@ -1,0 +1,131 @@
+"""Forward time with ``attnviz.record`` vs without, on real attention ResNets.
+
+Plain and recorded forwards are interleaved (the order alternates every repetition, so a slow
+drift of the machine hits both alike); the reported ratio is the median of the per-repetition
+ratios recorded/plain. The recorded time includes installing and removing the hooks.
+
+    python benchmarks/recorder_overhead.py                      # batch 8, 224 px, 7 reps, CPU
+    python benchmarks/recorder_overhead.py --reps 3 --batch 2   # quick check
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+MODELS: dict[str, Callable[[], nn.Module]] = {}
+
+
+def _model(name: str) -> Callable[[], nn.Module]:
+    def factory() -> nn.Module:
+        if name.startswith("attnviz:"):
+            import attnviz
+
+            return attnviz.create_model(name.split(":", 1)[1])
+        import timm
+
+        return timm.create_model(name, pretrained=False)
+
+    return factory
+
+
+for _name in ("resnest50d", "seresnet50", "attnviz:cbam_resnet50"):
+    MODELS[_name] = _model(_name)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _plain(model: nn.Module, x: torch.Tensor) -> None:
+    model(x)
+
+
+def _recorded(model: nn.Module, x: torch.Tensor) -> int:
+    import attnviz
+
+    with attnviz.record(model) as rec:
+        model(x)
+    return len(rec.records)
+
+
+def bench(
+    name: str, device: torch.device, batch: int, size: int, reps: int, warmup: int
+) -> dict[str, float]:
+    model = MODELS[name]().eval().to(device)
+    x = torch.randn(batch, 3, size, size, device=device)
+    plain_s, rec_s = [], []
+    with torch.no_grad():
+        n_records = 0
+        for _ in range(warmup):
+            _plain(model, x)
+            n_records = _recorded(model, x)
+        _sync(device)
+        for i in range(reps):
+            order = (False, True) if i % 2 == 0 else (True, False)
+            for recorded in order:
+                _sync(device)
+                t0 = time.perf_counter()
+                if recorded:
+                    _recorded(model, x)
+                else:
+                    _plain(model, x)
+                _sync(device)
+                (rec_s if recorded else plain_s).append(time.perf_counter() - t0)
+    ratios = [r / p for r, p in zip(rec_s, plain_s, strict=True)]
+    return {
+        "plain_ms": statistics.median(plain_s) * 1e3,
+        "recorded_ms": statistics.median(rec_s) * 1e3,
+        "ratio": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "records": n_records,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--reps", type=int, default=7, help="timed plain/recorded pairs")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument(
+        "--devices", nargs="+", default=["cpu", "cuda"], choices=["cpu", "cuda"],
+        help="cuda is skipped when no GPU is present",
+    )
+    args = parser.parse_args(argv)
+    if min(args.batch, args.size, args.reps, args.threads) < 1 or args.warmup < 0:
+        parser.error("--batch, --size, --reps and --threads must be >= 1, --warmup >= 0")
+    torch.set_num_threads(args.threads)
+
+    devices = [torch.device(d) for d in args.devices if d == "cpu" or torch.cuda.is_available()]
+    print(
+        f"recorder overhead: batch {args.batch}, {args.size} px, {args.reps} reps, "
+        f"{args.threads} CPU thread(s), torch {torch.__version__}, no_grad, eval"
+    )
+    header = (
+        f"{'model':<24}{'device':<8}{'plain ms':>10}{'recorded ms':>13}{'ratio':>8}"
+        f"{'ratio range':>16}{'records':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for device in devices:
+        for name in args.models:
+            r = bench(name, device, args.batch, args.size, args.reps, args.warmup)
+            print(
+                f"{name:<24}{device.type:<8}{r['plain_ms']:>10.1f}{r['recorded_ms']:>13.1f}"
+                f"{r['ratio']:>8.3f}{r['ratio_min']:>8.3f}–{r['ratio_max']:<7.3f}"
+                f"{r['records']:>9d}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
