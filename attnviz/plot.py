@@ -105,13 +105,15 @@ def channel_bars(
     weights: torch.Tensor, index: int = 0, sort: bool = False, top_k: int | None = None,
     title: str | None = None,
 ) -> Figure:
-    """s(c) of one image as bars: channel order, ``sort=True`` by value, or the ``top_k`` largest."""
+    """s(c) of one image as bars: channel order, ``sort=True`` by value, or the ``top_k`` largest.
+    """
     w = _pick(weights, index, 1)
     fig = Figure(figsize=(7, 2.6), layout="constrained")
     ax = fig.subplots()
     draw_channel_bars(ax, w, sort=sort, top_k=top_k)
     ax.set_title(title or f"channel weights s(c): {len(w)} channels, mean {w.mean():.2f}, "
-                 f"range [{w.min():.2f}, {w.max():.2f}]", fontsize=9)
+                 f"range [{w.min():.2f}, {w.max():.2f}]",
+                 fontsize=9)
     return fig
 
 
@@ -213,7 +215,8 @@ def draw_spatial_overlay(
         ax.imshow(image, extent=(0, w, h, 0))
     else:
         h, w = mask.shape
-    art = ax.imshow(mask, cmap=cmap, vmin=vmin, vmax=vmax, alpha=alpha if image is not None else 1.0,
+    art = ax.imshow(mask, cmap=cmap, vmin=vmin, vmax=vmax,
+                    alpha=alpha if image is not None else 1.0,
                     extent=(0, w, h, 0), interpolation="bilinear")
     ax.set_axis_off()
     return art

@@ -260,9 +260,11 @@ class AttentionExplorer:
         self.figure = fig
         self.canvas.value = figure_png(fig, self.dpi)
         self.render_count += 1
-        self.marker.value = (f"<code>attnviz-render {self.render_count}: image={_esc(self.image_select.value)} "
-                             f"layer={self.layer_slider.value} channel={self.channel_slider.value} "
-                             f"opacity={self.opacity.value:.2f}</code>")
+        self.marker.value = (
+            f"<code>attnviz-render {self.render_count}: "
+            f"image={_esc(self.image_select.value)} layer={self.layer_slider.value} "
+            f"channel={self.channel_slider.value} opacity={self.opacity.value:.2f}</code>"
+        )
         self.last_render_ms = (time.perf_counter() - t0) * 1000
 
     def _on_change(self, change: dict) -> None:

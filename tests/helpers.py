@@ -224,7 +224,8 @@ def _verify_one(model, site, value, inp, out, cap, call, atol, rtol) -> None:
         h, w = inp.shape[-2:]
         assert value.shape == (b, h, w)
         flat = value.reshape(b, -1)
-        _close(flat.sum(-1), torch.ones_like(flat[:, 0]), f"{what}: weights sum to 1 over H·W", atol, rtol)
+        ones = torch.ones_like(flat[:, 0])
+        _close(flat.sum(-1), ones, f"{what}: weights sum to 1 over H·W", atol, rtol)
         _nonconstant(value, f"{what} weights")
         mlp = f"{name}.mlp_add" if module.mlp_add is not None else f"{name}.mlp_scale"
         context = cap.inputs[mlp][call]

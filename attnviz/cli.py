@@ -1,0 +1,175 @@
+"""The ``attnviz`` command: ``report``, ``train``, ``evaluate``, ``lab``."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+EXIT_CODES = """exit codes:
+  0  report written (also when some images could not be read: they are listed in the
+     report's "could not read" section and a warning line is printed)
+  1  the report notebook failed (the failing cell's exception is printed; the partly
+     executed notebook is kept in the output folder)
+  2  invalid parameters (unknown model, no images matched, a layer pattern matching no
+     attention module, a bad device, --top-k < 1, ...): one line "attnviz: error: ..."
+"""
+
+REPORT_HELP = """Record the attention weights of MODEL on IMAGES and write a self-contained HTML
+report (figures embedded, nothing loaded from the network) to OUT/report.html, next to
+OUT/report.ipynb (the executed notebook), OUT/summary.csv (one row per image and attention
+layer) and OUT/summary.json."""
+
+
+class UsageError(Exception):
+    """A command-line mistake argparse found."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def _positive(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(
+        prog="attnviz", formatter_class=fmt, epilog=EXIT_CODES,
+        description="See the attention weights of attention ResNets: reports, training, "
+                    "evaluation, notebooks.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"attnviz {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    rep = sub.add_parser("report", help="write an HTML attention report for a set of images",
+                         description=REPORT_HELP, epilog=EXIT_CODES, formatter_class=fmt)
+    rep.add_argument("images", nargs="+", metavar="IMAGES",
+                     help="image files, folders (their image files) or glob patterns")
+    rep.add_argument("--model", default="demo-cbam",
+                     help="demo model (demo-cbam, demo-se, demo-resnest), attnviz or timm "
+                          "model name (default: %(default)s)")
+    rep.add_argument("--checkpoint", default=None, metavar="PATH",
+                     help="local weights file for the architecture --model names")
+    rep.add_argument("--layers", default=None, metavar="PAT",
+                     help="only attention modules whose name matches this glob "
+                          "(e.g. 'layer3*'; 're:...' for a regex)")
+    rep.add_argument("--device", default="auto",
+                     help="auto (CUDA when present), cpu, cuda, cuda:1, ... (default: auto)")
+    rep.add_argument("--out", default="reports", metavar="DIR",
+                     help="output folder (default: %(default)s)")
+    rep.add_argument("--top-k", type=_positive, default=10, metavar="K",
+                     help="channels shown per block (default: %(default)s)")
+    rep.add_argument("--attribution", action="store_true",
+                     help="also compare a spatial mask with Grad-CAM / integrated gradients / "
+                          "saliency (Captum; slower)")
+    rep.add_argument("--batch-size", type=_positive, default=16, metavar="N",
+                     help="images per forward pass (default: %(default)s)")
+    rep.add_argument("--workers", type=_positive, default=0, metavar="N",
+                     help="DataLoader worker processes reading images (default: %(default)s)")
+    sub.add_parser("train", add_help=False,
+                   help="train a model on the shapes data (`attnviz train --help`)")
+    sub.add_parser("evaluate", add_help=False,
+                   help="score a model's attention on held-out shapes (`attnviz evaluate --help`)")
+    sub.add_parser("lab", add_help=False,
+                   help="open the notebooks in JupyterLab: `attnviz lab [DIR]`")
+    return parser
+
+
+def _delegate(module: str) -> Callable[[list[str]], int | None]:
+    def run(argv: list[str]) -> int | None:
+        if importlib.util.find_spec(f"attnviz.{module}") is None:
+            raise UsageError(f"`attnviz {module}` is not available in this installation")
+        return importlib.import_module(f"attnviz.{module}").main(argv)
+
+    return run
+
+
+DELEGATES = {"train": _delegate("train"), "evaluate": _delegate("evaluate"),
+             "lab": _delegate("lab")}
+
+
+def _err(message: str) -> None:
+    text = " ".join(str(message).split())  # one line, whatever the message holds
+    print(f"attnviz: error: {text}", file=sys.stderr)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+
+
+def report(args: argparse.Namespace) -> int:
+    from . import report as rep
+
+    t0 = time.perf_counter()
+    params = rep.validate(
+        args.images, args.model, args.out, checkpoint=args.checkpoint, layers=args.layers,
+        device=args.device, top_k=args.top_k, attribution=args.attribution,
+        batch_size=args.batch_size, num_workers=args.workers,
+    )
+    print(f"attnviz: {params.n_images} image file(s), model {params.model}, device "
+          f"{params.device}; running the report notebook ...", file=sys.stderr)
+    out = rep.Path(params.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    nb_out = out / "report.ipynb"
+    try:
+        rep.execute_notebook(rep.default_notebook(), nb_out, params.notebook_parameters())
+    except rep.ReportExecutionError as e:
+        print(f"attnviz: report failed in notebook cell {e.cell_index}: {e.ename}: "
+              f"{' '.join(str(e.evalue).split())}", file=sys.stderr)
+        print(f"attnviz: the partly executed notebook is {e.notebook}", file=sys.stderr)
+        return 1
+    html_path = rep.export_html(nb_out, out / "report.html", title=f"attnviz report: {args.model}")
+    summary = rep.read_summary(out)
+    bad = summary.get("could_not_read", [])
+    if bad:
+        listed = "; ".join(f"{b['image']} ({b['reason']})" for b in bad[:5])
+        more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
+        print(f"attnviz: warning: {len(bad)} input(s) could not be read and are listed in the "
+              f"report: {listed}{more}", file=sys.stderr)
+    shown = os.path.relpath(html_path) if not args.out.startswith("/") else str(html_path)
+    print(f"attnviz: wrote {shown} ({_size(html_path.stat().st_size)}, "
+          f"{summary.get('n_images', '?')} image(s)) in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``attnviz`` command; returns the exit code (see ``attnviz --help``)."""
+    from .errors import AttnvizError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] in DELEGATES:
+            code = DELEGATES[argv[0]](argv[1:])
+            return int(code or 0)
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:  # --help, --version
+            return int(e.code or 0)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        return report(args)
+    except UsageError as e:
+        _err(e)
+        return 2
+    except AttnvizError as e:
+        _err(e)
+        return 2
+    except KeyboardInterrupt:
+        print("attnviz: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
