@@ -1,10 +1,11 @@
 """attnviz: see the attention weights of attention-augmented ResNets.
 
-    model = attnviz.load_model("demo-cbam")
-    with attnviz.record(model) as rec:
-        logits = model(x)
-    rec.channel, rec.spatial, rec.radix
+model = attnviz.load_model("demo-cbam")
+with attnviz.record(model) as rec:
+    logits = model(x)
+rec.channel, rec.spatial, rec.radix
 """
+
 from __future__ import annotations
 
 from .errors import (
@@ -34,6 +35,7 @@ def __getattr__(name: str) -> object:
 
         return load_image
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 

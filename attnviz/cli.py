@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 EXIT_CODES = """exit codes:
   0  report written (also when some images could not be read: they are listed in the
@@ -33,11 +34,18 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _positive(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,14 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="auto (CUDA when present), cpu, cuda, cuda:1, ... (default: auto)")
     rep.add_argument("--out", default="reports", metavar="DIR",
                      help="output folder (default: %(default)s)")
-    rep.add_argument("--top-k", type=_positive, default=10, metavar="K",
+    rep.add_argument("--top-k", type=_int_at_least(1), default=10, metavar="K",
                      help="channels shown per block (default: %(default)s)")
     rep.add_argument("--attribution", action="store_true",
                      help="also compare a spatial mask with Grad-CAM / integrated gradients / "
                           "saliency (Captum; slower)")
-    rep.add_argument("--batch-size", type=_positive, default=16, metavar="N",
+    rep.add_argument("--batch-size", type=_int_at_least(1), default=16, metavar="N",
                      help="images per forward pass (default: %(default)s)")
-    rep.add_argument("--workers", type=_positive, default=0, metavar="N",
+    rep.add_argument("--workers", type=_int_at_least(0), default=0, metavar="N",
                      help="DataLoader worker processes reading images (default: %(default)s)")
     sub.add_parser("train", add_help=False,
                    help="train a model on the shapes data (`attnviz train --help`)")
@@ -111,34 +119,29 @@ def report(args: argparse.Namespace) -> int:
     from . import report as rep
 
     t0 = time.perf_counter()
-    params = rep.validate(
-        args.images, args.model, args.out, checkpoint=args.checkpoint, layers=args.layers,
-        device=args.device, top_k=args.top_k, attribution=args.attribution,
-        batch_size=args.batch_size, num_workers=args.workers,
-    )
-    print(f"attnviz: {params.n_images} image file(s), model {params.model}, device "
-          f"{params.device}; running the report notebook ...", file=sys.stderr)
-    out = rep.Path(params.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    nb_out = out / "report.ipynb"
     try:
-        rep.execute_notebook(rep.default_notebook(), nb_out, params.notebook_parameters())
+        html_path = rep.write_report(
+            args.images, args.model, args.out, checkpoint=args.checkpoint, layers=args.layers,
+            device=args.device, top_k=args.top_k, attribution=args.attribution,
+            batch_size=args.batch_size, num_workers=args.workers,
+            log=lambda line: print(f"attnviz: {line}", file=sys.stderr, flush=True),
+        )
     except rep.ReportExecutionError as e:
         print(f"attnviz: report failed in notebook cell {e.cell_index}: {e.ename}: "
               f"{' '.join(str(e.evalue).split())}", file=sys.stderr)
         print(f"attnviz: the partly executed notebook is {e.notebook}", file=sys.stderr)
         return 1
-    html_path = rep.export_html(nb_out, out / "report.html", title=f"attnviz report: {args.model}")
-    summary = rep.read_summary(out)
+    summary = rep.read_summary(html_path.parent)
     bad = summary.get("could_not_read", [])
     if bad:
         listed = "; ".join(f"{b['image']} ({b['reason']})" for b in bad[:5])
         more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
         print(f"attnviz: warning: {len(bad)} input(s) could not be read and are listed in the "
               f"report: {listed}{more}", file=sys.stderr)
-    shown = os.path.relpath(html_path) if not args.out.startswith("/") else str(html_path)
+    shown = html_path if Path(args.out).is_absolute() else Path(os.path.relpath(html_path))
     print(f"attnviz: wrote {shown} ({_size(html_path.stat().st_size)}, "
-          f"{summary.get('n_images', '?')} image(s)) in {time.perf_counter() - t0:.1f} s")
+          f"{summary.get('n_images', '?')} image(s) analysed) in "
+          f"{time.perf_counter() - t0:.1f} s")
     return 0
 
 
@@ -149,7 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] in DELEGATES:
-            code = DELEGATES[argv[0]](argv[1:])
+            try:
+                code = DELEGATES[argv[0]](argv[1:])
+            except SystemExit as e:  # their own argparse: --help, usage errors
+                return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
             return int(code or 0)
         parser = build_parser()
         try:

@@ -1,4 +1,5 @@
 """attnviz's error types: one readable message naming the problem."""
+
 from __future__ import annotations
 
 

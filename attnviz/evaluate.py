@@ -1,7 +1,8 @@
 """Evaluate attention against ground truth on the shapes data, beside a random-init baseline.
 
-    python -m attnviz.evaluate --model demo-cbam --n 2000
+python -m attnviz.evaluate --model demo-cbam --n 2000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,23 +69,37 @@ def evaluate(model: nn.Module, data: Shapes, batch_size: int = 250) -> Evaluatio
     for name, m in rec.spatial.items():
         result.layers.append(
             LayerScore(
-                name, "spatial",
+                name,
+                "spatial",
                 pointing=metrics.pointing_game(m, data.masks),
                 energy_raw=metrics.energy_in_box(m, data.masks).mean().item(),
-                energy_minus_min=metrics.energy_in_box(m, data.masks, subtract_min=True).mean().item(),
-                mask_min=m.min().item(), mask_mean=m.mean().item(), mask_max=m.max().item(),
+                energy_minus_min=metrics.energy_in_box(m, data.masks, subtract_min=True)
+                .mean()
+                .item(),
+                mask_min=m.min().item(),
+                mask_mean=m.mean().item(),
+                mask_max=m.max().item(),
             )
         )
     for name, s in rec.channel.items():
         result.layers.append(
-            LayerScore(name, "channel", class_specificity=metrics.class_specificity(s, data.labels),
-                       mask_mean=s.mean().item())
+            LayerScore(
+                name,
+                "channel",
+                class_specificity=metrics.class_specificity(s, data.labels),
+                mask_mean=s.mean().item(),
+            )
         )
     for name, a in rec.radix.items():
         a0 = a[:, 0]
         result.layers.append(
-            LayerScore(name, "radix", class_specificity=metrics.class_specificity(a0, data.labels),
-                       radix_a0_std=a0.std().item(), radix_a0_mean=a0.mean().item())
+            LayerScore(
+                name,
+                "radix",
+                class_specificity=metrics.class_specificity(a0, data.labels),
+                radix_a0_std=a0.std().item(),
+                radix_a0_mean=a0.mean().item(),
+            )
         )
     return result
 
@@ -101,23 +116,45 @@ def random_baseline(model: nn.Module, seed: int = 0) -> nn.Module:
 
 def format_table(trained: Evaluation, baseline: Evaluation | None = None) -> str:
     """A plain-text table: one line per recorded layer, trained vs random init."""
+
     def f(v: float | None) -> str:
         return "   -  " if v is None else f"{v:6.3f}"
 
-    lines = [f"accuracy: trained {trained.accuracy:.4f}"
-             + (f" | random init {baseline.accuracy:.4f}" if baseline else "") + f"  (n={trained.n})"]
-    head = f"{'layer':28s} {'kind':8s} {'point':>6s} {'E_raw':>6s} {'E-min':>6s} {'min':>6s} " \
-           f"{'mean':>6s} {'max':>6s} {'spec':>6s} {'a0 sd':>6s}"
+    lines = [
+        f"accuracy: trained {trained.accuracy:.4f}"
+        + (f" | random init {baseline.accuracy:.4f}" if baseline else "")
+        + f"  (n={trained.n})"
+    ]
+    head = (
+        f"{'layer':28s} {'kind':8s} {'point':>6s} {'E_raw':>6s} {'E-min':>6s} {'min':>6s} "
+        f"{'mean':>6s} {'max':>6s} {'spec':>6s} {'a0 sd':>6s}"
+    )
     base = {(s.name, s.kind): s for s in baseline.layers} if baseline else {}
     lines.append(head)
     for s in trained.layers:
-        row = [s.pointing, s.energy_raw, s.energy_minus_min, s.mask_min, s.mask_mean, s.mask_max,
-               s.class_specificity, s.radix_a0_std]
+        row = [
+            s.pointing,
+            s.energy_raw,
+            s.energy_minus_min,
+            s.mask_min,
+            s.mask_mean,
+            s.mask_max,
+            s.class_specificity,
+            s.radix_a0_std,
+        ]
         lines.append(f"{s.name[:28]:28s} {s.kind:8s} " + " ".join(f(v) for v in row))
         b = base.get((s.name, s.kind))
         if b is not None:
-            brow = [b.pointing, b.energy_raw, b.energy_minus_min, b.mask_min, b.mask_mean,
-                    b.mask_max, b.class_specificity, b.radix_a0_std]
+            brow = [
+                b.pointing,
+                b.energy_raw,
+                b.energy_minus_min,
+                b.mask_min,
+                b.mask_mean,
+                b.mask_max,
+                b.class_specificity,
+                b.radix_a0_std,
+            ]
             lines.append(f"{'  (random init)':28s} {'':8s} " + " ".join(f(v) for v in brow))
     return "\n".join(lines)
 

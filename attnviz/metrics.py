@@ -2,6 +2,7 @@
 
 All functions take plain tensors (no model calls), so they are easy to test on constructed maps.
 """
+
 from __future__ import annotations
 
 import torch
@@ -16,7 +17,9 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 def upsample(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
     """(N, h, w) maps → (N, H, W) by bilinear interpolation (align_corners=False)."""
     size = (size, size) if isinstance(size, int) else size
-    return F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+    return F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)[
+        :, 0
+    ]
 
 
 def boxes_from_masks(objects: torch.Tensor) -> torch.Tensor:
@@ -37,7 +40,7 @@ def _dilate(objects: torch.Tensor, tolerance: int) -> torch.Tensor:
 
 
 def pointing_hits(maps: torch.Tensor, objects: torch.Tensor, tolerance: int = 3) -> torch.Tensor:
-    """Per image: is the argmax of the upsampled map inside the object (grown by ``tolerance`` px)?"""
+    """Per image: does the upsampled map peak inside the object (grown by ``tolerance`` px)?"""
     up = upsample(maps.cpu(), tuple(objects.shape[-2:]))
     n, h, w = up.shape
     idx = up.reshape(n, -1).argmax(1)
@@ -103,11 +106,14 @@ def saturation(weights: torch.Tensor, low: float = 0.05, high: float = 0.95) -> 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Spearman rank correlation between maps, per image: (N, ...) × (N, ...) → (N,)."""
+
     def ranks(x: torch.Tensor) -> torch.Tensor:
         flat = x.flatten(1).float()
         order = flat.argsort(1)
         r = torch.empty_like(flat)
-        r.scatter_(1, order, torch.arange(flat.shape[1], dtype=flat.dtype).expand_as(flat).contiguous())
+        r.scatter_(
+            1, order, torch.arange(flat.shape[1], dtype=flat.dtype).expand_as(flat).contiguous()
+        )
         return r
 
     ra, rb = ranks(a), ranks(b)
@@ -134,6 +140,7 @@ def spearman_ties(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     a saturated mask) it does not depend on the position of the tied cells. A constant map has
     correlation 0.
     """
+
     def ranks(x: torch.Tensor) -> torch.Tensor:
         flat = x.flatten(1).double()
         s = flat.sort(1).values.contiguous()

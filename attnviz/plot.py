@@ -5,6 +5,7 @@ Spatial masks use a fixed 0–1 colour scale by default and print each mask's ra
 stretching each mask to its own min–max makes even a random network look attentive, so
 ``stretch=True`` exists but labels the figure as stretched.
 """
+
 from __future__ import annotations
 
 import math
@@ -79,7 +80,10 @@ def _grid(n: int, ncols: int, size: tuple[float, float]) -> tuple[Figure, list[A
 
 # -- channel weights s(c) ----------------------------------------------------------------------
 def draw_channel_bars(
-    ax: Axes, weights: np.ndarray, sort: bool = False, top_k: int | None = None,
+    ax: Axes,
+    weights: np.ndarray,
+    sort: bool = False,
+    top_k: int | None = None,
     highlight: int | None = None,
 ) -> None:
     """Bars of s(c) on a fixed 0–1 axis; ``sort`` descending; ``top_k`` keeps the largest k."""
@@ -102,23 +106,31 @@ def draw_channel_bars(
 
 
 def channel_bars(
-    weights: torch.Tensor, index: int = 0, sort: bool = False, top_k: int | None = None,
+    weights: torch.Tensor,
+    index: int = 0,
+    sort: bool = False,
+    top_k: int | None = None,
     title: str | None = None,
 ) -> Figure:
-    """s(c) of one image as bars: channel order, ``sort=True`` by value, or the ``top_k`` largest.
-    """
+    """s(c) of one image as bars: channel order, ``sort=True`` by value, or the top k."""
     w = _pick(weights, index, 1)
     fig = Figure(figsize=(7, 2.6), layout="constrained")
     ax = fig.subplots()
     draw_channel_bars(ax, w, sort=sort, top_k=top_k)
-    ax.set_title(title or f"channel weights s(c): {len(w)} channels, mean {w.mean():.2f}, "
-                 f"range [{w.min():.2f}, {w.max():.2f}]",
-                 fontsize=9)
+    ax.set_title(
+        title
+        or f"channel weights s(c): {len(w)} channels, mean {w.mean():.2f}, "
+        f"range [{w.min():.2f}, {w.max():.2f}]",
+        fontsize=9,
+    )
     return fig
 
 
 def channel_grid(
-    channel: Mapping[str, torch.Tensor], index: int = 0, sort: bool = True, ncols: int = 4,
+    channel: Mapping[str, torch.Tensor],
+    index: int = 0,
+    sort: bool = True,
+    ncols: int = 4,
 ) -> Figure:
     """One bar panel per block, one row per stage: how s(c) changes with depth."""
     if not channel:
@@ -203,8 +215,12 @@ def mask_range_text(mask: np.ndarray) -> str:
 
 
 def draw_spatial_overlay(
-    ax: Axes, image: np.ndarray | None, mask: np.ndarray, alpha: float = 0.5,
-    cmap: str = DEFAULT_CMAP, stretch: bool = False,
+    ax: Axes,
+    image: np.ndarray | None,
+    mask: np.ndarray,
+    alpha: float = 0.5,
+    cmap: str = DEFAULT_CMAP,
+    stretch: bool = False,
 ):
     """Draw ``mask`` (bilinear-upsampled to the image) over ``image``; returns the mask artist."""
     vmin, vmax = (float(mask.min()), float(mask.max())) if stretch else (0.0, 1.0)
@@ -215,16 +231,27 @@ def draw_spatial_overlay(
         ax.imshow(image, extent=(0, w, h, 0))
     else:
         h, w = mask.shape
-    art = ax.imshow(mask, cmap=cmap, vmin=vmin, vmax=vmax,
-                    alpha=alpha if image is not None else 1.0,
-                    extent=(0, w, h, 0), interpolation="bilinear")
+    art = ax.imshow(
+        mask,
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        alpha=alpha if image is not None else 1.0,
+        extent=(0, w, h, 0),
+        interpolation="bilinear",
+    )
     ax.set_axis_off()
     return art
 
 
 def spatial_overlay(
-    image: torch.Tensor | None, mask: torch.Tensor, index: int = 0, alpha: float = 0.5,
-    cmap: str = DEFAULT_CMAP, stretch: bool = False, title: str | None = None,
+    image: torch.Tensor | None,
+    mask: torch.Tensor,
+    index: int = 0,
+    alpha: float = 0.5,
+    cmap: str = DEFAULT_CMAP,
+    stretch: bool = False,
+    title: str | None = None,
 ) -> Figure:
     """A spatial mask over its image on a fixed 0–1 scale (``stretch=True``: own min–max,
     labelled "stretched")."""
@@ -240,8 +267,13 @@ def spatial_overlay(
 
 
 def spatial_grid(
-    image: torch.Tensor | None, spatial: Mapping[str, torch.Tensor], index: int = 0,
-    alpha: float = 0.5, cmap: str = DEFAULT_CMAP, stretch: bool = False, ncols: int = 4,
+    image: torch.Tensor | None,
+    spatial: Mapping[str, torch.Tensor],
+    index: int = 0,
+    alpha: float = 0.5,
+    cmap: str = DEFAULT_CMAP,
+    stretch: bool = False,
+    ncols: int = 4,
 ) -> Figure:
     """Every block's spatial mask over the image, raw range printed under each."""
     if not spatial:
@@ -252,12 +284,16 @@ def spatial_grid(
     for ax, (name, mask) in zip(axes, spatial.items(), strict=True):
         m = _pick(mask, index, 2)
         art = draw_spatial_overlay(ax, img, m, alpha, cmap, stretch)
-        ax.set_title(f"{short_name(name)} {m.shape[0]}×{m.shape[1]}\n{mask_range_text(m)}",
-                     fontsize=7)
+        ax.set_title(
+            f"{short_name(name)} {m.shape[0]}×{m.shape[1]}\n{mask_range_text(m)}", fontsize=7
+        )
     if not stretch:
         fig.colorbar(art, ax=axes, shrink=0.6, label="A (fixed 0–1)")
-    fig.suptitle("spatial masks A" + (" — each STRETCHED to its own range" if stretch
-                                       else " on a fixed 0–1 scale"), fontsize=10)
+    fig.suptitle(
+        "spatial masks A"
+        + (" — each STRETCHED to its own range" if stretch else " on a fixed 0–1 scale"),
+        fontsize=10,
+    )
     return fig
 
 
@@ -271,8 +307,12 @@ def radix_heatmap(weights: torch.Tensor, index: int = 0, title: str | None = Non
     ax.set_yticks(range(a.shape[0]), [f"split {r}" for r in range(a.shape[0])])
     ax.set_xlabel("channel")
     fig.colorbar(art, ax=ax, label="a_r(c)")
-    ax.set_title(title or f"radix weights ({a.shape[0]} splits × {a.shape[1]} channels), "
-                 f"a_0 range [{a[0].min():.2f}, {a[0].max():.2f}]", fontsize=9)
+    ax.set_title(
+        title
+        or f"radix weights ({a.shape[0]} splits × {a.shape[1]} channels), "
+        f"a_0 range [{a[0].min():.2f}, {a[0].max():.2f}]",
+        fontsize=9,
+    )
     return fig
 
 
@@ -291,8 +331,9 @@ def radix_split_means(radix: Mapping[str, torch.Tensor]) -> Figure:
     for s in range(r):
         means = [a[:, s].mean() for a in arrays]
         stds = [a[:, s].std() for a in arrays]
-        ax.bar(x + (s - (r - 1) / 2) * width, means, width, yerr=stds, capsize=2,
-               label=f"split {s}")
+        ax.bar(
+            x + (s - (r - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=f"split {s}"
+        )
     ax.axhline(1 / r, color="k", ls=":", lw=1, label="uniform 1/R")
     ax.set_xticks(x, [short_name(n) for n in names], rotation=45, ha="right", fontsize=7)
     ax.set_ylim(0, 1)

@@ -36,7 +36,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -511,7 +511,7 @@ def image_figures(run: ReportData, i: int, top_k: int = 10) -> list:
     from . import plot
 
     figs = []
-    spatial = {k: v for k, v in run.spatial.items()}
+    spatial = run.spatial
     if spatial:
         figs.append(plot.spatial_grid(run.images[i], spatial, index=i))
     context = run.by_kind("context")
@@ -763,15 +763,19 @@ def write_report(
     num_workers: int = 0,
     notebook: str | os.PathLike | None = None,
     timeout: float | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> Path:
     """Validate, run the report notebook, export HTML; returns ``out_dir/report.html``.
 
     Writes ``report.html``, ``report.ipynb`` (executed), ``summary.csv``, ``summary.json``.
     Raises ParameterError / ModelError / NoAttentionError before running anything, and
-    :class:`ReportExecutionError` when a notebook cell fails.
+    :class:`ReportExecutionError` when a notebook cell fails. ``log`` receives progress lines.
     """
     params = validate(images, model, out_dir, checkpoint, layers, device, top_k, attribution,
                       batch_size, num_workers)
+    if log is not None:
+        log(f"{params.n_images} image file(s), model {params.model}, device {params.device}; "
+            "running the report notebook ...")
     nb_in = Path(notebook) if notebook is not None else default_notebook()
     if not nb_in.is_file():
         raise ParameterError(f"report notebook {os.fspath(nb_in)!r} not found")

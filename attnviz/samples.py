@@ -1,4 +1,5 @@
 """The bundled ``data/`` folder: sample images and demo checkpoints (works offline)."""
+
 from __future__ import annotations
 
 import os

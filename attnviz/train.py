@@ -6,6 +6,7 @@
 Writes ``NAME.safetensors`` (fp16 with ``--half``) and a JSON model card ``NAME.json``
 (architecture, data, objective, accuracy, attention metrics, training time, versions).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__
-from .datasets import CLASSES, make_shapes
+from .datasets import make_shapes
 from .evaluate import TEST_SEED, evaluate, format_table, random_baseline
 from .models import create_model, save_weights
 from .record import record
@@ -91,8 +92,11 @@ def train(
     warmup = max(1, cfg.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt,
-        lambda s: min(1.0, (s + 1) / warmup)
-        * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)),
+        lambda s: (
+            min(1.0, (s + 1) / warmup)
+            * 0.5
+            * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))
+        ),
     )
     gen = torch.Generator().manual_seed(cfg.seed)
     model.train()
@@ -130,10 +134,19 @@ def train(
         "builder_kwargs": cfg.builder_kwargs,
         "classes": list(classes),
         "input": f"RGB float in [0, 1], {cfg.size}x{cfg.size}; normalisation is inside the model",
-        "data": {"source": cfg.data, "train_seed": cfg.seed, "n_train": len(labels),
-                 "size": cfg.size, "augmentation": "random horizontal flip"},
+        "data": {
+            "source": cfg.data,
+            "train_seed": cfg.seed,
+            "n_train": len(labels),
+            "size": cfg.size,
+            "augmentation": "random horizontal flip",
+        },
         "objective": "cross-entropy"
-        + (f" + {cfg.mask_penalty:g} * sum over spatial gates of mean(A)" if cfg.mask_penalty else ""),
+        + (
+            f" + {cfg.mask_penalty:g} * sum over spatial gates of mean(A)"
+            if cfg.mask_penalty
+            else ""
+        ),
         "config": {k: v for k, v in vars(cfg).items()},
         "train_seconds": round(train_seconds, 1),
         "attnviz_version": __version__,
@@ -143,9 +156,13 @@ def train(
         test = make_shapes(eval_n, seed=TEST_SEED, size=cfg.size)
         trained = evaluate(model, test)
         base = evaluate(random_baseline(model), test)
-        card["test"] = {"seed": TEST_SEED, "n": eval_n, "accuracy": trained.accuracy,
-                        "layers": trained.to_dict()["layers"],
-                        "random_init": base.to_dict()}
+        card["test"] = {
+            "seed": TEST_SEED,
+            "n": eval_n,
+            "accuracy": trained.accuracy,
+            "layers": trained.to_dict()["layers"],
+            "random_init": base.to_dict(),
+        }
         best = trained.best_spatial()
         if best is not None:
             card["test"]["best_spatial_layer"] = best.name
@@ -155,8 +172,12 @@ def train(
         out = Path(out)
         stem = name or cfg.model
         card["weights"] = f"{stem}.safetensors"
-        save_weights(model, out / card["weights"], {"architecture": cfg.model, "classes": list(classes)},
-                     half=half)
+        save_weights(
+            model,
+            out / card["weights"],
+            {"architecture": cfg.model, "classes": list(classes)},
+            half=half,
+        )
         (out / f"{stem}.json").write_text(json.dumps(card, indent=2) + "\n")
     return model, card
 
@@ -193,9 +214,17 @@ def main(argv: list[str] | None = None) -> int:
             train(cfg, args.out, n, half=not args.fp32, data=data, eval_n=args.eval_n)
         return 0
     cfg = TrainConfig(
-        model=args.model, data=args.data, size=args.size, n_train=args.n_train, seed=args.seed,
-        steps=args.steps or 3000, batch_size=args.batch_size, lr=args.lr,
-        mask_penalty=args.mask_penalty, threads=args.threads, device=args.device,
+        model=args.model,
+        data=args.data,
+        size=args.size,
+        n_train=args.n_train,
+        seed=args.seed,
+        steps=args.steps or 3000,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        mask_penalty=args.mask_penalty,
+        threads=args.threads,
+        device=args.device,
     )
     train(cfg, args.out, args.name, half=not args.fp32, eval_n=args.eval_n)
     return 0

@@ -7,6 +7,7 @@ The forward pass runs once per image and is cached: moving the layer, channel or
 controls only re-draws. Run headless (papermill, nbclient) a figure inside a widget is not saved
 in the notebook, so the explorer then also displays a static figure (``static="auto"``).
 """
+
 from __future__ import annotations
 
 import io
@@ -122,12 +123,14 @@ class AttentionExplorer:
         names = [f"{i}: {s.name} ({s.kind})" for i, s in enumerate(self.sites)]
         self.image_select = W.Dropdown(options=list(self.sources), description="image")
         self.upload = W.FileUpload(accept="image/*", multiple=False, description="your image")
-        self.layer_slider = W.IntSlider(0, 0, max(len(self.sites) - 1, 0), description="layer",
-                                        continuous_update=False)
+        self.layer_slider = W.IntSlider(
+            0, 0, max(len(self.sites) - 1, 0), description="layer", continuous_update=False
+        )
         self.layer_label = W.Label(names[0] if names else "")
         self.channel_slider = W.IntSlider(0, 0, 1, description="channel", continuous_update=False)
-        self.opacity = W.FloatSlider(0.5, min=0, max=1, step=0.05, description="opacity",
-                                     continuous_update=False)
+        self.opacity = W.FloatSlider(
+            0.5, min=0, max=1, step=0.05, description="opacity", continuous_update=False
+        )
         self.cmap = W.Dropdown(options=CMAPS, value=plot.DEFAULT_CMAP, description="colour map")
         self.stretch = W.Checkbox(False, description="stretch to own range (misleading!)")
         self.prediction = W.HTML()
@@ -135,17 +138,28 @@ class AttentionExplorer:
         self.marker = W.HTML()  # text stating what is drawn (tests / screenshots)
         self.canvas = W.Image(format="png")
         self._site_names = names
-        for w in (self.image_select, self.layer_slider, self.channel_slider, self.opacity,
-                  self.cmap, self.stretch):
+        for w in (
+            self.image_select,
+            self.layer_slider,
+            self.channel_slider,
+            self.opacity,
+            self.cmap,
+            self.stretch,
+        ):
             w.observe(self._on_change, names="value")
         self.upload.observe(self._on_upload, names="value")
-        self.widget = W.VBox([
-            W.HBox([self.image_select, self.upload]),
-            W.HBox([self.layer_slider, self.layer_label]),
-            W.HBox([self.channel_slider, self.opacity]),
-            W.HBox([self.cmap, self.stretch]),
-            self.prediction, self.status, self.canvas, self.marker,
-        ])
+        self.widget = W.VBox(
+            [
+                W.HBox([self.image_select, self.upload]),
+                W.HBox([self.layer_slider, self.layer_label]),
+                W.HBox([self.channel_slider, self.opacity]),
+                W.HBox([self.cmap, self.stretch]),
+                self.prediction,
+                self.status,
+                self.canvas,
+                self.marker,
+            ]
+        )
         self.render()
 
     # -- model side (cached) ---------------------------------------------------------------
@@ -164,7 +178,8 @@ class AttentionExplorer:
             top = probs.topk(min(3, probs.numel()))
             names = self.class_names or [str(i) for i in range(probs.numel())]
             self._cache[key] = Analysis(
-                image=image.cpu(), records=rec.latest(),
+                image=image.cpu(),
+                records=rec.latest(),
                 top=[(names[i], float(p)) for p, i in zip(top.values, top.indices, strict=True)],
             )
         return self._cache[key]
@@ -219,12 +234,14 @@ class AttentionExplorer:
             c = self.channel_slider.value
             plot.draw_channel_bars(ax_w, value, highlight=c)
             cax.set_visible(False)
-            ax_w.set_title(f"{title}\nchannel {c}: s = {value[c]:.3f} · mean {value.mean():.3f}",
-                           fontsize=8)
+            ax_w.set_title(
+                f"{title}\nchannel {c}: s = {value[c]:.3f} · mean {value.mean():.3f}", fontsize=8
+            )
         else:  # radix / paths: (R, C)
             c = self.channel_slider.value
-            art = ax_w.imshow(value, aspect="auto", vmin=0, vmax=1, cmap="viridis",
-                              interpolation="nearest")
+            art = ax_w.imshow(
+                value, aspect="auto", vmin=0, vmax=1, cmap="viridis", interpolation="nearest"
+            )
             ax_w.axvline(c, color="r", lw=1)
             ax_w.set_yticks(range(value.shape[0]), [f"split {i}" for i in range(value.shape[0])])
             ax_w.set_xlabel("channel")
@@ -250,7 +267,8 @@ class AttentionExplorer:
         self.layer_label.value = self._site_names[self.layer_slider.value]
         self.prediction.value = "prediction: " + ", ".join(
             f"<b>{_esc(n)}</b> {p:.1%}" if i == 0 else f"{_esc(n)} {p:.1%}"
-            for i, (n, p) in enumerate(a.top))
+            for i, (n, p) in enumerate(a.top)
+        )
         if self._fast_opacity and self._overlay is not None:
             self._overlay.set_alpha(self.opacity.value)  # only the alpha changed
             fig = self.figure

@@ -3,6 +3,7 @@
     python benchmarks/widget_latency.py [--model demo-cbam] [--reps 20]
 Target: ≤ 50 ms for layer, channel and opacity changes.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """Every teaching notebook runs top to bottom offline (nbclient), committed without outputs."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,12 @@ def test_notebook_runs(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ATTNVIZ_DATA", str(ROOT / "data"))
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=TIME_LIMIT_S, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        nb,
+        timeout=TIME_LIMIT_S,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+    )
     t0 = time.perf_counter()
     client.execute()
     elapsed = time.perf_counter() - t0

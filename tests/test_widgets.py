@@ -1,4 +1,5 @@
 """AttentionExplorer: controls change the figure as they should, without re-running the model."""
+
 from __future__ import annotations
 
 import datetime
@@ -91,9 +92,15 @@ def _png_bytes(size: int = 40) -> bytes:
 
 
 def _upload(ex: AttentionExplorer, name: str, content: bytes) -> None:
-    ex.upload.value = ({"name": name, "type": "image/png", "size": len(content),
-                        "content": memoryview(content),
-                        "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
+    ex.upload.value = (
+        {
+            "name": name,
+            "type": "image/png",
+            "size": len(content),
+            "content": memoryview(content),
+            "last_modified": datetime.datetime.now(datetime.timezone.utc),
+        },
+    )
 
 
 def test_upload_good_bad_and_too_large(explorer: AttentionExplorer) -> None:
@@ -102,8 +109,9 @@ def test_upload_good_bad_and_too_large(explorer: AttentionExplorer) -> None:
     assert "image=mine.png" in explorer.marker.value
     _upload(explorer, "broken.jpg", b"<html>not an image</html>")
     assert "broken.jpg" in explorer.status.value and explorer.image_select.value == "mine.png"
-    small = AttentionExplorer(explorer.model, {"a": make_shapes(1, seed=1).images[0]},
-                              static=False, max_upload_bytes=100)
+    small = AttentionExplorer(
+        explorer.model, {"a": make_shapes(1, seed=1).images[0]}, static=False, max_upload_bytes=100
+    )
     _upload(small, "big.png", _png_bytes(64))
     assert "upload limit" in small.status.value
 

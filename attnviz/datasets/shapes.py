@@ -5,6 +5,7 @@ colour field with oriented stripes and pixel noise, 2–5 soft coloured ellipses
 as distractors, and one saturated target shape (the label) drawn at 4× and downsampled, which
 gives an anti-aliased ground-truth mask and box.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -38,14 +39,29 @@ def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tu
         scale = r * 1.15
     elif kind == "star":
         pts = [
-            ((1.0 if i % 2 == 0 else 0.42) * math.cos(a), (1.0 if i % 2 == 0 else 0.42) * math.sin(a))
+            (
+                (1.0 if i % 2 == 0 else 0.42) * math.cos(a),
+                (1.0 if i % 2 == 0 else 0.42) * math.sin(a),
+            )
             for i, a in enumerate(np.arange(10) * math.pi / 5 - math.pi / 2)
         ]
         scale = r * 1.15
     elif kind == "cross":
         t = 0.34
-        pts = [(-t, -1), (t, -1), (t, -t), (1, -t), (1, t), (t, t), (t, 1), (-t, 1), (-t, t),
-               (-1, t), (-1, -t), (-t, -t)]
+        pts = [
+            (-t, -1),
+            (t, -1),
+            (t, -t),
+            (1, -t),
+            (1, t),
+            (t, t),
+            (t, 1),
+            (-t, 1),
+            (-t, t),
+            (-1, t),
+            (-1, -t),
+            (-t, -t),
+        ]
         scale = r
     else:
         raise ValueError(kind)
@@ -64,10 +80,13 @@ def render(seed: int, index: int, size: int = 64) -> tuple[np.ndarray, int, np.n
     big = size * _SS
     # background: coarse colour field + oriented stripes + noise
     coarse = rng.uniform(0.15, 0.85, size=(4, 4, 3)).astype(np.float32)
-    bg = np.asarray(
-        Image.fromarray((coarse * 255).astype(np.uint8)).resize((size, size), Image.BILINEAR),
-        dtype=np.float32,
-    ) / 255.0
+    bg = (
+        np.asarray(
+            Image.fromarray((coarse * 255).astype(np.uint8)).resize((size, size), Image.BILINEAR),
+            dtype=np.float32,
+        )
+        / 255.0
+    )
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     theta, freq = rng.uniform(0, math.pi), rng.uniform(0.15, 0.6)
     stripes = np.sin((xx * math.cos(theta) + yy * math.sin(theta)) * freq + rng.uniform(0, 6.3))
@@ -78,7 +97,9 @@ def render(seed: int, index: int, size: int = 64) -> tuple[np.ndarray, int, np.n
     for _ in range(rng.integers(2, 6)):  # soft ellipses
         cx, cy = rng.uniform(0, big, 2)
         rx, ry = rng.uniform(0.06, 0.2, 2) * big
-        col = _rgb(rng.uniform(), rng.uniform(0.2, 0.7), rng.uniform(0.3, 0.9), int(rng.uniform(80, 180)))
+        col = _rgb(
+            rng.uniform(), rng.uniform(0.2, 0.7), rng.uniform(0.3, 0.9), int(rng.uniform(80, 180))
+        )
         draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=col)
     for _ in range(rng.integers(0, 4)):  # thin lines
         x0, y0, x1, y1 = rng.uniform(0, big, 4)
@@ -95,7 +116,9 @@ def render(seed: int, index: int, size: int = 64) -> tuple[np.ndarray, int, np.n
         tdraw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
     else:
         tdraw.polygon(_polygon(CLASSES[label], cx, cy, r, angle), fill=255)
-    color = np.array(_rgb(rng.uniform(), rng.uniform(0.75, 1.0), rng.uniform(0.75, 1.0))[:3]) / 255.0
+    color = (
+        np.array(_rgb(rng.uniform(), rng.uniform(0.75, 1.0), rng.uniform(0.75, 1.0))[:3]) / 255.0
+    )
 
     small = layer.resize((size, size), Image.BOX)
     rgba = np.asarray(small, dtype=np.float32) / 255.0

@@ -1,9 +1,10 @@
 """Floor 2: attention ResNet builders, the name registry and ``load_model``."""
+
 from __future__ import annotations
 
+from ..samples import data_dir
 from . import builders as _builders  # noqa: F401  (registers the builders)
 from .checkpoints import load_weights, read_state_dict, save_weights
-from ..samples import data_dir
 from .loading import DEMO_MODELS, demo_card, load_model, resolve_device
 from .preprocess import InputSpec, class_names, input_spec, prepare
 from .registry import create_model, list_models, register_model

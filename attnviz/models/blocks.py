@@ -1,7 +1,8 @@
 """Residual blocks with an attention module on the residual branch, before the add.
 
-    y = act( shortcut(x) + attn( F(x) ) )       (SE, CBAM and ECA papers)
+y = act( shortcut(x) + attn( F(x) ) )       (SE, CBAM and ECA papers)
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -4,6 +4,7 @@ Every builder takes ``num_classes`` and ``weights``: ``None`` (random init) or t
 local checkpoint (``.safetensors`` preferred; ``.pt``/``.pth`` loaded with ``weights_only=True``).
 Parameter counts match the published architectures (see ``tests/test_models.py``).
 """
+
 from __future__ import annotations
 
 import os
@@ -41,6 +42,7 @@ def _resnet(depth: int, attn: str | None, weights: Weights, **kwargs: object) ->
 
 def _register_family(prefix: str, attn: str | None, doc: str) -> None:
     for depth in _DEPTHS:
+
         def builder(weights: Weights = None, _d: int = depth, **kwargs: object) -> nn.Module:
             return _resnet(_d, attn, weights, **kwargs)
 
@@ -90,7 +92,10 @@ def resnest101(weights: Weights = None, **kwargs: object) -> nn.Module:
 
 # Small 64-px models for the offline demo (widths 16/32/64/128, one 3×3/2 stem conv).
 _DEMO: dict[str, object] = dict(
-    widths=(16, 32, 64, 128), stem="small", stem_width=16, num_classes=5,
+    widths=(16, 32, 64, 128),
+    stem="small",
+    stem_width=16,
+    num_classes=5,
     input_norm=((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
 )
 
@@ -99,14 +104,18 @@ _DEMO: dict[str, object] = dict(
 def demo_cbam_resnet(weights: Weights = None, **kwargs: object) -> nn.Module:
     """Small CBAM ResNet-18 layout for 64-px images (ratio 8; spatial gate conv+bias, no BN)."""
     attn = get_attn("cbam", reduction=8, spatial_norm=False, spatial_bias=True)
-    return _finish(ResNet(BasicBlock, (2, 2, 2, 2), attn_layer=attn, **{**_DEMO, **kwargs}), weights)
+    return _finish(
+        ResNet(BasicBlock, (2, 2, 2, 2), attn_layer=attn, **{**_DEMO, **kwargs}), weights
+    )
 
 
 @register_model
 def demo_se_resnet(weights: Weights = None, **kwargs: object) -> nn.Module:
     """Small SE ResNet-18 layout for 64-px images (ratio 8)."""
     attn = get_attn("se", reduction=8)
-    return _finish(ResNet(BasicBlock, (2, 2, 2, 2), attn_layer=attn, **{**_DEMO, **kwargs}), weights)
+    return _finish(
+        ResNet(BasicBlock, (2, 2, 2, 2), attn_layer=attn, **{**_DEMO, **kwargs}), weights
+    )
 
 
 @register_model
@@ -114,5 +123,3 @@ def demo_resnest(weights: Weights = None, **kwargs: object) -> nn.Module:
     """Small ResNeSt (radix 2, one block per stage) for 64-px images."""
     cfg = {**_DEMO, "widths": (8, 16, 32, 64), "avg_down": True, "radix": 2, **kwargs}
     return _finish(ResNet(ResNeStBottleneck, (1, 1, 1, 1), **cfg), weights)
-
-

@@ -1,4 +1,5 @@
 """Reading weights safely: safetensors first, pickles only with ``weights_only=True``."""
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(p))
         except Exception as e:  # safetensors raises several types for a bad header
-            raise CheckpointError(f"checkpoint {str(p)!r} is not a valid safetensors file: {e}") from None
+            raise CheckpointError(
+                f"checkpoint {str(p)!r} is not a valid safetensors file: {e}"
+            ) from None
     if p.suffix in PICKLE_SUFFIXES:
         try:
             obj = torch.load(p, map_location="cpu", weights_only=True)
@@ -60,7 +63,9 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         with safe_open(str(p), framework="pt") as f:
             return dict(f.metadata() or {})
     except Exception as e:
-        raise CheckpointError(f"checkpoint {str(p)!r} is not a valid safetensors file: {e}") from None
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} is not a valid safetensors file: {e}"
+        ) from None
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
@@ -76,6 +81,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
         if own[k].shape != state[k].shape
     )
     if missing or unexpected or wrong_shape:
+
         def _short(keys: list[str]) -> str:
             return ", ".join(keys[:8]) + (f" … (+{len(keys) - 8} more)" if len(keys) > 8 else "")
 
@@ -95,7 +101,9 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
 
 
 def save_weights(
-    model: nn.Module, path: str | os.PathLike, metadata: dict[str, object] | None = None,
+    model: nn.Module,
+    path: str | os.PathLike,
+    metadata: dict[str, object] | None = None,
     half: bool = False,
 ) -> Path:
     """Write ``model``'s state dict as safetensors (optionally fp16) with JSON-able metadata."""

@@ -1,9 +1,9 @@
 """``load_model``: attnviz demo checkpoints, attnviz builders, any timm model, local files."""
+
 from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -20,7 +20,9 @@ def demo_card(name: str) -> dict:
     """The JSON model card of a bundled demo checkpoint."""
     card = data_dir() / "checkpoints" / f"{name}.json"
     if not card.is_file():
-        raise ModelError(f"demo model {name!r} has no model card at {card}; run `make demo-weights`")
+        raise ModelError(
+            f"demo model {name!r} has no model card at {card}; run `make demo-weights`"
+        )
     return json.loads(card.read_text())
 
 

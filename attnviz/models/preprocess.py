@@ -1,4 +1,5 @@
 """What a model expects as input: size and normalisation, from the model itself."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -33,7 +34,8 @@ def input_spec(model: nn.Module) -> InputSpec:
     if cfg:
         return InputSpec(
             int(size or cfg.get("input_size", (3, 224, 224))[-1]),
-            tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)),
+            tuple(cfg.get("mean", IMAGENET_MEAN)),
+            tuple(cfg.get("std", IMAGENET_STD)),
         )
     return InputSpec(int(size or 224), IMAGENET_MEAN, IMAGENET_STD)
 
@@ -45,9 +47,15 @@ def prepare(model: nn.Module, images: torch.Tensor | Sequence[torch.Tensor]) -> 
     if isinstance(images, torch.Tensor) and images.ndim == 3:
         images = [images]
     batch = [
-        F.interpolate(im[None].float(), size=(spec.size, spec.size), mode="bilinear",
-                      antialias=True, align_corners=False)[0]
-        if im.shape[-2:] != (spec.size, spec.size) else im.float()
+        F.interpolate(
+            im[None].float(),
+            size=(spec.size, spec.size),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )[0]
+        if im.shape[-2:] != (spec.size, spec.size)
+        else im.float()
         for im in images
     ]
     x = torch.stack(batch)

@@ -1,4 +1,5 @@
 """Name → builder registry for attnviz's own architectures."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

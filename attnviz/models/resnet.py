@@ -1,4 +1,5 @@
 """A ResNet with a pluggable attention module in every block (torchvision layout by default)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -3,6 +3,7 @@
 Every weight a module multiplies by is the output of an activation submodule
 (``gate`` or ``rsoftmax``), so a forward hook sees exactly that weight.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -1,4 +1,5 @@
 """CBAM = channel attention, then spatial attention:  F'' = (F × s(c)) × A."""
+
 from __future__ import annotations
 
 import torch

@@ -1,8 +1,9 @@
 """CBAM channel attention (Woo et al., 2018), official layout.
 
-    M_c(F) = σ( MLP(AvgPool(F)) + MLP(MaxPool(F)) )     one MLP shared by both descriptors
-    F' = F × M_c(F)
+M_c(F) = σ( MLP(AvgPool(F)) + MLP(MaxPool(F)) )     one MLP shared by both descriptors
+F' = F × M_c(F)
 """
+
 from __future__ import annotations
 
 import torch

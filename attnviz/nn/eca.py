@@ -1,8 +1,9 @@
 """Efficient Channel Attention (Wang et al., 2020).
 
-    s = σ( conv1d_k( GAP(F) ) ),   k = |log2(C)/γ + b/γ|_odd  (γ = 2, b = 1)
-    O = F × s
+s = σ( conv1d_k( GAP(F) ) ),   k = |log2(C)/γ + b/γ|_odd  (γ = 2, b = 1)
+O = F × s
 """
+
 from __future__ import annotations
 
 import math

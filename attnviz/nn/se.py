@@ -1,9 +1,10 @@
 """Squeeze-and-Excitation (Hu et al., 2018).
 
-    z = GAP(F)                      squeeze:    (B, C)
-    s = σ(W2 · δ(W1 · z))           excitation: (B, C), each s(c) in (0, 1)
-    O = F × s                       scale every channel by its weight
+z = GAP(F)                      squeeze:    (B, C)
+s = σ(W2 · δ(W1 · z))           excitation: (B, C), each s(c) in (0, 1)
+O = F × s                       scale every channel by its weight
 """
+
 from __future__ import annotations
 
 import torch

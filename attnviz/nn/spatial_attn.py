@@ -1,8 +1,9 @@
 """CBAM spatial attention (Woo et al., 2018).
 
-    M_s(F) = σ( BN( conv_{k×k}([AvgPool_c(F); MaxPool_c(F)]) ) )    a mask A of shape H × W
-    F'' = F × A
+M_s(F) = σ( BN( conv_{k×k}([AvgPool_c(F); MaxPool_c(F)]) ) )    a mask A of shape H × W
+F'' = F × A
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,7 +23,9 @@ class SpatialAttention(nn.Module):
     def __init__(self, kernel_size: int = 7, norm: bool = True, bias: bool = False) -> None:
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"SpatialAttention kernel_size must be a positive odd int, got {kernel_size}")
+            raise ValueError(
+                f"SpatialAttention kernel_size must be a positive odd int, got {kernel_size}"
+            )
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=bias)
         self.bn = nn.BatchNorm2d(1) if norm else nn.Identity()
         if norm:

@@ -7,6 +7,7 @@ A k×k grouped conv makes R splits U_1..U_R per cardinal group (radix-major chan
                                                   (σ instead when R = 1)
     V   = Σ_r a_r × U_r
 """
+
 from __future__ import annotations
 
 import torch
@@ -53,7 +54,12 @@ class SplitAttention(nn.Module):
         mid = out_channels * radix
         hidden = _make_divisible(in_channels * radix * reduction_ratio, 8, min_hidden)
         self.conv = nn.Conv2d(
-            in_channels, mid, kernel_size, stride, kernel_size // 2, groups=groups * radix,
+            in_channels,
+            mid,
+            kernel_size,
+            stride,
+            kernel_size // 2,
+            groups=groups * radix,
             bias=False,
         )
         self.bn0 = nn.BatchNorm2d(mid)

@@ -1,4 +1,5 @@
 """Floor 2: adapters (one per attention module type) and the recorder."""
+
 from __future__ import annotations
 
 from .adapters import ADAPTERS, KINDS, Adapter, find_adapter, supported_types

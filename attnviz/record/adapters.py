@@ -8,6 +8,7 @@ Adding a module type = one ``Adapter(...)`` line in ``ADAPTERS``. Kinds and cano
     paths     (B, P, C)   selective-kernel path weights, sum to 1 over P
     context   (B, H, W)   global-context pooling weights, sum to 1 over H·W
 """
+
 from __future__ import annotations
 
 import importlib
@@ -96,27 +97,93 @@ def _resolve(target: str) -> type | None:
 # Order matters: a subclass must come before its parent (LightChannelAttn < ChannelAttn).
 ADAPTERS: list[Adapter] = [
     Adapter("attnviz SqueezeExcite", "attnviz.nn.se:SqueezeExcite", "gate", _flat, "channel"),
-    Adapter("attnviz ChannelAttention (CBAM)", "attnviz.nn.channel_attn:ChannelAttention", "gate", _flat, "channel"),  # noqa: E501
-    Adapter("attnviz SpatialAttention (CBAM)", "attnviz.nn.spatial_attn:SpatialAttention", "gate", _mask, "spatial"),  # noqa: E501
+    Adapter(
+        "attnviz ChannelAttention (CBAM)",
+        "attnviz.nn.channel_attn:ChannelAttention",
+        "gate",
+        _flat,
+        "channel",
+    ),
+    Adapter(
+        "attnviz SpatialAttention (CBAM)",
+        "attnviz.nn.spatial_attn:SpatialAttention",
+        "gate",
+        _mask,
+        "spatial",
+    ),
     Adapter("attnviz ECA", "attnviz.nn.eca:ECA", "gate", _flat, "channel"),
-    Adapter("attnviz SplitAttention", "attnviz.nn.split_attn:SplitAttention", "rsoftmax", _radix, _radix_kind),  # noqa: E501
+    Adapter(
+        "attnviz SplitAttention",
+        "attnviz.nn.split_attn:SplitAttention",
+        "rsoftmax",
+        _radix,
+        _radix_kind,
+    ),
     Adapter("timm SEModule", "timm.layers.squeeze_excite:SEModule", "gate", _flat, "channel"),
-    Adapter("timm EffectiveSEModule", "timm.layers.squeeze_excite:EffectiveSEModule", "gate", _flat, "channel"),  # noqa: E501
-    Adapter("timm SqueezeExciteCl", "timm.layers.squeeze_excite:SqueezeExciteCl", "gate", _flat, "channel"),  # noqa: E501
-    Adapter("timm LightChannelAttn", "timm.layers.cbam:LightChannelAttn", "fc2", _sigmoid_flat, "channel"),  # noqa: E501
+    Adapter(
+        "timm EffectiveSEModule",
+        "timm.layers.squeeze_excite:EffectiveSEModule",
+        "gate",
+        _flat,
+        "channel",
+    ),
+    Adapter(
+        "timm SqueezeExciteCl",
+        "timm.layers.squeeze_excite:SqueezeExciteCl",
+        "gate",
+        _flat,
+        "channel",
+    ),
+    Adapter(
+        "timm LightChannelAttn",
+        "timm.layers.cbam:LightChannelAttn",
+        "fc2",
+        _sigmoid_flat,
+        "channel",
+    ),
     Adapter("timm ChannelAttn (CBAM)", "timm.layers.cbam:ChannelAttn", "gate", _flat, "channel"),
     Adapter("timm SpatialAttn (CBAM)", "timm.layers.cbam:SpatialAttn", "gate", _mask, "spatial"),
     Adapter("timm EcaModule", "timm.layers.eca:EcaModule", "gate", _flat, "channel"),
     Adapter("timm CecaModule", "timm.layers.eca:CecaModule", "gate", _flat, "channel"),
-    Adapter("timm SplitAttn (ResNeSt)", "timm.layers.split_attn:SplitAttn", "rsoftmax", _radix, _radix_kind),  # noqa: E501
-    Adapter("timm SelectiveKernelAttn", "timm.layers.selective_kernel:SelectiveKernelAttn", "", _paths, "paths"),  # noqa: E501
     Adapter(
-        "timm GlobalContext (attention pooling)", "timm.layers.global_context:GlobalContext",
-        "conv_attn", _context, "context", applies=lambda m: m.conv_attn is not None,
+        "timm SplitAttn (ResNeSt)",
+        "timm.layers.split_attn:SplitAttn",
+        "rsoftmax",
+        _radix,
+        _radix_kind,
     ),
-    Adapter("timm legacy senet SEModule", "timm.models.senet:SEModule", "sigmoid", _flat, "channel"),  # noqa: E501
-    Adapter("timm efficientnet SqueezeExcite", "timm.models._efficientnet_blocks:SqueezeExcite", "gate", _flat, "channel"),  # noqa: E501
-    Adapter("torchvision SqueezeExcitation", "torchvision.ops.misc:SqueezeExcitation", "scale_activation", _flat, "channel"),  # noqa: E501
+    Adapter(
+        "timm SelectiveKernelAttn",
+        "timm.layers.selective_kernel:SelectiveKernelAttn",
+        "",
+        _paths,
+        "paths",
+    ),
+    Adapter(
+        "timm GlobalContext (attention pooling)",
+        "timm.layers.global_context:GlobalContext",
+        "conv_attn",
+        _context,
+        "context",
+        applies=lambda m: m.conv_attn is not None,
+    ),
+    Adapter(
+        "timm legacy senet SEModule", "timm.models.senet:SEModule", "sigmoid", _flat, "channel"
+    ),
+    Adapter(
+        "timm efficientnet SqueezeExcite",
+        "timm.models._efficientnet_blocks:SqueezeExcite",
+        "gate",
+        _flat,
+        "channel",
+    ),
+    Adapter(
+        "torchvision SqueezeExcitation",
+        "torchvision.ops.misc:SqueezeExcitation",
+        "scale_activation",
+        _flat,
+        "channel",
+    ),
 ]
 
 

@@ -1,10 +1,11 @@
 """``record(model)``: hooks in on enter, typed attention records out, hooks always removed.
 
-    with attnviz.record(model) as rec:
-        logits = model(x)
-    rec.channel   # {name: (B, C)}      rec.spatial  # {name: (B, H, W)}
-    rec.radix     # {name: (B, R, C)}   rec.records  # every firing, in order
+with attnviz.record(model) as rec:
+    logits = model(x)
+rec.channel   # {name: (B, C)}      rec.spatial  # {name: (B, H, W)}
+rec.radix     # {name: (B, R, C)}   rec.records  # every firing, in order
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -106,7 +107,9 @@ def find_attention(
         return sites
     patterns = [layers] if isinstance(layers, str) else list(layers)
     if not patterns or not all(isinstance(p, str) and p for p in patterns):
-        raise ParameterError(f"layers must be a non-empty pattern or list of patterns, got {layers!r}")
+        raise ParameterError(
+            f"layers must be a non-empty pattern or list of patterns, got {layers!r}"
+        )
     chosen = [s for s in sites if _matches(s.name, patterns)]
     if not chosen:
         examples = ", ".join(s.name for s in sites[:6])
@@ -162,7 +165,11 @@ class Recorder:
         _ACTIVE[self.model] = self
         try:
             for site in self.sites:
-                target = site.module.get_submodule(site.adapter.hook) if site.adapter.hook else site.module
+                target = (
+                    site.module.get_submodule(site.adapter.hook)
+                    if site.adapter.hook
+                    else site.module
+                )
                 self._handles.append(target.register_forward_hook(self._make_hook(site)))
         except BaseException:
             self._remove()
@@ -273,7 +280,9 @@ class Recorder:
     def __repr__(self) -> str:
         kinds = {k: len(self.by_kind(k)) for k in KINDS}
         summary = ", ".join(f"{k}={n}" for k, n in kinds.items() if n)
-        return f"Recorder({type(self.model).__name__}, {len(self.sites)} sites, {summary or 'empty'})"
+        return (
+            f"Recorder({type(self.model).__name__}, {len(self.sites)} sites, {summary or 'empty'})"
+        )
 
 
 def record(
