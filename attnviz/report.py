@@ -68,7 +68,8 @@ class ReportExecutionError(RuntimeError):
     def __init__(self, message: str, *, cell_index: int | None = None, ename: str = "",
                  evalue: str = "", notebook: Path | None = None) -> None:
         super().__init__(message)
-        self.cell_index, self.ename, self.evalue, self.notebook = cell_index, ename, evalue, notebook
+        self.cell_index, self.ename, self.evalue = cell_index, ename, evalue
+        self.notebook = notebook
 
 
 # -- reading images --------------------------------------------------------------------------------
@@ -118,7 +119,7 @@ def collate_images(
     return [i for i, _ in good], batch, bad
 
 
-# -- the analysis ------------------------------------------------------------------------------------
+# -- the analysis ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Prediction:
     """The model's answer for one image: class index, label, probability, top classes."""
@@ -365,7 +366,7 @@ def analyse(
     logits_out: list[Tensor] = []
     chunks: dict[str, list[Tensor]] = {}
     first: dict[str, AttentionRecord] = {}
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     bar = tqdm(total=len(paths), unit="img", desc="attention", disable=not progress, leave=False)
     try:
@@ -457,7 +458,7 @@ def header_html(run: ReportData) -> str:
     ]
     rows = "".join(f"<tr><th style='text-align:left'>{_e(k)}</th><td style='text-align:left'>"
                    f"{_e(v)}</td></tr>" for k, v in items)
-    return f"<h1>attnviz attention report</h1><table>{rows}</table>"
+    return f"<table>{rows}</table>"
 
 
 def bad_html(run: ReportData) -> str:
@@ -606,7 +607,7 @@ def attribution_section(run: ReportData, max_images: int = 8,
     return out
 
 
-# -- the full report ---------------------------------------------------------------------------------
+# -- the full report -------------------------------------------------------------------------------
 def default_notebook() -> Path:
     """``notebooks/report.ipynb`` next to the bundled data folder."""
     from .samples import data_dir
@@ -774,8 +775,8 @@ def write_report(
     params = validate(images, model, out_dir, checkpoint, layers, device, top_k, attribution,
                       batch_size, num_workers)
     if log is not None:
-        log(f"{params.n_images} image file(s), model {params.model}, device {params.device}; "
-            "running the report notebook ...")
+        log(f"{params.n_images} image file(s), model {params.model}, device "
+            f"{resolve_device(params.device)}; running the report notebook ...")
     nb_in = Path(notebook) if notebook is not None else default_notebook()
     if not nb_in.is_file():
         raise ParameterError(f"report notebook {os.fspath(nb_in)!r} not found")

@@ -7,6 +7,7 @@ ratios recorded/plain. The recorded time includes installing and removing the ho
     python benchmarks/recorder_overhead.py                      # batch 8, 224 px, 7 reps, CPU
     python benchmarks/recorder_overhead.py --reps 3 --batch 2   # quick check
 """
+
 from __future__ import annotations
 
 import argparse
@@ -97,7 +98,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument(
-        "--devices", nargs="+", default=["cpu", "cuda"], choices=["cpu", "cuda"],
+        "--devices",
+        nargs="+",
+        default=["cpu", "cuda"],
+        choices=["cpu", "cuda"],
         help="cuda is skipped when no GPU is present",
     )
     args = parser.parse_args(argv)

@@ -1,4 +1,5 @@
 """Shared fixtures: one CPU thread, deterministic seeds, small inputs."""
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 The reconstruction never trusts the recorder: every identity is checked against the input and
 output of the attention module, captured (and cloned) by hooks installed here.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -130,8 +131,10 @@ def _cbam_parents(model: nn.Module) -> dict[str, tuple[str, str]]:
     for name, m in model.named_modules():
         ch, sp = getattr(m, "channel", None), getattr(m, "spatial", None)
         if isinstance(ch, nn.Module) and isinstance(sp, nn.Module):
-            out[name] = (f"{name}.channel" if name else "channel",
-                         f"{name}.spatial" if name else "spatial")
+            out[name] = (
+                f"{name}.channel" if name else "channel",
+                f"{name}.spatial" if name else "spatial",
+            )
     return out
 
 
@@ -157,8 +160,9 @@ def run_and_verify(
         if s.kind == "context":
             mlp = s.module.mlp_add if s.module.mlp_add is not None else s.module.mlp_scale
             assert mlp is not None
-            pre_only.append(f"{s.name}.mlp_add" if s.module.mlp_add is not None
-                            else f"{s.name}.mlp_scale")
+            pre_only.append(
+                f"{s.name}.mlp_add" if s.module.mlp_add is not None else f"{s.name}.mlp_scale"
+            )
     cap = capture(model, names + parents + list(cbam), pre_only)
     try:
         with torch.no_grad(), attnviz.record(model, **record_kwargs) as rec:

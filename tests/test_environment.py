@@ -1,4 +1,5 @@
 """environment.yml names exactly the dependencies of pyproject.toml (runtime + dev)."""
+
 from __future__ import annotations
 
 import re
@@ -88,7 +89,9 @@ def test_parser_reads_nested_pip_list():
         "  - pip:\n      - torch==2.14.1  # pinned\n      - -e .\n  - numpy\n"
     )
     assert env == {
-        "name": "x", "channels": ["conda-forge"], "conda": ["python=3.11", "pip", "numpy"],
+        "name": "x",
+        "channels": ["conda-forge"],
+        "conda": ["python=3.11", "pip", "numpy"],
         "pip": ["torch==2.14.1", "-e ."],
     }
 

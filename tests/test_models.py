@@ -1,4 +1,5 @@
 """Parameter counts against the published architectures, and ``attnviz.load_model``."""
+
 from __future__ import annotations
 
 import os
@@ -19,14 +20,21 @@ def n_params(model: torch.nn.Module) -> int:
 
 
 PARAMS = {
-    "resnet18": 11_689_512, "resnet34": 21_797_672,
-    "resnet50": 25_557_032, "resnet101": 44_549_160,
-    "se_resnet18": 11_778_592, "se_resnet34": 21_958_868,
-    "se_resnet50": 28_088_024, "se_resnet101": 49_326_872,
-    "cbam_resnet18": 11_779_392, "cbam_resnet34": 21_960_468,
-    "cbam_resnet50": 28_089_624, "cbam_resnet101": 49_330_172,
+    "resnet18": 11_689_512,
+    "resnet34": 21_797_672,
+    "resnet50": 25_557_032,
+    "resnet101": 44_549_160,
+    "se_resnet18": 11_778_592,
+    "se_resnet34": 21_958_868,
+    "se_resnet50": 28_088_024,
+    "se_resnet101": 49_326_872,
+    "cbam_resnet18": 11_779_392,
+    "cbam_resnet34": 21_960_468,
+    "cbam_resnet50": 28_089_624,
+    "cbam_resnet101": 49_330_172,
     "eca_resnet50": 25_557_032 + 86,
-    "resnest50": 27_483_240, "resnest101": 48_275_016,
+    "resnest50": 27_483_240,
+    "resnest101": 48_275_016,
 }
 
 
@@ -95,9 +103,10 @@ def test_load_model_attnviz_pretrained_refused():
         attnviz.load_model("se_resnet18", pretrained=True, device="cpu")
 
 
-@pytest.mark.parametrize(("name", "suffix"), [("resnest14d", ".safetensors"),
-                                              ("seresnet18", ".safetensors"),
-                                              ("seresnet18", ".pt")])
+@pytest.mark.parametrize(
+    ("name", "suffix"),
+    [("resnest14d", ".safetensors"), ("seresnet18", ".safetensors"), ("seresnet18", ".pt")],
+)
 def test_timm_checkpoint_round_trip(tmp_path, name, suffix):
     src = timm.create_model(name, pretrained=False, num_classes=10)
     randomize_bn(src, 3)

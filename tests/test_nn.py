@@ -1,4 +1,5 @@
 """attnviz.nn reference modules against from-scratch formulas (plain tensor algebra)."""
+
 from __future__ import annotations
 
 import math
@@ -98,7 +99,7 @@ def test_cbam_spatial_formula(k, norm):
     y = torch.zeros(2, 11, 9)
     for i in range(k):
         for j in range(k):
-            y += (padded[:, :, i:i + 11, j:j + 9] * w[:, i, j].view(1, 2, 1, 1)).sum(1)
+            y += (padded[:, :, i : i + 11, j : j + 9] * w[:, i, j].view(1, 2, 1, 1)).sum(1)
     if m.conv.bias is not None:
         y = y + m.conv.bias
     y = y[:, None]

@@ -4,6 +4,7 @@ For every adapter in ``attnviz.record.ADAPTERS`` a real model holding that modul
 (random init, randomised BatchNorm statistics, eval mode) and every attention module's output is
 rebuilt from the recorded weights and the module's own captured input (see ``helpers.py``).
 """
+
 from __future__ import annotations
 
 import functools
@@ -57,8 +58,11 @@ class _Standalone(nn.Module):
         return self.attn(x)
 
 
-L_SE, L_CH, L_SP = "attnviz SqueezeExcite", "attnviz ChannelAttention (CBAM)", \
-    "attnviz SpatialAttention (CBAM)"
+L_SE, L_CH, L_SP = (
+    "attnviz SqueezeExcite",
+    "attnviz ChannelAttention (CBAM)",
+    "attnviz SpatialAttention (CBAM)",
+)
 L_ECA, L_SPLIT = "attnviz ECA", "attnviz SplitAttention"
 TV_SE = "torchvision SqueezeExcitation"
 
@@ -82,18 +86,28 @@ CASES: dict[str, tuple] = {
     "timm-resnet18-gc": (_timm_attn("gc"), 64, 2, {"timm GlobalContext (attention pooling)"}),
     "timm-GlobalContext-add": (
         lambda: _Standalone(GlobalContext(16, use_attn=True, fuse_add=True, fuse_scale=False), 16),
-        12, 2, {"timm GlobalContext (attention pooling)"},
+        12,
+        2,
+        {"timm GlobalContext (attention pooling)"},
     ),
     "timm-legacy_seresnet18": (_timm("legacy_seresnet18"), 64, 2, {"timm legacy senet SEModule"}),
     "timm-efficientnet_b0": (_timm("efficientnet_b0"), 64, 2, {"timm efficientnet SqueezeExcite"}),
     "timm-ese_vovnet19b_dw": (_timm("ese_vovnet19b_dw"), 64, 2, {"timm EffectiveSEModule"}),
     "timm-SqueezeExciteCl": (
-        lambda: _Standalone(SqueezeExciteCl(32), 32, channels_last=True), 8, 2,
+        lambda: _Standalone(SqueezeExciteCl(32), 32, channels_last=True),
+        8,
+        2,
         {"timm SqueezeExciteCl"},
     ),
-    "timm-resnet18-cbam": (_timm_attn("cbam"), 64, 2, {"timm ChannelAttn (CBAM)",
-                                                        "timm SpatialAttn (CBAM)"}),
-    "timm-resnet18-lcbam": (_timm_attn("lcbam"), 64, 2, {"timm LightChannelAttn"}),
+    "timm-resnet18-cbam": (
+        _timm_attn("cbam"),
+        64,
+        2,
+        {"timm ChannelAttn (CBAM)", "timm SpatialAttn (CBAM)"},
+    ),
+    "timm-resnet18-lcbam": (
+        _timm_attn("lcbam"), 64, 2, {"timm LightChannelAttn", "timm LightSpatialAttn"}
+    ),
     "tv-efficientnet_b0": (_tv("efficientnet_b0"), 64, 2, {TV_SE}),
     "tv-mobilenet_v3_small": (_tv("mobilenet_v3_small"), 64, 2, {TV_SE}),
     "tv-regnet_y_400mf": (_tv("regnet_y_400mf"), 64, 2, {TV_SE}),
@@ -128,11 +142,6 @@ def test_exact_reconstruction(case):
     EXERCISED[case] = verified
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: no adapter for timm.layers.cbam:LightSpatialAttn, so the spatial half of "
-    "timm's LightCbamModule ('lcbam') is silently not recorded",
-)
 def test_lcbam_spatial_half_is_recorded():
     model = _build("timm-resnet18-lcbam")
     with torch.no_grad(), attnviz.record(model) as rec:

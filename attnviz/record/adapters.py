@@ -143,6 +143,7 @@ ADAPTERS: list[Adapter] = [
     ),
     Adapter("timm ChannelAttn (CBAM)", "timm.layers.cbam:ChannelAttn", "gate", _flat, "channel"),
     Adapter("timm SpatialAttn (CBAM)", "timm.layers.cbam:SpatialAttn", "gate", _mask, "spatial"),
+    Adapter("timm LightSpatialAttn", "timm.layers.cbam:LightSpatialAttn", "gate", _mask, "spatial"),
     Adapter("timm EcaModule", "timm.layers.eca:EcaModule", "gate", _flat, "channel"),
     Adapter("timm CecaModule", "timm.layers.eca:CecaModule", "gate", _flat, "channel"),
     Adapter(
