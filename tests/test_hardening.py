@@ -1,4 +1,4 @@
-"""Leaks and misuse: repeated recording keeps memory flat, recorders are freed, bad use is refused."""
+"""Leaks and misuse: flat memory over repeated recording, freed recorders, refused misuse."""
 
 from __future__ import annotations
 
