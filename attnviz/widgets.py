@@ -22,7 +22,9 @@ import torch
 from IPython.display import Image as IPImage
 from IPython.display import display
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
 from matplotlib.figure import Figure
+from PIL import Image as PILImage
 from torch import nn
 
 from . import plot
@@ -41,6 +43,16 @@ class Analysis:
     image: torch.Tensor  # (3, H, W) in [0, 1], as shown
     records: list[AttentionRecord]
     top: list[tuple[str, float]]
+
+
+def _encode(canvas: FigureCanvasAgg) -> bytes:
+    """PNG of what the Agg canvas holds now (fast zlib level: speed over size)."""
+    w, h = canvas.get_width_height()
+    buf = io.BytesIO()
+    PILImage.frombuffer("RGBA", (w, h), canvas.buffer_rgba(), "raw", "RGBA", 0, 1).save(
+        buf, format="PNG", compress_level=1
+    )
+    return buf.getvalue()
 
 
 def figure_png(fig: Figure, dpi: int = 80) -> bytes:
@@ -115,6 +127,7 @@ class AttentionExplorer:
         self.forward_count = 0
         self.render_count = 0
         self.figure: Figure | None = None
+        self._background = None
         self.last_render_ms = 0.0
         self._drawn_image: torch.Tensor | None = None
         self._overlay = None
@@ -135,6 +148,7 @@ class AttentionExplorer:
         self.stretch = W.Checkbox(False, description="stretch to own range (misleading!)")
         self.prediction = W.HTML()
         self.status = W.HTML()
+        self.caption = W.HTML()  # what is drawn: layer, values, raw range, colour scale
         self.marker = W.HTML()  # text stating what is drawn (tests / screenshots)
         self.canvas = W.Image(format="png")
         self._site_names = names
@@ -156,6 +170,7 @@ class AttentionExplorer:
                 W.HBox([self.cmap, self.stretch]),
                 self.prediction,
                 self.status,
+                self.caption,
                 self.canvas,
                 self.marker,
             ]
@@ -205,38 +220,47 @@ class AttentionExplorer:
         return fig
 
     def draw(self) -> Figure:
-        """Draw the current control values into the explorer's figure (no model run if cached)."""
+        """Draw the current control values into the explorer's figure (no model run if cached).
+
+        Text (names, values, ranges) goes to ``self.caption``, not into the figure: glyph
+        rendering is most of the cost of an Agg redraw."""
         a = self.analysis()
         r = a.records[self.layer_slider.value]
         value = r.value[0].numpy()
-        fig = self.figure if self.figure is not None else self._new_figure()
+        if self.figure is None:
+            self.figure = self._new_figure()
+        fig = self.figure
         ax_img, ax_w, cax = fig.axes
         if self._drawn_image is not a.image:
             ax_img.cla()
             ax_img.imshow(plot.image_hwc(a.image))
             ax_img.set_axis_off()
-            ax_img.set_title(f"input: {self.image_select.value}", fontsize=8)
             self._drawn_image = a.image
         ax_w.cla()
         cax.cla()
         cax.set_visible(True)
         self._overlay = None
-        title = f"{r.name} · {r.kind} · {r.module_type}"
+        head = f"<b>{_esc(r.name)}</b> · {r.kind} · {_esc(r.module_type)}"
         if r.kind in ("spatial", "context"):
             stretch = self.stretch.value or r.kind == "context"
             self._overlay = plot.draw_spatial_overlay(
                 ax_w, plot.image_hwc(a.image), value, self.opacity.value, self.cmap.value, stretch
             )
-            fig.colorbar(self._overlay, cax=cax)
-            scale = "STRETCHED" if stretch else "fixed 0–1"
-            ax_w.set_title(f"{title}\n{plot.mask_range_text(value)} · {scale}", fontsize=8)
+            norm = self._overlay.norm  # an opaque colour bar, independent of the opacity slider
+            bar = ScalarMappable(norm=norm, cmap=self._overlay.get_cmap())
+            fig.colorbar(bar, cax=cax, ticks=[norm.vmin, norm.vmax])
+            scale = "<b>STRETCHED</b> to its own range" if stretch else "fixed 0–1 colour scale"
+            body = (
+                f"{value.shape[0]}×{value.shape[1]} mask, {plot.mask_range_text(value)} · {scale}"
+            )
         elif r.kind == "channel":
             c = self.channel_slider.value
             plot.draw_channel_bars(ax_w, value, highlight=c)
+            ax_w.set_yticks([0, 0.5, 1])
+            ax_w.set_xlabel("")
+            ax_w.set_ylabel("")
             cax.set_visible(False)
-            ax_w.set_title(
-                f"{title}\nchannel {c}: s = {value[c]:.3f} · mean {value.mean():.3f}", fontsize=8
-            )
+            body = f"channel {c}: s = {value[c]:.3f} · mean {value.mean():.3f} over {len(value)}"
         else:  # radix / paths: (R, C)
             c = self.channel_slider.value
             art = ax_w.imshow(
@@ -244,11 +268,32 @@ class AttentionExplorer:
             )
             ax_w.axvline(c, color="r", lw=1)
             ax_w.set_yticks(range(value.shape[0]), [f"split {i}" for i in range(value.shape[0])])
-            ax_w.set_xlabel("channel")
-            fig.colorbar(art, cax=cax)
+            fig.colorbar(art, cax=cax, ticks=[0, 1])
             col = ", ".join(f"{v:.2f}" for v in value[:, c])
-            ax_w.set_title(f"{title}\nchannel {c}: a = ({col})", fontsize=8)
+            body = f"channel {c}: a = ({col}) · red line = selected channel"
+        self.caption.value = f"{head}<br>{body}"
         return fig
+
+    def _full_render(self) -> bytes:
+        fig = self.draw()
+        canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+        if self._overlay is None:
+            canvas.draw()
+            self._background = None
+        else:  # keep everything but the overlay, so opacity changes only re-blend it
+            self._overlay.set_visible(False)
+            canvas.draw()
+            self._background = canvas.copy_from_bbox(fig.bbox)
+            self._overlay.set_visible(True)
+            fig.axes[1].draw_artist(self._overlay)
+        return _encode(canvas)
+
+    def _alpha_render(self) -> bytes:
+        canvas = self.figure.canvas
+        canvas.restore_region(self._background)
+        self._overlay.set_alpha(self.opacity.value)
+        self.figure.axes[1].draw_artist(self._overlay)
+        return _encode(canvas)
 
     def render(self) -> None:
         """Re-draw the figure from cached records and update the widgets."""
@@ -269,14 +314,10 @@ class AttentionExplorer:
             f"<b>{_esc(n)}</b> {p:.1%}" if i == 0 else f"{_esc(n)} {p:.1%}"
             for i, (n, p) in enumerate(a.top)
         )
-        if self._fast_opacity and self._overlay is not None:
-            self._overlay.set_alpha(self.opacity.value)  # only the alpha changed
-            fig = self.figure
-        else:
-            fig = self.draw()
+        fast = self._fast_opacity and self._overlay is not None and self._background is not None
+        png = self._alpha_render() if fast else self._full_render()
         self._fast_opacity = False
-        self.figure = fig
-        self.canvas.value = figure_png(fig, self.dpi)
+        self.canvas.value = png
         self.render_count += 1
         self.marker.value = (
             f"<code>attnviz-render {self.render_count}: "

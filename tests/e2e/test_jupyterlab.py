@@ -95,6 +95,7 @@ def test_explorer_in_jupyterlab(chromium: Path, lab_server: LabServer, tmp_path:
     timings = {"server ready": lab_server.started_s}
     console: list[str] = []
     stage = "start"
+    page = None
 
     with sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
@@ -173,10 +174,11 @@ def test_explorer_in_jupyterlab(chromium: Path, lab_server: LabServer, tmp_path:
             widget_errors = [c for c in console if not _ignored(c)]
             assert not widget_errors, "browser console errors:\n" + "\n".join(widget_errors)
         except (AssertionError, PlaywrightError) as e:
-            try:
-                page.screenshot(path=SCREENSHOTS / "explorer-failed.png")
-            except PlaywrightError:
-                pass
+            if page is not None:
+                try:
+                    page.screenshot(path=SCREENSHOTS / "explorer-failed.png")
+                except PlaywrightError:
+                    pass
             raise AssertionError(
                 f"failed at stage {stage!r}: {e}\n--- browser console:\n" + "\n".join(console)
                 + f"\n--- JupyterLab log (tail):\n{lab_server.log_tail()}") from e

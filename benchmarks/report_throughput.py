@@ -1,0 +1,121 @@
+"""Images/s of the report's batch path against plain inference, side by side in one run.
+
+    python benchmarks/report_throughput.py [--model demo-cbam] [--n 256] [--batch-size 16]
+                                          [--workers 0] [--device auto] [--repeats 3]
+
+* report: ``attnviz.report.analyse`` on a folder of PNG files: DataLoader reading and resizing
+  the files, batched forward passes inside ``attnviz.record`` (every attention weight copied to
+  the CPU), per-image/per-layer summary statistics. No notebook, no figures.
+* plain: the same model and batch size on images already in memory, ``model(prepare(batch))``
+  under ``torch.no_grad()``, nothing recorded.
+
+The two are run alternately ``--repeats`` times after a warm-up; the best time of each counts.
+Target: report / plain >= 0.9.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import attnviz
+from attnviz import report
+from attnviz.datasets.shapes import make_shapes
+from attnviz.models import DEMO_MODELS
+from attnviz.models.preprocess import prepare
+
+
+def pick_model(name: str, device: str) -> tuple[torch.nn.Module, str]:
+    """``name``, or the random-init architecture of a demo model whose checkpoint is missing."""
+    try:
+        return attnviz.load_model(name, device=device), name
+    except attnviz.ModelError as e:
+        if name not in DEMO_MODELS:
+            raise
+        arch = {"demo-cbam": "demo_cbam_resnet", "demo-se": "demo_se_resnet",
+                "demo-resnest": "demo_resnest"}[name]
+        print(f"note: {e}; using {arch} (random init, same architecture)")
+        return attnviz.load_model(arch, device=device), arch
+
+
+def write_images(n: int, folder: Path, size: int) -> torch.Tensor:
+    from PIL import Image
+
+    data = make_shapes(n, seed=123, size=size)
+    arr = (data.images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    for i, a in enumerate(arr):
+        Image.fromarray(a).save(folder / f"img_{i:05d}.png")
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div(255)  # what the files hold
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def plain(model: torch.nn.Module, images: torch.Tensor, batch_size: int) -> float:
+    device = next(model.parameters()).device
+    sync(device)
+    t = time.perf_counter()
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            model(prepare(model, images[i:i + batch_size])).float().cpu()
+    sync(device)
+    return time.perf_counter() - t
+
+
+def reported(model: torch.nn.Module, folder: Path, batch_size: int, workers: int) -> float:
+    device = next(model.parameters()).device
+    sync(device)
+    t = time.perf_counter()
+    run = report.analyse([folder], model, batch_size=batch_size, num_workers=workers,
+                         progress=False)
+    sync(device)
+    elapsed = time.perf_counter() - t
+    assert not run.bad and run.summaries
+    return elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="demo-cbam")
+    p.add_argument("--n", type=int, default=256, help="generated shapes images")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 1)))
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    model, name = pick_model(args.model, args.device)
+    device = next(model.parameters()).device
+    size = attnviz.models.preprocess.input_spec(model).size
+    with tempfile.TemporaryDirectory(prefix="attnviz-bench-") as tmp:
+        folder = Path(tmp)
+        images = write_images(args.n, folder, size)
+        reported(model, folder, args.batch_size, args.workers)  # warm-up (imports, caches)
+        plain(model, images, args.batch_size)
+        t_plain, t_report = [], []
+        for _ in range(args.repeats):
+            t_plain.append(plain(model, images, args.batch_size))
+            t_report.append(reported(model, folder, args.batch_size, args.workers))
+    ips_plain = args.n / min(t_plain)
+    ips_report = args.n / min(t_report)
+    ratio = ips_report / ips_plain
+    print(f"model {name} on {device}, {args.n} images {size}x{size}, batch {args.batch_size}, "
+          f"workers {args.workers}, torch threads {torch.get_num_threads()}, best of "
+          f"{args.repeats}")
+    print(f"plain inference (preloaded): {ips_plain:8.1f} images/s")
+    print(f"report batch path (analyse): {ips_report:8.1f} images/s")
+    print(f"ratio report/plain:          {ratio:8.2f}  (target >= 0.9: "
+          f"{'met' if ratio >= 0.9 else 'NOT met'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
