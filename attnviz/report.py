@@ -33,10 +33,12 @@ import html
 import json
 import math
 import os
+import queue
 import re
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -117,6 +119,48 @@ def collate_images(
     bad = [(i, err or "unknown error") for i, im, err in items if err is not None or im is None]
     batch = torch.stack([im for _, im in good]) if good else None
     return [i for i, _ in good], batch, bad
+
+
+def prefetch(batches: Iterable, depth: int = 2) -> Iterator:
+    """Iterate ``batches`` in a background thread, ``depth`` items ahead, so reading the next
+    images (PIL decodes without the GIL) overlaps the forward pass of the current batch.
+    Exceptions are re-raised in the caller; stopping early stops the thread."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def work() -> None:
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        q.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(("end", done))
+        except BaseException as e:  # handed to the consumer
+            q.put(("error", e))
+
+    thread = threading.Thread(target=work, name="attnviz-image-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
 
 
 # -- the analysis ----------------------------------------------------------------------------------
@@ -371,7 +415,7 @@ def analyse(
     bar = tqdm(total=len(paths), unit="img", desc="attention", disable=not progress, leave=False)
     try:
         with torch.no_grad(), record(net, layers=layers) as rec:
-            for idx, batch, bad in loader:
+            for idx, batch, bad in (loader if num_workers else prefetch(loader)):
                 bad_idx.extend(bad)
                 if batch is not None:
                     logits = net(prepare(net, batch))

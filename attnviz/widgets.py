@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ipywidgets as W
+import numpy as np
 import torch
 from IPython.display import Image as IPImage
 from IPython.display import display
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize, to_rgba
 from matplotlib.figure import Figure
 from PIL import Image as PILImage
 from torch import nn
@@ -212,12 +214,87 @@ class AttentionExplorer:
         return self.analysis().records[self.layer_slider.value]
 
     def _new_figure(self) -> Figure:
-        # Fixed axes positions (no layout engine): a redraw then costs one Agg render.
+        # Fixed axes positions and artists created once, then updated in place: a control
+        # change costs one Agg render, not a re-layout (see benchmarks/widget_latency.py).
         fig = Figure(figsize=(8, 3.4), dpi=self.dpi)
-        fig.add_axes((0.01, 0.04, 0.34, 0.80))  # input image
-        fig.add_axes((0.43, 0.16, 0.45, 0.66))  # weights
-        fig.add_axes((0.90, 0.16, 0.015, 0.66))  # colour bar
+        FigureCanvasAgg(fig)
+        self._ax_img = fig.add_axes((0.01, 0.04, 0.34, 0.80))
+        self._ax_img.set_axis_off()
+        pos = (0.43, 0.16, 0.45, 0.66)
+        self._axes = {k: fig.add_axes(pos, label=k) for k in ("spatial", "channel", "radix")}
+        self._axes["spatial"].set_axis_off()
+        self._axes["channel"].set_ylim(0, 1)
+        self._axes["channel"].set_yticks([0, 0.5, 1])
+        self._cax = fig.add_axes((0.90, 0.16, 0.015, 0.66))
+        # an opaque colour bar of its own, independent of the opacity slider
+        self._bar_scale = ScalarMappable(norm=Normalize(0, 1), cmap=plot.DEFAULT_CMAP)
+        self._colorbar = fig.colorbar(self._bar_scale, cax=self._cax)
+        self._artists: dict[str, object] = {}
         return fig
+
+    @property
+    def weights_axes(self):
+        """The axes showing the current layer's weights."""
+        return next(ax for ax in self._axes.values() if ax.get_visible())
+
+    def _show(self, kind: str) -> None:
+        for k, ax in self._axes.items():
+            ax.set_visible(k == kind)
+        self._cax.set_visible(kind != "channel")
+
+    def _draw_spatial(self, img: np.ndarray, value: np.ndarray, stretch: bool) -> None:
+        ax, art = self._axes["spatial"], self._artists
+        h, w = img.shape[:2]
+        if "base" not in art:
+            art["base"] = ax.imshow(img)
+            art["overlay"] = ax.imshow(value, interpolation="bilinear")
+        art["base"].set_data(img)
+        overlay = art["overlay"]
+        overlay.set_data(value)
+        vmin, vmax = (float(value.min()), float(value.max())) if stretch else (0.0, 1.0)
+        vmax = max(vmax, vmin + 1e-6)
+        for a in (art["base"], overlay):
+            a.set_extent((0, w, h, 0))
+        overlay.set_clim(vmin, vmax)
+        overlay.set_cmap(self.cmap.value)
+        overlay.set_alpha(self.opacity.value)
+        ax.set_xlim(0, w)
+        ax.set_ylim(h, 0)
+        self._bar_scale.set_cmap(self.cmap.value)
+        self._bar_scale.set_clim(vmin, vmax)
+        self._colorbar.set_ticks([vmin, vmax])
+        self._overlay = overlay
+
+    def _draw_channel(self, value: np.ndarray, c: int) -> None:
+        ax = self._axes["channel"]
+        colors = np.tile(np.array(to_rgba("tab:blue")), (len(value), 1))
+        colors[c] = to_rgba("tab:red")
+        if "bars" not in self._artists:
+            self._artists["bars"] = plot.draw_channel_bars(ax, value, highlight=c)
+            ax.set_xlabel("")
+            ax.set_ylabel("")
+        bars = self._artists["bars"]
+        bars.set_verts(plot.bar_verts(value))
+        bars.set_facecolor(colors)
+        ax.set_xlim(-0.5, len(value) - 0.5)
+
+    def _draw_radix(self, value: np.ndarray, c: int) -> None:
+        ax, art = self._axes["radix"], self._artists
+        if "radix" not in art:
+            art["radix"] = ax.imshow(value, aspect="auto", cmap="viridis", interpolation="nearest")
+            art["radix_line"] = ax.axvline(c, color="r", lw=1)
+        r, n = value.shape
+        art["radix"].set_data(value)
+        art["radix"].set_clim(0, 1)
+        art["radix"].set_extent((-0.5, n - 0.5, r - 0.5, -0.5))
+        art["radix_line"].set_xdata([c, c])
+        ax.set_xlim(-0.5, n - 0.5)
+        ax.set_ylim(r - 0.5, -0.5)
+        if len(ax.get_yticks()) != r:
+            ax.set_yticks(range(r), [f"split {i}" for i in range(r)])
+        self._bar_scale.set_cmap("viridis")
+        self._bar_scale.set_clim(0, 1)
+        self._colorbar.set_ticks([0, 1])
 
     def draw(self) -> Figure:
         """Draw the current control values into the explorer's figure (no model run if cached).
@@ -229,54 +306,38 @@ class AttentionExplorer:
         value = r.value[0].numpy()
         if self.figure is None:
             self.figure = self._new_figure()
-        fig = self.figure
-        ax_img, ax_w, cax = fig.axes
+        img = plot.image_hwc(a.image)
         if self._drawn_image is not a.image:
-            ax_img.cla()
-            ax_img.imshow(plot.image_hwc(a.image))
-            ax_img.set_axis_off()
+            self._ax_img.cla()
+            self._ax_img.imshow(img)
+            self._ax_img.set_axis_off()
             self._drawn_image = a.image
-        ax_w.cla()
-        cax.cla()
-        cax.set_visible(True)
         self._overlay = None
         head = f"<b>{_esc(r.name)}</b> · {r.kind} · {_esc(r.module_type)}"
+        c = self.channel_slider.value
         if r.kind in ("spatial", "context"):
+            self._show("spatial")
             stretch = self.stretch.value or r.kind == "context"
-            self._overlay = plot.draw_spatial_overlay(
-                ax_w, plot.image_hwc(a.image), value, self.opacity.value, self.cmap.value, stretch
-            )
-            norm = self._overlay.norm  # an opaque colour bar, independent of the opacity slider
-            bar = ScalarMappable(norm=norm, cmap=self._overlay.get_cmap())
-            fig.colorbar(bar, cax=cax, ticks=[norm.vmin, norm.vmax])
+            self._draw_spatial(img, value, stretch)
             scale = "<b>STRETCHED</b> to its own range" if stretch else "fixed 0–1 colour scale"
             body = (
                 f"{value.shape[0]}×{value.shape[1]} mask, {plot.mask_range_text(value)} · {scale}"
             )
         elif r.kind == "channel":
-            c = self.channel_slider.value
-            plot.draw_channel_bars(ax_w, value, highlight=c)
-            ax_w.set_yticks([0, 0.5, 1])
-            ax_w.set_xlabel("")
-            ax_w.set_ylabel("")
-            cax.set_visible(False)
+            self._show("channel")
+            self._draw_channel(value, c)
             body = f"channel {c}: s = {value[c]:.3f} · mean {value.mean():.3f} over {len(value)}"
         else:  # radix / paths: (R, C)
-            c = self.channel_slider.value
-            art = ax_w.imshow(
-                value, aspect="auto", vmin=0, vmax=1, cmap="viridis", interpolation="nearest"
-            )
-            ax_w.axvline(c, color="r", lw=1)
-            ax_w.set_yticks(range(value.shape[0]), [f"split {i}" for i in range(value.shape[0])])
-            fig.colorbar(art, cax=cax, ticks=[0, 1])
+            self._show("radix")
+            self._draw_radix(value, c)
             col = ", ".join(f"{v:.2f}" for v in value[:, c])
             body = f"channel {c}: a = ({col}) · red line = selected channel"
         self.caption.value = f"{head}<br>{body}"
-        return fig
+        return self.figure
 
     def _full_render(self) -> bytes:
         fig = self.draw()
-        canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+        canvas = fig.canvas
         if self._overlay is None:
             canvas.draw()
             self._background = None
@@ -285,14 +346,14 @@ class AttentionExplorer:
             canvas.draw()
             self._background = canvas.copy_from_bbox(fig.bbox)
             self._overlay.set_visible(True)
-            fig.axes[1].draw_artist(self._overlay)
+            self._axes["spatial"].draw_artist(self._overlay)
         return _encode(canvas)
 
     def _alpha_render(self) -> bytes:
         canvas = self.figure.canvas
         canvas.restore_region(self._background)
         self._overlay.set_alpha(self.opacity.value)
-        self.figure.axes[1].draw_artist(self._overlay)
+        self._axes["spatial"].draw_artist(self._overlay)
         return _encode(canvas)
 
     def render(self) -> None:

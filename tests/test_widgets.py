@@ -41,7 +41,7 @@ def test_spatial_overlay_is_the_recorded_mask(explorer: AttentionExplorer) -> No
     idx = _kinds(explorer).index("spatial")
     explorer.layer_slider.value = idx
     rec = explorer.current()
-    overlay = explorer.figure.axes[1].images[-1]
+    overlay = explorer.weights_axes.images[-1]
     np.testing.assert_allclose(overlay.get_array(), rec.value[0].numpy(), atol=1e-6)
     assert overlay.get_clim() == (0.0, 1.0)  # fixed scale by default
     lo, hi = rec.value[0].min().item(), rec.value[0].max().item()
@@ -53,15 +53,15 @@ def test_opacity_and_colour_map(explorer: AttentionExplorer) -> None:
     runs = explorer.forward_count
     png = explorer.canvas.value
     explorer.opacity.value = 0.8
-    assert explorer.figure.axes[1].images[-1].get_alpha() == pytest.approx(0.8)
+    assert explorer.weights_axes.images[-1].get_alpha() == pytest.approx(0.8)
     assert explorer.canvas.value != png
     fast = explorer.canvas.value
     explorer._full_render()  # the blitted opacity frame equals a full redraw
     assert explorer._full_render() == fast
     explorer.cmap.value = "viridis"
-    assert explorer.figure.axes[1].images[-1].get_cmap().name == "viridis"
+    assert explorer.weights_axes.images[-1].get_cmap().name == "viridis"
     explorer.stretch.value = True
-    lo, hi = explorer.figure.axes[1].images[-1].get_clim()
+    lo, hi = explorer.weights_axes.images[-1].get_clim()
     assert (lo, hi) != (0.0, 1.0) and "STRETCHED" in explorer.caption.value
     explorer.stretch.value = False
     assert explorer.forward_count == runs
@@ -74,10 +74,12 @@ def test_channel_selector_highlights_channel(explorer: AttentionExplorer) -> Non
     assert explorer.channel_slider.max == rec.value.shape[-1] - 1
     explorer.channel_slider.value = 3
     assert f"channel 3: s = {rec.value[0, 3].item():.3f}" in explorer.caption.value
-    heights = sorted(p.get_height() for p in explorer.figure.axes[1].patches)
-    np.testing.assert_allclose(heights, sorted(rec.value[0].tolist()), atol=1e-6)
-    reds = [p for p in explorer.figure.axes[1].patches if p.get_facecolor()[0] > 0.8]
-    assert len(reds) == 1 and reds[0].get_height() == pytest.approx(rec.value[0, 3].item())
+    bars = explorer.weights_axes.collections[0]
+    assert explorer.weights_axes.get_label() == "channel"
+    heights = [p.vertices[:, 1].max() for p in bars.get_paths()]  # channel order
+    np.testing.assert_allclose(heights, rec.value[0].tolist(), atol=1e-6)
+    reds = np.flatnonzero(bars.get_facecolor()[:, 0] > 0.8)
+    assert reds.tolist() == [3]
 
 
 def test_image_change_runs_model_once_and_caches(explorer: AttentionExplorer) -> None:
