@@ -394,7 +394,6 @@ def analyse(
     _check_int("top_k", top_k, 1)
     paths, missed = collect_images(images)
     net, model_name = _load(model, checkpoint, device)
-    find_attention(net, layers)  # readable NoAttentionError before reading any image
     try:
         dev = next(net.parameters()).device
     except StopIteration:
@@ -414,6 +413,7 @@ def analyse(
 
     bar = tqdm(total=len(paths), unit="img", desc="attention", disable=not progress, leave=False)
     try:
+        # record() checks the layer pattern (NoAttentionError) before any image is read
         with torch.no_grad(), record(net, layers=layers) as rec:
             for idx, batch, bad in (loader if num_workers else prefetch(loader)):
                 bad_idx.extend(bad)
@@ -628,14 +628,14 @@ def attribution_section(run: ReportData, max_images: int = 8,
 
     out: list = [HTML("<h2>Attention vs attribution</h2>")]
     spatial = run.spatial
+    if not len(run):
+        out.append(HTML("<p>No image could be read: nothing to attribute.</p>"))
+        return out
     if not spatial:
         out.append(HTML(
             f"<p><b>Attribution skipped:</b> {_e(run.model_name)} has no spatial attention mask "
             f"(recorded kinds: {_e(', '.join(run.kinds) or 'none')}). The comparison needs a "
             "spatial mask A to set against Grad-CAM / integrated gradients.</p>"))
-        return out
-    if not len(run):
-        out.append(HTML("<p>No image could be read: nothing to attribute.</p>"))
         return out
     try:
         from . import attribution
@@ -742,13 +742,18 @@ def execute_notebook(notebook: Path, output: Path, parameters: dict[str, Any],
     from jupyter_client.manager import AsyncKernelManager
 
     with tempfile.TemporaryDirectory(prefix="attnviz-kernel-") as tmp:
-        km = AsyncKernelManager(kernel_name="python3", transport="ipc",
-                                ip=os.path.join(tmp, "kernel"))
+
+        class IPCKernelManager(AsyncKernelManager):
+            # IPC sockets in a private folder: no open TCP ports, and no warning from ipykernel
+            # about unencrypted TCP. nbclient creates, owns and shuts down the kernel.
+            def __init__(self, **kwargs: Any) -> None:
+                super().__init__(transport="ipc", ip=os.path.join(tmp, "kernel"), **kwargs)
+
         try:
             pm.execute_notebook(
                 str(notebook), str(output), parameters=parameters, kernel_name="python3",
                 progress_bar=False, log_output=False, cwd=str(cwd or os.getcwd()),
-                execution_timeout=timeout, km=km,
+                execution_timeout=timeout, kernel_manager_class=IPCKernelManager,
             )
         except pm.PapermillExecutionError as e:
             raise ReportExecutionError(
