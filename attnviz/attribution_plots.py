@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from .plot import hide_axis
+
 CMAP = "jet"
 _LABELS = {"gradcam": "Grad-CAM", "ig": "Integrated gradients", "saliency": "Saliency",
            "occlusion": "Occlusion"}
@@ -81,7 +83,7 @@ def plot_attention_vs_attribution(
         ax.set_title(f"{_LABELS.get(name, name)} {a.shape[0]}×{a.shape[1]}\nnormalised "
                      f"(÷ max {peak:.2g})", fontsize=8)
     for ax in axes:
-        ax.set_axis_off()
+        hide_axis(ax)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig

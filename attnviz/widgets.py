@@ -219,10 +219,10 @@ class AttentionExplorer:
         fig = Figure(figsize=(8, 3.4), dpi=self.dpi)
         FigureCanvasAgg(fig)
         self._ax_img = fig.add_axes((0.01, 0.04, 0.34, 0.80))
-        self._ax_img.set_axis_off()
+        plot.hide_axis(self._ax_img)
         pos = (0.43, 0.16, 0.45, 0.66)
         self._axes = {k: fig.add_axes(pos, label=k) for k in ("spatial", "channel", "radix")}
-        self._axes["spatial"].set_axis_off()
+        plot.hide_axis(self._axes["spatial"])
         self._axes["channel"].set_ylim(0, 1)
         self._axes["channel"].set_yticks([0, 0.5, 1])
         self._cax = fig.add_axes((0.90, 0.16, 0.015, 0.66))
@@ -310,7 +310,7 @@ class AttentionExplorer:
         if self._drawn_image is not a.image:
             self._ax_img.cla()
             self._ax_img.imshow(img)
-            self._ax_img.set_axis_off()
+            plot.hide_axis(self._ax_img)
             self._drawn_image = a.image
         self._overlay = None
         head = f"<b>{_esc(r.name)}</b> · {r.kind} · {_esc(r.module_type)}"

@@ -181,6 +181,14 @@ def test_real_command_with_attribution(image_dir, tmp_path):
                       "layer3.1.attn.channel", "layer3.1.attn.spatial"}
 
 
+def test_attribution_needs_a_spatial_mask(image_dir):
+    run = report.analyse(image_dir / "shapes_*.png", "demo_se_resnet", device="cpu",
+                         progress=False)
+    items = report.attribution_section(run)
+    assert len(items) == 2 and "no spatial attention mask" in items[1].data
+    assert "demo_se_resnet" in items[1].data
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [

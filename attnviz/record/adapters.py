@@ -11,10 +11,9 @@ Adding a module type = one ``Adapter(...)`` line in ``ADAPTERS``. Kinds and cano
 
 from __future__ import annotations
 
-import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
 
 import torch
 from torch import nn
@@ -85,13 +84,13 @@ class Adapter:
         return self.kind(module) if callable(self.kind) else self.kind
 
 
-@cache
 def _resolve(target: str) -> type | None:
+    """The class named by ``target``, or None when its module was never imported: a model cannot
+    hold instances of a class whose module is not loaded, and importing timm or torchvision just
+    to look costs seconds."""
     mod_name, cls_name = target.split(":")
-    try:
-        return getattr(importlib.import_module(mod_name), cls_name)
-    except (ImportError, AttributeError):
-        return None
+    module = sys.modules.get(mod_name)
+    return getattr(module, cls_name, None) if module is not None else None
 
 
 # Order matters: a subclass must come before its parent (LightChannelAttn < ChannelAttn).
