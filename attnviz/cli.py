@@ -64,8 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("images", nargs="+", metavar="IMAGES",
                      help="image files, folders (their image files) or glob patterns")
     rep.add_argument("--model", default="demo-cbam",
-                     help="demo model (demo-cbam, demo-se, demo-resnest), attnviz or timm "
-                          "model name (default: %(default)s)")
+                     help="demo model (demo-cbam, demo-se, demo-resnest, offline), a timm "
+                          "name (its pretrained ImageNet weights: needs the network unless "
+                          "--checkpoint is given) or an attnviz architecture with --checkpoint "
+                          "(default: %(default)s)")
     rep.add_argument("--checkpoint", default=None, metavar="PATH",
                      help="local weights file for the architecture --model names")
     rep.add_argument("--layers", default=None, metavar="PAT",

@@ -48,8 +48,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from .errors import ImageError, ParameterError
 from .images import find_images, load_image
-from .models import load_model, resolve_device
+from .models import DEMO_MODELS, load_model, resolve_device
 from .models.preprocess import class_names, input_spec, prepare
+from .models.registry import is_model
 from .record import AttentionRecord, find_attention, record
 
 SUMMARY_FIELDS = (
@@ -315,7 +316,10 @@ def _load(model: str | nn.Module, checkpoint: str | os.PathLike | None,
         raise ParameterError(f"model must be a model name or an nn.Module, got {model!r}")
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise ParameterError(f"checkpoint {os.fspath(checkpoint)!r} is not a file")
-    return load_model(model, checkpoint=checkpoint, device=device), model
+    # A timm name without a checkpoint means its ImageNet weights: a report of random weights
+    # would show nothing. attnviz architecture names without a checkpoint stay random init.
+    pretrained = checkpoint is None and model not in DEMO_MODELS and not is_model(model)
+    return load_model(model, pretrained=pretrained, checkpoint=checkpoint, device=device), model
 
 
 def analyse(
@@ -458,7 +462,18 @@ def header_html(run: ReportData) -> str:
     ]
     rows = "".join(f"<tr><th style='text-align:left'>{_e(k)}</th><td style='text-align:left'>"
                    f"{_e(v)}</td></tr>" for k, v in items)
-    return f"<table>{rows}</table>"
+    note = ""
+    if run.model_name in DEMO_MODELS:
+        note = (
+            "<p style='border-left:4px solid #c80;padding:4px 8px'><b>Demo model.</b> "
+            f"{_e(run.model_name)} was trained offline on generated shapes (64 px, classes "
+            f"{_e(', '.join(getattr(run.model, 'class_names', [])))}); its attention is "
+            "meaningful on the <code>shapes_*</code> images. Photos are out of distribution for "
+            "it: their predictions and masks show what this small model does with unfamiliar "
+            "input, not what an ImageNet model would attend to. For photos, run online with "
+            "<code>--model resnest50d</code> (timm, ImageNet weights) or pass a checkpoint.</p>"
+        )
+    return f"<table>{rows}</table>{note}"
 
 
 def bad_html(run: ReportData) -> str:

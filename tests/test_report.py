@@ -3,6 +3,7 @@
 The full notebook runs twice (once in-process, once as a real subprocess); every model is the
 random-init ``demo_cbam_resnet`` so nothing depends on trained checkpoints.
 """
+
 from __future__ import annotations
 
 import ast
@@ -64,8 +65,9 @@ def test_collate_separates_bad_images(image_dir):
 
 def test_analyse_summaries_match_records(image_dir):
     model = attnviz.load_model(MODEL, device="cpu")
-    run = report.analyse([image_dir, str(image_dir / "nothing*.png")], model, batch_size=2,
-                         progress=False)
+    run = report.analyse(
+        [image_dir, str(image_dir / "nothing*.png")], model, batch_size=2, progress=False
+    )
     assert [Path(p).name for p in run.paths] == good_files(image_dir)
     reasons = {Path(p).name: why for p, why in run.bad}
     for name, word in BAD.items():
@@ -84,8 +86,9 @@ def test_analyse_summaries_match_records(image_dir):
         torch.testing.assert_close(run.logits[i], logits[0], atol=1e-4, rtol=1e-4)
         assert run.predictions[i].index == int(logits.argmax())
         for r in rec.latest():
-            torch.testing.assert_close(run.by_kind(r.kind)[r.name][i], r.value[0],
-                                       atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(
+                run.by_kind(r.kind)[r.name][i], r.value[0], atol=1e-5, rtol=1e-5
+            )
             row = rows[(Path(path).name, r.name)]
             v = r.value[0]
             assert row["kind"] == r.kind
@@ -99,7 +102,8 @@ def test_analyse_summaries_match_records(image_dir):
                 assert row["share_above_half"] == pytest.approx(float((v > 0.5).float().mean()))
             else:
                 assert row["saturation"] == pytest.approx(
-                    float(((v < 0.05) | (v > 0.95)).float().mean()))
+                    float(((v < 0.05) | (v > 0.95)).float().mean())
+                )
                 assert 0 <= row["entropy"] <= 1
 
 
@@ -118,15 +122,26 @@ def test_notebook_is_committed_clean():
     assert all(not c.outputs and c.execution_count is None for c in code)
     assert "parameters" in code[0].metadata.get("tags", [])
     names = {t.id for node in ast.parse(code[0].source).body for t in node.targets}
-    assert {"images", "model", "checkpoint", "layers", "device", "out_dir", "top_k",
-            "attribution", "batch_size", "num_workers"} <= names
+    assert {
+        "images",
+        "model",
+        "checkpoint",
+        "layers",
+        "device",
+        "out_dir",
+        "top_k",
+        "attribution",
+        "batch_size",
+        "num_workers",
+    } <= names
     assert "widgets" not in "".join(c.source for c in code)
 
 
 def test_cli_report_in_process(image_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    code = cli.main(["report", str(image_dir), "--model", MODEL, "--out", str(out),
-                     "--batch-size", "2"])
+    code = cli.main(
+        ["report", str(image_dir), "--model", MODEL, "--out", str(out), "--batch-size", "2"]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert str(out / "report.html") in captured.out
@@ -138,7 +153,7 @@ def test_cli_report_in_process(image_dir, tmp_path, capsys):
     assert "data:image/png;base64" in page
     assert not EXTERNAL.search(page), EXTERNAL.search(page)
     assert report.external_resources(page) == []
-    section = page[page.index("Could not read"):page.index("Per image")]
+    section = page[page.index("Could not read") : page.index("Per image")]
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["could_not_read"]) == len(BAD)
     for item in summary["could_not_read"]:
@@ -153,21 +168,42 @@ def test_cli_report_in_process(image_dir, tmp_path, capsys):
     assert sorted({Path(r["image"]).name for r in rows}) == good
     assert {r["kind"] for r in rows} == {"channel", "spatial"}
     nb = nbformat.read(out / "report.ipynb", as_version=4)
-    pngs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
-            if "image/png" in o.get("data", {})]
+    pngs = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if "image/png" in o.get("data", {})
+    ]
     assert len(pngs) == 2 * len(good)  # a spatial grid and channel bars per image
-    assert not any(o.get("output_type") == "error" for c in nb.cells
-                   for o in c.get("outputs", []))
+    assert not any(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))
 
 
 def test_real_command_with_attribution(image_dir, tmp_path):
     out = tmp_path / "cmd"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "attnviz.cli", "report", str(image_dir / "shapes_*.png"),
-         "--model", MODEL, "--layers", "layer3*", "--top-k", "3", "--attribution",
-         "--out", str(out)],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "attnviz.cli",
+            "report",
+            str(image_dir / "shapes_*.png"),
+            "--model",
+            MODEL,
+            "--layers",
+            "layer3*",
+            "--top-k",
+            "3",
+            "--attribution",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr and "warning" not in proc.stderr
@@ -177,13 +213,16 @@ def test_real_command_with_attribution(image_dir, tmp_path):
     assert not EXTERNAL.search(page)
     with open(out / "summary.csv", newline="") as f:
         layers = {r["layer"] for r in csv.DictReader(f)}
-    assert layers == {"layer3.0.attn.channel", "layer3.0.attn.spatial",
-                      "layer3.1.attn.channel", "layer3.1.attn.spatial"}
+    assert layers == {
+        "layer3.0.attn.channel",
+        "layer3.0.attn.spatial",
+        "layer3.1.attn.channel",
+        "layer3.1.attn.spatial",
+    }
 
 
 def test_attribution_needs_a_spatial_mask(image_dir):
-    run = report.analyse(image_dir / "shapes_*.png", "demo_se_resnet", device="cpu",
-                         progress=False)
+    run = report.analyse(image_dir / "shapes_*.png", "demo_se_resnet", device="cpu", progress=False)
     items = report.attribution_section(run)
     assert len(items) == 2 and "no spatial attention mask" in items[1].data
     assert "demo_se_resnet" in items[1].data
@@ -201,8 +240,9 @@ def test_attribution_needs_a_spatial_mask(image_dir):
     ],
 )
 def test_invalid_parameters_exit_2(image_dir, tmp_path, capsys, args, words):
-    code = cli.main(["report", str(image_dir), "--model", MODEL, "--out", str(tmp_path / "o"),
-                     *args])
+    code = cli.main(
+        ["report", str(image_dir), "--model", MODEL, "--out", str(tmp_path / "o"), *args]
+    )
     err = capsys.readouterr().err
     assert code == 2
     lines = err.strip().splitlines()
@@ -214,8 +254,17 @@ def test_invalid_parameters_exit_2(image_dir, tmp_path, capsys, args, words):
 
 def test_no_images_matched_exit_2(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    code = cli.main(["report", str(tmp_path / "nothing" / "*.png"), str(tmp_path / "empty"),
-                     "--model", MODEL, "--out", str(tmp_path / "o")])
+    code = cli.main(
+        [
+            "report",
+            str(tmp_path / "nothing" / "*.png"),
+            str(tmp_path / "empty"),
+            "--model",
+            MODEL,
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("attnviz: error: no images found"), err
@@ -224,8 +273,11 @@ def test_no_images_matched_exit_2(tmp_path, capsys):
 
 def test_notebook_failure_exit_1(image_dir, tmp_path, capsys, monkeypatch):
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     params = nbformat.v4.new_code_cell("images = []")
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell("raise RuntimeError('boom in the report')")]
@@ -243,9 +295,27 @@ def test_help_documents_exit_codes(capsys):
     assert cli.main(["report", "--help"]) == 0
     text = capsys.readouterr().out
     assert "exit codes" in text and "invalid parameters" in text
-    for option in ("--model", "--checkpoint", "--layers", "--device", "--out", "--top-k",
-                   "--attribution", "--batch-size", "--workers"):
+    for option in (
+        "--model",
+        "--checkpoint",
+        "--layers",
+        "--device",
+        "--out",
+        "--top-k",
+        "--attribution",
+        "--batch-size",
+        "--workers",
+    ):
         assert option in text
     assert cli.main(["--help"]) == 0
     text = capsys.readouterr().out
     assert all(c in text for c in ("report", "train", "evaluate", "lab", "exit codes"))
+
+
+def test_timm_name_means_pretrained_weights_offline_exit_2(image_dir, tmp_path, capsys, offline):
+    code = cli.main(
+        ["report", str(image_dir), "--model", "resnest14d", "--out", str(tmp_path / "o")]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "Traceback" not in err and len(err.splitlines()) == 1
+    assert "could not fetch pretrained weights for 'resnest14d'" in err and "checkpoint" in err
