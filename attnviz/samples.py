@@ -16,12 +16,11 @@ def data_dir() -> Path:
 
 def sample_images(kind: str = "all") -> list[Path]:
     """Bundled images: ``"photos"`` (CC0 / public-domain photos), ``"shapes"`` (generated
-    shapes, what the demo models were trained on) or ``"all"``."""
+    shapes, what the demo models were trained on) or ``"all"`` (shapes first, so an explorer on
+    a demo model opens on an image it understands)."""
     if kind not in ("all", "photos", "shapes"):
         raise ValueError(f"kind must be 'all', 'photos' or 'shapes', got {kind!r}")
     files = sorted(p for p in (data_dir() / "images").iterdir() if p.suffix.lower() in _SUFFIXES)
-    if kind == "shapes":
-        return [p for p in files if p.name.startswith("shapes_")]
-    if kind == "photos":
-        return [p for p in files if not p.name.startswith("shapes_")]
-    return files
+    shapes = [p for p in files if p.name.startswith("shapes_")]
+    photos = [p for p in files if not p.name.startswith("shapes_")]
+    return {"shapes": shapes, "photos": photos, "all": shapes + photos}[kind]

@@ -97,3 +97,17 @@ def test_spearman_topk_entropy_saturation() -> None:
     torch.testing.assert_close(sat, torch.tensor([0.75]))
     with pytest.raises(ValueError):
         metrics.topk_iou(a, a, 0.0)
+
+
+def test_bundled_samples_and_licenses() -> None:
+    import attnviz
+
+    shapes, photos = attnviz.sample_images("shapes"), attnviz.sample_images("photos")
+    assert len(shapes) == 5 and 4 <= len(photos) <= 8
+    assert attnviz.sample_images() == shapes + photos  # shapes first for the demo models
+    licenses = (attnviz.data_dir() / "images" / "LICENSES.md").read_text()
+    assert all(p.name in licenses for p in photos)
+    for p in shapes + photos:
+        assert attnviz.load_image(p).shape[0] == 3
+    with pytest.raises(ValueError, match="kind"):
+        attnviz.sample_images("cats")
