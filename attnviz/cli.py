@@ -123,7 +123,8 @@ def report(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         html_path = rep.write_report(
-            args.images, args.model, args.out, checkpoint=args.checkpoint, layers=args.layers,
+            args.images, model=args.model, out_dir=args.out, checkpoint=args.checkpoint,
+            layers=args.layers,
             device=args.device, top_k=args.top_k, attribution=args.attribution,
             batch_size=args.batch_size, num_workers=args.workers,
             log=lambda line: print(f"attnviz: {line}", file=sys.stderr, flush=True),

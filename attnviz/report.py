@@ -2,7 +2,7 @@
 
     run = analyse(["data/images"], "demo-cbam")      # ReportData: predictions, records, rows
     run.write_summaries("reports")                    # summary.csv, summary.json
-    write_report(["data/images"], "demo-cbam", "reports")   # + report.ipynb, report.html
+    write_report(["data/images"], model="demo-cbam", out_dir="reports")   # + .ipynb, .html
 
 :func:`analyse` is the batch path: a torch ``DataLoader`` reads and resizes the images (an image
 that cannot be read becomes an error marker, so it never kills its batch), the model runs on
@@ -773,27 +773,25 @@ def export_html(notebook: Path, output: Path, title: str | None = None) -> Path:
 
 def write_report(
     images: str | os.PathLike | Iterable[str | os.PathLike],
-    model: str = "demo-cbam",
-    out_dir: str | os.PathLike = "reports",
-    checkpoint: str | os.PathLike | None = None,
-    layers: str | None = None,
-    device: str = "auto",
-    top_k: int = 10,
-    attribution: bool = False,
-    batch_size: int = 16,
-    num_workers: int = 0,
+    *,
     notebook: str | os.PathLike | None = None,
     timeout: float | None = None,
     log: Callable[[str], None] | None = None,
+    **options: Any,
 ) -> Path:
     """Validate, run the report notebook, export HTML; returns ``out_dir/report.html``.
 
-    Writes ``report.html``, ``report.ipynb`` (executed), ``summary.csv``, ``summary.json``.
-    Raises ParameterError / ModelError / NoAttentionError before running anything, and
-    :class:`ReportExecutionError` when a notebook cell fails. ``log`` receives progress lines.
+    ``options`` are the report parameters of :func:`validate` (``model``, ``out_dir``,
+    ``checkpoint``, ``layers``, ``device``, ``top_k``, ``attribution``, ``batch_size``,
+    ``num_workers``). Writes ``report.html``, ``report.ipynb`` (executed), ``summary.csv``,
+    ``summary.json``. Raises ParameterError / ModelError / NoAttentionError before running
+    anything, and :class:`ReportExecutionError` when a notebook cell fails. ``log`` receives
+    progress lines.
     """
-    params = validate(images, model, out_dir, checkpoint, layers, device, top_k, attribution,
-                      batch_size, num_workers)
+    try:
+        params = validate(images, **options)
+    except TypeError as e:  # an unknown option name
+        raise ParameterError(str(e)) from None
     if log is not None:
         log(f"{params.n_images} image file(s), model {params.model}, device "
             f"{resolve_device(params.device)}; running the report notebook ...")
@@ -804,7 +802,7 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     nb_out = out / "report.ipynb"
     execute_notebook(nb_in, nb_out, params.notebook_parameters(), timeout=timeout)
-    return export_html(nb_out, out / "report.html", title=f"attnviz report: {model}")
+    return export_html(nb_out, out / "report.html", title=f"attnviz report: {params.model}")
 
 
 def read_summary(out_dir: str | os.PathLike) -> dict[str, Any]:
