@@ -56,6 +56,25 @@ class Evaluation:
         return asdict(self)
 
 
+def _scores(kind: str, v: torch.Tensor, data: Shapes) -> dict[str, float]:
+    """Scores of one recorded layer: localisation for masks, specificity for gates."""
+    if kind == "spatial":
+        return dict(
+            pointing=metrics.pointing_game(v, data.masks),
+            energy_raw=metrics.energy_in_box(v, data.masks).mean().item(),
+            energy_minus_min=metrics.energy_in_box(v, data.masks, subtract_min=True).mean().item(),
+            mask_min=v.min().item(),
+            mask_mean=v.mean().item(),
+            mask_max=v.max().item(),
+        )
+    if kind == "channel":
+        return dict(class_specificity=metrics.class_specificity(v, data.labels),
+                    mask_mean=v.mean().item())
+    a0 = v[:, 0]  # radix: the weight of split 0 (the others are 1 - a0 for R = 2)
+    return dict(class_specificity=metrics.class_specificity(a0, data.labels),
+                radix_a0_std=a0.std().item(), radix_a0_mean=a0.mean().item())
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Shapes, batch_size: int = 250) -> Evaluation:
     """Accuracy and per-layer attention scores of ``model`` on ``data``."""
@@ -66,41 +85,9 @@ def evaluate(model: nn.Module, data: Shapes, batch_size: int = 250) -> Evaluatio
             logits.append(model(data.images[i : i + batch_size].to(device)).cpu())
         rec.cpu()
     result = Evaluation(metrics.accuracy(torch.cat(logits), data.labels), len(data.labels))
-    for name, m in rec.spatial.items():
-        result.layers.append(
-            LayerScore(
-                name,
-                "spatial",
-                pointing=metrics.pointing_game(m, data.masks),
-                energy_raw=metrics.energy_in_box(m, data.masks).mean().item(),
-                energy_minus_min=metrics.energy_in_box(m, data.masks, subtract_min=True)
-                .mean()
-                .item(),
-                mask_min=m.min().item(),
-                mask_mean=m.mean().item(),
-                mask_max=m.max().item(),
-            )
-        )
-    for name, s in rec.channel.items():
-        result.layers.append(
-            LayerScore(
-                name,
-                "channel",
-                class_specificity=metrics.class_specificity(s, data.labels),
-                mask_mean=s.mean().item(),
-            )
-        )
-    for name, a in rec.radix.items():
-        a0 = a[:, 0]
-        result.layers.append(
-            LayerScore(
-                name,
-                "radix",
-                class_specificity=metrics.class_specificity(a0, data.labels),
-                radix_a0_std=a0.std().item(),
-                radix_a0_mean=a0.mean().item(),
-            )
-        )
+    for kind in ("spatial", "channel", "radix"):
+        for name, value in rec.by_kind(kind).items():
+            result.layers.append(LayerScore(name, kind, **_scores(kind, value, data)))
     return result
 
 

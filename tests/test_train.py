@@ -55,3 +55,12 @@ def test_mask_penalty_reaches_the_spatial_gates() -> None:
     torch.stack([r.value.mean() for r in rec.records]).sum().backward()
     conv = model.layer3[0].attn.spatial.conv
     assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+
+
+def test_evaluate_command_prints_trained_and_random(capsys) -> None:
+    from attnviz.evaluate import main
+
+    assert main(["--model", "demo-cbam", "--n", "40", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy: trained" in out and "random init" in out
+    assert "layer3.0.attn.spatial" in out and "spatial" in out
