@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--attribution", action="store_true",
                      help="also compare a spatial mask with Grad-CAM / integrated gradients / "
                           "saliency (Captum; slower)")
+    rep.add_argument("--amp", action="store_true",
+                     help="mixed precision (fp16 on CUDA, bf16 on CPU); weights recorded as "
+                          "float32")
     rep.add_argument("--batch-size", type=_int_at_least(1), default=16, metavar="N",
                      help="images per forward pass (default: %(default)s)")
     rep.add_argument("--workers", type=_int_at_least(0), default=0, metavar="N",
@@ -126,7 +129,7 @@ def report(args: argparse.Namespace) -> int:
             args.images, model=args.model, out_dir=args.out, checkpoint=args.checkpoint,
             layers=args.layers,
             device=args.device, top_k=args.top_k, attribution=args.attribution,
-            batch_size=args.batch_size, num_workers=args.workers,
+            batch_size=args.batch_size, num_workers=args.workers, amp=args.amp,
             log=lambda line: print(f"attnviz: {line}", file=sys.stderr, flush=True),
         )
     except rep.ReportExecutionError as e:

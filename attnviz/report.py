@@ -332,6 +332,7 @@ def analyse(
     num_workers: int = 0,
     top_k: int = 10,
     progress: bool = True,
+    amp: bool = False,
 ) -> ReportData:
     """Run ``model`` over the images in batches and record every attention weight.
 
@@ -344,6 +345,8 @@ def analyse(
         batch_size, num_workers: of the DataLoader that reads the images.
         top_k: kept for the report (how many top channels/classes it shows); checked here.
         progress: show a tqdm progress bar over the images.
+        amp: mixed precision (fp16 autocast on CUDA, bf16 on CPU); the recorded weights stay
+            float32. On CUDA the model and batches also use channels_last.
 
     Files that cannot be read are listed in ``bad`` with the reason, never raised.
     Raises ParameterError / ModelError / NoAttentionError for bad parameters.
@@ -359,6 +362,10 @@ def analyse(
     except StopIteration:
         dev = torch.device("cpu")
     size = input_spec(net).size
+    channels_last = dev.type == "cuda"
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    amp_dtype = torch.float16 if dev.type == "cuda" else torch.bfloat16
     loader = DataLoader(
         ImageFiles(paths, size), batch_size=batch_size, shuffle=False, num_workers=num_workers,
         collate_fn=collate_images, pin_memory=dev.type == "cuda",
@@ -378,7 +385,11 @@ def analyse(
             for idx, batch, bad in loader:
                 bad_idx.extend(bad)
                 if batch is not None:
-                    logits = net(prepare(net, batch))
+                    x = prepare(net, batch)
+                    if channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
+                        logits = net(x)
                     for r in rec.latest():
                         first.setdefault(r.name, r)
                         chunks.setdefault(r.name, []).append(r.value.cpu())
@@ -646,12 +657,13 @@ class ReportParameters:
     num_workers: int
     n_images: int
     missed: list[tuple[str, str]]
+    amp: bool = False
 
     def notebook_parameters(self) -> dict[str, Any]:
         return {"images": self.images, "model": self.model, "checkpoint": self.checkpoint,
                 "layers": self.layers, "device": self.device, "out_dir": self.out_dir,
                 "top_k": self.top_k, "attribution": self.attribution,
-                "batch_size": self.batch_size, "num_workers": self.num_workers}
+                "batch_size": self.batch_size, "num_workers": self.num_workers, "amp": self.amp}
 
 
 def validate(
@@ -665,6 +677,7 @@ def validate(
     attribution: bool = False,
     batch_size: int = 16,
     num_workers: int = 0,
+    amp: bool = False,
 ) -> ReportParameters:
     """Check every report parameter (the model is built once, on the CPU) and raise a readable
     ParameterError / ModelError / CheckpointError / NoAttentionError naming the problem."""
@@ -690,6 +703,7 @@ def validate(
         checkpoint=None if checkpoint is None else os.fspath(checkpoint),
         layers=layers, device=device, out_dir=os.fspath(out.resolve()), top_k=top_k,
         attribution=bool(attribution), batch_size=batch_size, num_workers=num_workers,
+        amp=bool(amp),
         n_images=len(paths), missed=missed,
     )
 

@@ -319,3 +319,14 @@ def test_timm_name_means_pretrained_weights_offline_exit_2(image_dir, tmp_path, 
     err = capsys.readouterr().err.strip()
     assert code == 2 and "Traceback" not in err and len(err.splitlines()) == 1
     assert "could not fetch pretrained weights for 'resnest14d'" in err and "checkpoint" in err
+
+
+def test_amp_batch_path_records_float32_close_to_fp32(image_dir):
+    full = report.analyse(image_dir, "demo-cbam", device="cpu", progress=False)
+    mixed = report.analyse(image_dir, "demo-cbam", device="cpu", progress=False, amp=True)
+    assert mixed.paths == full.paths
+    for a, b in zip(full.records, mixed.records, strict=True):
+        assert a.name == b.name and b.value.dtype == torch.float32
+        assert (a.value - b.value).abs().max() < 0.1  # bf16 autocast on the CPU
+    agree = (full.logits.argmax(1) == mixed.logits.argmax(1)).float().mean()
+    assert agree >= 0.75
