@@ -34,6 +34,7 @@ import json
 import math
 import os
 import re
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -322,6 +323,16 @@ def _load(model: str | nn.Module, checkpoint: str | os.PathLike | None,
     return load_model(model, pretrained=pretrained, checkpoint=checkpoint, device=device), model
 
 
+def image_progress(total: int, desc: str, disable: bool = False):
+    """A tqdm bar over images on the process's original stderr. Inside the report notebook that
+    is the terminal running ``attnviz report`` (the kernel inherits it), so the bar shows
+    there and stays out of the saved notebook and HTML."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", desc=desc, disable=disable, leave=False,
+                file=sys.__stderr__, dynamic_ncols=True)
+
+
 def analyse(
     images: str | os.PathLike | Iterable[str | os.PathLike],
     model: str | nn.Module = "demo-cbam",
@@ -376,9 +387,7 @@ def analyse(
     logits_out: list[Tensor] = []
     chunks: dict[str, list[Tensor]] = {}
     first: dict[str, AttentionRecord] = {}
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(paths), unit="img", desc="attention", disable=not progress, leave=False)
+    bar = image_progress(len(paths), "attention", disable=not progress)
     try:
         # record() checks the layer pattern (NoAttentionError) before any image is read
         with torch.no_grad(), record(net, layers=layers) as rec:
@@ -728,6 +737,9 @@ def execute_notebook(notebook: Path, output: Path, parameters: dict[str, Any],
                 str(notebook), str(output), parameters=parameters, kernel_name="python3",
                 progress_bar=False, log_output=False, cwd=str(cwd or os.getcwd()),
                 execution_timeout=timeout, kernel_manager_class=IPCKernelManager,
+                # fd-level stderr (the progress bars of image_progress) goes to the terminal
+                # running the report, not into the saved notebook
+                extra_arguments=["--IPKernelApp.capture_fd_output=False"],
             )
         except pm.PapermillExecutionError as e:
             raise ReportExecutionError(

@@ -153,6 +153,7 @@ def test_cli_report_in_process(image_dir, tmp_path, capsys):
     assert "data:image/png;base64" in page
     assert not EXTERNAL.search(page), EXTERNAL.search(page)
     assert report.external_resources(page) == []
+    assert "img/s" not in page  # progress bars go to the terminal, not into the report
     section = page[page.index("Could not read") : page.index("Per image")]
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["could_not_read"]) == len(BAD)
