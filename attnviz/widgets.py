@@ -33,7 +33,7 @@ from . import plot
 from .errors import AttnvizError, ImageError, ParameterError
 from .images import MAX_BYTES, check_upload, load_image
 from .models.preprocess import class_names, prepare
-from .record import AttentionRecord, find_attention, record
+from .record import AttentionRecord, Recorder, record
 
 CMAPS = ("jet", "viridis", "magma", "inferno", "gray", "coolwarm")
 
@@ -104,6 +104,7 @@ class AttentionExplorer:
         images: paths, (3,H,W) tensors in [0, 1], a ``{name: image}`` dict, or None for the
             bundled samples. More can be added through the upload control.
         layers: optional layer pattern (as in ``attnviz.record``).
+        kinds: optional kinds to show, e.g. ``("spatial",)`` (see :func:`spatial_explorer`).
         static: display a static figure below the widget: True, False or "auto" (headless).
         max_upload_bytes: refuse larger uploads with a message.
     """
@@ -113,13 +114,16 @@ class AttentionExplorer:
         model: nn.Module,
         images: object = None,
         layers: str | Sequence[str] | None = None,
+        kinds: Sequence[str] | None = None,
         static: bool | str = "auto",
         max_upload_bytes: int = MAX_BYTES,
         dpi: int = 80,
     ) -> None:
         self.model = model.eval()
         self.layers = layers
-        self.sites = find_attention(model, layers)  # fails early with a clear message
+        self.kinds = tuple(kinds) if kinds is not None else None
+        # fails early with a clear message (no attention, bad pattern, bad kind)
+        self.sites = Recorder(model, layers, self.kinds).sites
         self.static = headless() if static == "auto" else bool(static)
         self.max_upload_bytes = max_upload_bytes
         self.dpi = dpi
@@ -187,7 +191,7 @@ class AttentionExplorer:
             src = self.sources[key]
             image = src if isinstance(src, torch.Tensor) else load_image(src)
             x = prepare(self.model, image)
-            with torch.no_grad(), record(self.model, self.layers) as rec:
+            with torch.no_grad(), record(self.model, self.layers, self.kinds) as rec:
                 logits = self.model(x)
             self.forward_count += 1
             rec.cpu()
@@ -429,4 +433,28 @@ def explore(model: nn.Module, images: object = None, **kwargs: object) -> Attent
     return AttentionExplorer(model, images, **kwargs)
 
 
-__all__ = ["Analysis", "AttentionExplorer", "explore", "figure_png", "headless"]
+def channel_explorer(model: nn.Module, images: object = None, **kwargs: object):
+    """An explorer of channel weights s(c) only (SE, CBAM channel, ECA, ...)."""
+    return AttentionExplorer(model, images, kinds=("channel",), **kwargs)
+
+
+def spatial_explorer(model: nn.Module, images: object = None, **kwargs: object):
+    """An explorer of spatial masks A only (CBAM spatial, ...)."""
+    return AttentionExplorer(model, images, kinds=("spatial",), **kwargs)
+
+
+def split_explorer(model: nn.Module, images: object = None, **kwargs: object):
+    """An explorer of split-attention (radix) and selective-kernel weights only."""
+    return AttentionExplorer(model, images, kinds=("radix", "paths"), **kwargs)
+
+
+__all__ = [
+    "Analysis",
+    "AttentionExplorer",
+    "channel_explorer",
+    "explore",
+    "figure_png",
+    "headless",
+    "spatial_explorer",
+    "split_explorer",
+]

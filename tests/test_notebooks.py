@@ -44,7 +44,7 @@ def test_notebook_runs(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert not errors, errors
     pngs = [o for o in outputs if "image/png" in o.get("data", {})]
     assert pngs, f"{path.name} produced no figure"
-    if "AttentionExplorer" in path.read_text():
+    if "from attnviz.widgets import" in path.read_text():
         mime = "application/vnd.jupyter.widget-view+json"
         widgets = [o for o in outputs if mime in o.get("data", {})]
         assert widgets, f"{path.name}: the explorer widget was not displayed"

@@ -146,3 +146,19 @@ def test_no_attention_model_is_refused() -> None:
 
     with pytest.raises(attnviz.NoAttentionError, match="no supported attention"):
         AttentionExplorer(torchvision.models.resnet18(), make_shapes(1).images)
+
+
+def test_kind_specific_explorers() -> None:
+    from attnviz.widgets import channel_explorer, spatial_explorer, split_explorer
+
+    images = make_shapes(1, seed=3).images
+    cbam = attnviz.create_model("demo_cbam_resnet").eval()
+    spatial = spatial_explorer(cbam, images, static=False)
+    assert {r.kind for r in spatial.analysis().records} == {"spatial"}
+    assert spatial.layer_slider.max == 7
+    channel = channel_explorer(cbam, images, static=False)
+    assert {r.kind for r in channel.analysis().records} == {"channel"}
+    split = split_explorer(attnviz.create_model("demo_resnest").eval(), images, static=False)
+    assert {r.kind for r in split.analysis().records} == {"radix"}
+    with pytest.raises(attnviz.NoAttentionError, match="no attention of kind"):
+        split_explorer(cbam, images, static=False)
