@@ -151,8 +151,10 @@ class AttentionExplorer:
             0.5, min=0, max=1, step=0.05, description="opacity", continuous_update=False
         )
         self.cmap = W.Dropdown(options=CMAPS, value=plot.DEFAULT_CMAP, description="colour map")
-        self.stretch = W.Checkbox(False, description="stretch to own range (misleading!)")
-        self.prediction = W.HTML()
+        self.stretch = W.Checkbox(
+            False, description="stretch to own range (misleading!)", indent=False,
+            layout=W.Layout(width="auto"),
+        )
         self.status = W.HTML()
         self.caption = W.HTML()  # what is drawn: layer, values, raw range, colour scale
         self.marker = W.HTML()  # text stating what is drawn (tests / screenshots)
