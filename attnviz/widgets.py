@@ -155,6 +155,7 @@ class AttentionExplorer:
             False, description="stretch to own range (misleading!)", indent=False,
             layout=W.Layout(width="auto"),
         )
+        self.prediction = W.HTML()
         self.status = W.HTML()
         self.caption = W.HTML()  # what is drawn: layer, values, raw range, colour scale
         self.marker = W.HTML()  # text stating what is drawn (tests / screenshots)
