@@ -29,3 +29,23 @@ class NoAttentionError(AttnvizError, ValueError):
 
 class RecorderBusyError(AttnvizError, RuntimeError):
     """A second recorder was entered on a model that is already being recorded."""
+
+
+class MissingDependencyError(AttnvizError, ImportError):
+    """An optional part of attnviz is not installed; the message names the extra to install."""
+
+
+def missing_dependency(feature: str, module: str, extra: str) -> MissingDependencyError:
+    """The error for ``feature`` lacking ``module``: install ``attnviz[extra]``."""
+    return MissingDependencyError(
+        f"{feature} needs {module}, which is not installed: pip install 'attnviz[{extra}]'")
+
+
+def require(*modules: str, extra: str, feature: str) -> None:
+    """Raise :class:`MissingDependencyError` unless every top-level module can be imported
+    (checked without importing them)."""
+    import importlib.util
+
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            raise missing_dependency(feature, module, extra)

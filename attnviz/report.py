@@ -1,13 +1,13 @@
 """Batch attention report: read a set of images, record every attention weight, summarise.
 
-    run = analyse(["data/images"], "demo-cbam")      # ReportData: predictions, records, rows
-    run.write_summaries("reports")                    # summary.csv, summary.json
-    write_report(["data/images"], model="demo-cbam", out_dir="reports")   # + .ipynb, .html
+    run = analyse(None, "demo-cbam")      # None: the bundled sample images; ReportData
+    run.write_summaries("reports")         # summary.csv, summary.json
+    write_report(["photos/"], model="demo-cbam", out_dir="reports")   # + .ipynb, .html
 
 :func:`analyse` is the batch path: a torch ``DataLoader`` reads and resizes the images (an image
 that cannot be read becomes an error marker, so it never kills its batch), the model runs on
 whole batches inside :func:`attnviz.record`, and every recorded weight is moved to the CPU.
-:func:`write_report` validates the parameters, runs ``notebooks/report.ipynb`` with papermill
+:func:`write_report` validates the parameters, runs the bundled ``report.ipynb`` with papermill
 (the notebook calls :func:`analyse` and the figure helpers below) and exports it as one
 self-contained HTML file: figures are embedded as data URIs and no script or style is loaded
 from a CDN (no MathJax, require.js, Mermaid or widget JavaScript), so it opens offline.
@@ -47,12 +47,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from .errors import ImageError, ParameterError
+from .errors import ImageError, ParameterError, require
 from .images import find_images, load_image
 from .models import DEMO_MODELS, load_model, resolve_device
 from .models.preprocess import class_names, input_spec, prepare
 from .models.registry import is_model
 from .record import AttentionRecord, find_attention, record
+from .resources import data_dir, notebooks_dir
 
 SUMMARY_FIELDS = (
     "image", "layer", "kind", "mean", "min", "max", "std", "entropy", "saturation",
@@ -277,7 +278,9 @@ def summarise(paths: Sequence[str], records: Sequence[AttentionRecord]) -> list[
     return rows
 
 
-def _as_inputs(images: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
+def _as_inputs(images: str | os.PathLike | Iterable[str | os.PathLike] | None) -> list[str]:
+    if images is None:  # the bundled sample images
+        images = [data_dir() / "images"]
     if isinstance(images, (str, os.PathLike)):
         images = [images]
     try:
@@ -334,7 +337,7 @@ def image_progress(total: int, desc: str, disable: bool = False):
 
 
 def analyse(
-    images: str | os.PathLike | Iterable[str | os.PathLike],
+    images: str | os.PathLike | Iterable[str | os.PathLike] | None,
     model: str | nn.Module = "demo-cbam",
     checkpoint: str | os.PathLike | None = None,
     layers: str | None = None,
@@ -348,7 +351,8 @@ def analyse(
     """Run ``model`` over the images in batches and record every attention weight.
 
     Args:
-        images: image files, folders (their image files) or glob patterns.
+        images: image files, folders (their image files) or glob patterns; None: the bundled
+            sample images.
         model: a demo name (``"demo-cbam"``), an attnviz or timm model name, or a model.
         checkpoint: local weights for the architecture ``model`` names.
         layers: only attention modules whose name matches this pattern (``"layer3*"``).
@@ -644,10 +648,8 @@ def attribution_section(run: ReportData, max_images: int = 8,
 
 # -- the full report -------------------------------------------------------------------------------
 def default_notebook() -> Path:
-    """``notebooks/report.ipynb`` next to the bundled data folder."""
-    from .samples import data_dir
-
-    return data_dir().parent / "notebooks" / "report.ipynb"
+    """The bundled ``report.ipynb``."""
+    return notebooks_dir() / "report.ipynb"
 
 
 @dataclass(frozen=True)
@@ -701,6 +703,8 @@ def validate(
         raise ParameterError(f"device must be a string such as 'auto', 'cpu', 'cuda', "
                              f"got {device!r}")
     resolve_device(device)
+    if attribution:
+        require("captum", extra="attribution", feature="attribution")
     paths, missed = collect_images(images)
     net, _ = _load(model, checkpoint, "cpu")
     find_attention(net, layers)
@@ -814,6 +818,8 @@ def write_report(
     anything, and :class:`ReportExecutionError` when a notebook cell fails. ``log`` receives
     progress lines.
     """
+    require("papermill", "nbconvert", "nbclient", "ipykernel", extra="lab",
+            feature="the report notebook")
     try:
         params = validate(images, **options)
     except TypeError as e:  # an unknown option name

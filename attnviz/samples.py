@@ -1,17 +1,12 @@
-"""The bundled ``data/`` folder: sample images and demo checkpoints (works offline)."""
+"""The bundled sample images (works offline; see :mod:`attnviz.resources`)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from .resources import data_dir
+
 _SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-def data_dir() -> Path:
-    """The bundled ``data/`` folder (``$ATTNVIZ_DATA`` overrides)."""
-    env = os.environ.get("ATTNVIZ_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "data"
 
 
 def sample_images(kind: str = "all") -> list[Path]:

@@ -76,11 +76,14 @@ def _pip_requirements(env: dict) -> dict[str, Requirement]:
 
 
 def _project_requirements(pyproject: dict) -> dict[str, Requirement]:
+    """Runtime and every extra's requirements, without self-references (``attnviz[lab]``)."""
     project = pyproject["project"]
     items = list(project["dependencies"])
     for extra in project.get("optional-dependencies", {}).values():
         items += extra
-    return {canonicalize_name(Requirement(i).name): Requirement(i) for i in items}
+    reqs = {canonicalize_name(Requirement(i).name): Requirement(i) for i in items}
+    reqs.pop(canonicalize_name(project["name"]), None)
+    return reqs
 
 
 def test_parser_reads_nested_pip_list():
@@ -101,6 +104,14 @@ def test_name_python_and_package(env, pyproject):
     assert "python=3.11" in env["conda"] and "pip" in env["conda"]
     assert "3.11" in SpecifierSet(pyproject["project"]["requires-python"])
     assert any(re.fullmatch(r"-e \.(\[dev\])?", i) for i in env["pip"]), "installs attnviz itself"
+
+
+def test_dev_extra_installs_every_other_extra(pyproject):
+    """`make test` installs `.[dev]`: it must pull in every optional part."""
+    extras = pyproject["project"]["optional-dependencies"]
+    selves = [Requirement(i) for i in extras["dev"] if Requirement(i).name == "attnviz"]
+    included = set().union(*(r.extras for r in selves))
+    assert included == set(extras) - {"dev"}
 
 
 def test_every_pyproject_dependency_is_in_environment(env, pyproject):

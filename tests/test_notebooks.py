@@ -10,8 +10,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted(p for p in (ROOT / "notebooks").glob("*.ipynb") if p.stem != "report")
+from attnviz.resources import REPORT_NOTEBOOK, notebook_paths
+
+NOTEBOOKS = [p for p in notebook_paths() if p.name != REPORT_NOTEBOOK]
 TIME_LIMIT_S = 300  # per cell; the notebooks take well under 60 s on an idle 2-core CPU
 
 
@@ -27,7 +28,7 @@ def test_committed_without_outputs(path: Path) -> None:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ATTNVIZ_STATIC", "1")  # explorers also leave static figures
-    monkeypatch.setenv("ATTNVIZ_DATA", str(ROOT / "data"))
+    monkeypatch.delenv("ATTNVIZ_DATA", raising=False)  # the package's own files
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(

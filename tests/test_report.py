@@ -26,7 +26,6 @@ from attnviz.images import load_image
 from attnviz.models.preprocess import prepare
 
 MODEL = "demo_cbam_resnet"
-ROOT = Path(__file__).resolve().parents[1]
 BAD = {  # file name -> a word its reason must contain
     "empty.png": "empty",
     "notes.jpg": "not an image",
@@ -117,7 +116,7 @@ def test_radix_balance():
 
 
 def test_notebook_is_committed_clean():
-    nb = nbformat.read(ROOT / "notebooks" / "report.ipynb", as_version=4)
+    nb = nbformat.read(report.default_notebook(), as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(not c.outputs and c.execution_count is None for c in code)
     assert "parameters" in code[0].metadata.get("tags", [])

@@ -21,7 +21,8 @@ def demo_card(name: str) -> dict:
     card = data_dir() / "checkpoints" / f"{name}.json"
     if not card.is_file():
         raise ModelError(
-            f"demo model {name!r} has no model card at {card}; run `make demo-weights`"
+            f"demo model {name!r} has no model card at {card}: the installation is incomplete "
+            f"(reinstall attnviz) or $ATTNVIZ_DATA points to a folder without checkpoints/"
         )
     return json.loads(card.read_text())
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from attnviz.lab import HOST, free_port, lab_command, new_token, write_overrides
+from attnviz.resources import notebooks_dir
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -116,13 +117,13 @@ def _stop(proc: subprocess.Popen, server: LabServer) -> None:
 @pytest.fixture
 def lab_notebooks() -> tuple[Path, ...]:
     """The notebooks the server gets copies of (override this fixture in a test module)."""
-    return (REPO / "notebooks" / "explorer.ipynb",)
+    return (notebooks_dir() / "explorer.ipynb",)
 
 
 @pytest.fixture
 def lab_server(tmp_path: Path, lab_notebooks: tuple[Path, ...]) -> Iterator[LabServer]:
     """JupyterLab on 127.0.0.1 (random token, free port) serving copies of ``lab_notebooks``,
-    run from the repository root with the repository's data (``ATTNVIZ_DATA``)."""
+    run from the repository root with the package's own data files."""
     nb_dir = tmp_path / "notebooks"
     nb_dir.mkdir()
     for src in lab_notebooks:  # copies: JupyterLab may autosave
@@ -134,10 +135,10 @@ def lab_server(tmp_path: Path, lab_notebooks: tuple[Path, ...]) -> Iterator[LabS
     write_overrides(dirs["app-settings"])
     env = dict(os.environ)
     env.pop("ATTNVIZ_STATIC", None)  # the kernel must see a live front end
+    env.pop("ATTNVIZ_DATA", None)
     env.update(
         JUPYTER_CONFIG_DIR=str(dirs["config"]),
         JUPYTER_RUNTIME_DIR=str(dirs["runtime"]),
-        ATTNVIZ_DATA=str(REPO / "data"),
         OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"),
         PYTHONUNBUFFERED="1",
     )
