@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from .errors import ParameterError
 from .plot import hide_axis
 
 CMAP = "jet"
@@ -24,7 +25,7 @@ def _np2(t: torch.Tensor | np.ndarray, what: str) -> np.ndarray:
     a = t.detach().float().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t, float)
     a = np.squeeze(a)
     if a.ndim != 2:
-        raise ValueError(f"{what} must be a single (h, w) map, got shape {np.shape(t)}")
+        raise ParameterError(f"{what} must be a single (h, w) map, got shape {np.shape(t)}")
     return a
 
 
@@ -35,7 +36,7 @@ def _image(image: torch.Tensor | np.ndarray) -> np.ndarray:
     if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
         a = np.moveaxis(a, 0, -1)
     if a.ndim != 3 or a.shape[-1] not in (1, 3):
-        raise ValueError(f"image must be (3, H, W) or (H, W, 3), got shape {a.shape}")
+        raise ParameterError(f"image must be (3, H, W) or (H, W, 3), got shape {a.shape}")
     if a.shape[-1] == 1:
         a = np.repeat(a, 3, -1)
     return np.clip(a, 0, 1)
@@ -94,7 +95,7 @@ def plot_agreement(rows: Sequence[Mapping[str, Any]], title: str | None = None) 
     (± std), top-k IoU and the attribution's pointing game; the attention mask's own pointing
     game is a dashed line."""
     if not rows:
-        raise ValueError("plot_agreement needs at least one row")
+        raise ParameterError("plot_agreement needs at least one row")
     names = [_LABELS.get(r["method"], r["method"]) for r in rows]
     x = np.arange(len(rows))
     k = round(100 * rows[0].get("topk", 0.2))

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .errors import ParameterError
+
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Top-1 accuracy."""
@@ -125,7 +127,7 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def topk_iou(a: torch.Tensor, b: torch.Tensor, fraction: float = 0.2) -> torch.Tensor:
     """IoU of the top ``fraction`` of pixels of two maps, per image: (N,)."""
     if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        raise ParameterError(f"fraction must be in (0, 1], got {fraction}")
     fa, fb = a.flatten(1).float(), b.flatten(1).float()
     k = max(1, round(fraction * fa.shape[1]))
     ma = torch.zeros_like(fa, dtype=torch.bool).scatter_(1, fa.topk(k, 1).indices, True)

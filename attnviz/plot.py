@@ -18,6 +18,8 @@ from matplotlib.axes import Axes
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
+from .errors import ParameterError
+
 DEFAULT_CMAP = "jet"
 
 
@@ -34,7 +36,7 @@ def _pick(t: torch.Tensor | np.ndarray, index: int, ndim: int) -> np.ndarray:
             raise IndexError(f"image index {index} out of range for a batch of {a.shape[0]}")
         a = a[index]
     if a.ndim != ndim:
-        raise ValueError(f"expected a {ndim}-d array (or a batch of them), got shape {a.shape}")
+        raise ParameterError(f"expected a {ndim}-d array (or a batch of them), got shape {a.shape}")
     return a
 
 
@@ -159,7 +161,7 @@ def channel_grid(
 ) -> Figure:
     """One bar panel per block, one row per stage: how s(c) changes with depth."""
     if not channel:
-        raise ValueError("no channel weights to plot (record a model with channel attention)")
+        raise ParameterError("no channel weights to plot (record a model with channel attention)")
     groups = group_by_stage(list(channel))
     ncols = min(ncols, max(len(v) for v in groups.values()))
     rows = sum(math.ceil(len(v) / ncols) for v in groups.values())
@@ -185,7 +187,7 @@ def channel_distribution(weights: torch.Tensor, title: str | None = None) -> Fig
     histogram of all values."""
     w = _np(weights)
     if w.ndim != 2:
-        raise ValueError(f"channel_distribution needs (B, C) weights, got shape {w.shape}")
+        raise ParameterError(f"channel_distribution needs (B, C) weights, got shape {w.shape}")
     order = np.argsort(-np.median(w, 0), kind="stable")
     q10, q50, q90 = np.percentile(w[:, order], [10, 50, 90], axis=0)
     fig = Figure(figsize=(9, 2.8), layout="constrained")
@@ -302,7 +304,7 @@ def spatial_grid(
 ) -> Figure:
     """Every block's spatial mask over the image, raw range printed under each."""
     if not spatial:
-        raise ValueError("no spatial masks to plot (record a model with spatial attention)")
+        raise ParameterError("no spatial masks to plot (record a model with spatial attention)")
     img = image_hwc(_pick(image, index, 3)) if image is not None else None
     fig, axes = _grid(len(spatial), ncols, (2.6, 2.7))
     art = None
@@ -345,7 +347,7 @@ def radix_split_means(radix: Mapping[str, torch.Tensor]) -> Figure:
     """Mean weight of each split per block (over images and channels), grouped by stage, with
     the across-channel spread of a_0 as error bars."""
     if not radix:
-        raise ValueError("no radix weights to plot (record a split-attention model)")
+        raise ParameterError("no radix weights to plot (record a split-attention model)")
     names = list(radix)
     arrays = [_np(radix[n]) for n in names]
     r = arrays[0].shape[1]

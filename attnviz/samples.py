@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .errors import ParameterError
 from .resources import data_dir
 
 _SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -14,7 +15,7 @@ def sample_images(kind: str = "all") -> list[Path]:
     shapes, what the demo models were trained on) or ``"all"`` (shapes first, so an explorer on
     a demo model opens on an image it understands)."""
     if kind not in ("all", "photos", "shapes"):
-        raise ValueError(f"kind must be 'all', 'photos' or 'shapes', got {kind!r}")
+        raise ParameterError(f"kind must be 'all', 'photos' or 'shapes', got {kind!r}")
     files = sorted(p for p in (data_dir() / "images").iterdir() if p.suffix.lower() in _SUFFIXES)
     shapes = [p for p in files if p.name.startswith("shapes_")]
     photos = [p for p in files if not p.name.startswith("shapes_")]

@@ -17,6 +17,8 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
+from ..errors import ParameterError
+
 CLASSES = ("circle", "square", "triangle", "star", "cross")
 _SS = 4  # supersampling factor
 
@@ -64,7 +66,7 @@ def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tu
         ]
         scale = r
     else:
-        raise ValueError(kind)
+        raise ParameterError(kind)
     ca, sa = math.cos(angle), math.sin(angle)
     return [(cx + scale * (x * ca - y * sa), cy + scale * (x * sa + y * ca)) for x, y in pts]
 
@@ -131,8 +133,13 @@ def render(seed: int, index: int, size: int = 64) -> tuple[np.ndarray, int, np.n
 
 def make_shapes(n: int, seed: int = 0, size: int = 64, start: int = 0) -> Shapes:
     """``n`` shapes images (indices ``start .. start+n-1`` of the stream ``seed``)."""
-    if n < 1 or size < 16:
-        raise ValueError(f"make_shapes needs n >= 1 and size >= 16, got n={n}, size={size}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (n, seed, size, start)):
+        raise ParameterError(f"make_shapes needs integers, got n={n!r}, seed={seed!r}, "
+                             f"size={size!r}, start={start!r}")
+    if n < 1 or size < 16 or start < 0:
+        raise ParameterError(
+            f"make_shapes needs n >= 1, size >= 16 and start >= 0, got n={n}, size={size}, "
+            f"start={start}")
     imgs = np.empty((n, size, size, 3), np.float32)
     labels = np.empty(n, np.int64)
     masks = np.empty((n, size, size), bool)

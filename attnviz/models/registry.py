@@ -6,6 +6,9 @@ from collections.abc import Callable
 
 from torch import nn
 
+from ..errors import AttnvizError, ModelError, ParameterError
+from ..terminal import one_line
+
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -25,9 +28,18 @@ def is_model(name: str) -> bool:
 
 
 def create_model(name: str, **kwargs: object) -> nn.Module:
-    """Build one of attnviz's architectures by name (random init)."""
+    """Build one of attnviz's architectures by name (random init).
+
+    Raises ModelError for an unknown name, ParameterError for an option the builder lacks.
+    """
     try:
         builder = _BUILDERS[name]
-    except KeyError:
-        raise ValueError(f"unknown attnviz model {name!r}; choose one of {list_models()}") from None
-    return builder(**kwargs)
+    except (KeyError, TypeError):  # TypeError: an unhashable name
+        raise ModelError(f"unknown attnviz model {name!r}; choose one of {list_models()}") from None
+    try:
+        return builder(**kwargs)
+    except AttnvizError:
+        raise
+    except (TypeError, ValueError) as e:  # an unknown option, or a value of the wrong type
+        raise ParameterError(f"create_model({name!r}): bad options {kwargs!r}: "
+                             f"{one_line(e)}") from None

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..errors import ParameterError
 from .blocks import AttnFactory
 
 
@@ -50,7 +51,7 @@ def _stem(kind: str, stem_width: int, in_chans: int) -> tuple[nn.Module, int]:
             nn.BatchNorm2d(stem_width),
             nn.ReLU(inplace=True),
         ), stem_width
-    raise ValueError(f"unknown stem {kind!r}; choose 'imagenet', 'deep' or 'small'")
+    raise ParameterError(f"unknown stem {kind!r}; choose 'imagenet', 'deep' or 'small'")
 
 
 class ResNet(nn.Module):

@@ -11,6 +11,7 @@ from functools import partial
 
 from torch import nn
 
+from ..errors import ParameterError
 from .cbam import CBAM
 from .channel_attn import ChannelAttention
 from .eca import ECA, eca_kernel_size
@@ -33,7 +34,7 @@ def create_attn(name: str | None, channels: int, **kwargs) -> nn.Module | None:
     try:
         factory = _ATTN_LAYERS[name]
     except KeyError:
-        raise ValueError(
+        raise ParameterError(
             f"unknown attention layer {name!r}; choose one of {sorted(_ATTN_LAYERS)}"
         ) from None
     return factory(channels, **kwargs)

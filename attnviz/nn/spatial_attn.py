@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import ParameterError
+
 
 class SpatialAttention(nn.Module):
     """CBAM spatial gate; ``self.gate`` outputs the mask A with shape (B, 1, H, W).
@@ -23,7 +25,7 @@ class SpatialAttention(nn.Module):
     def __init__(self, kernel_size: int = 7, norm: bool = True, bias: bool = False) -> None:
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(
+            raise ParameterError(
                 f"SpatialAttention kernel_size must be a positive odd int, got {kernel_size}"
             )
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=bias)
