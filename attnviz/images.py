@@ -25,11 +25,10 @@ never changed; importing this module changes nothing global.
 """
 from __future__ import annotations
 
-import glob
 import io
 import os
+import re
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +36,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError, ParameterError
+from .scan import IMAGE_SUFFIXES, find_images
+from .terminal import shown
 
 ImageSource = str | os.PathLike | bytes | bytearray | memoryview | Image.Image
 
@@ -46,11 +47,6 @@ MIN_SIDE = 8
 MAX_PIXELS = 64_000_000
 #: Largest accepted in-memory image (``load_image(bytes)``, uploads), in bytes.
 MAX_BYTES = 20_000_000
-#: File suffixes (lower case) that :func:`find_images` picks up in folders and glob patterns.
-IMAGE_SUFFIXES: tuple[str, ...] = (
-    ".apng", ".avif", ".bmp", ".gif", ".jfif", ".jpe", ".jpeg", ".jpg", ".pbm", ".pgm", ".png",
-    ".ppm", ".tif", ".tiff", ".webp",
-)
 #: PIL formats that are tried when opening (others, e.g. EPS through Ghostscript, are refused).
 IMAGE_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "PPM", "AVIF")
 
@@ -63,11 +59,19 @@ _ALPHA = ("LA", "PA", "RGBA", "RGBa")
 
 
 def _fail(name: str, reason: str) -> ImageError:
-    return ImageError(f"cannot read image {name}: {reason}")
+    shown_name = name if name.isprintable() else shown(name)  # no raw control characters
+    return ImageError(f"cannot read image {shown_name}: {reason}")
 
 
-def _mb(n: float) -> str:
-    return f"{n / 1e6:.1f} MB"
+def over_limit(value: float, limit: float, unit: str, scale: float = 1e6) -> str:
+    """``"20.000001 MB is over the limit of 20 MB"``: ``value`` with as many decimals as it
+    takes to differ visibly from ``limit`` (both divided by ``scale``)."""
+    text = ""
+    for decimals in range(1, 10):
+        text = f"{value / scale:.{decimals}f}"
+        if text != f"{limit / scale:.{decimals}f}":
+            break
+    return f"{text} {unit} is over the limit of {limit / scale:g} {unit}"
 
 
 def _formats() -> tuple[str, ...]:
@@ -93,7 +97,7 @@ def _check_bytes(n: int, name: str) -> None:
     if n == 0:
         raise _fail(name, "the data is empty (0 bytes)")
     if n > MAX_BYTES:
-        raise _fail(name, f"{_mb(n)} is over the limit of {_mb(MAX_BYTES)}; "
+        raise _fail(name, f"{over_limit(n, MAX_BYTES, 'MB')}; "
                           "save it smaller (e.g. as JPEG) and try again")
 
 
@@ -106,12 +110,15 @@ def check_upload(data: bytes | bytearray | memoryview, name: str) -> None:
         raise _fail(name, reason)
 
 
+def _too_many_pixels(size_text: str, pixels: int) -> str:
+    return (f"{size_text}{over_limit(pixels, MAX_PIXELS, 'megapixels')} (a decompression bomb "
+            "or a huge scan; downscale it first)")
+
+
 def _check_size(size: tuple[int, int], name: str) -> None:
     w, h = size
     if w * h > MAX_PIXELS:
-        raise _fail(name, f"{w}x{h} is {w * h / 1e6:.0f} megapixels, over the limit of "
-                          f"{MAX_PIXELS / 1e6:.0f} (a decompression bomb or a huge scan; "
-                          "downscale it first)")
+        raise _fail(name, _too_many_pixels(f"{w}x{h} pixels: ", w * h))
     if min(w, h) < MIN_SIDE:
         raise _fail(name, f"{w}x{h} pixels is too small; at least {MIN_SIDE}x{MIN_SIDE} "
                           "is needed")
@@ -212,7 +219,10 @@ def _head(source: object, path: Path | None) -> bytes:
 def _explain(e: BaseException, source: object, path: Path | None) -> str:
     """A readable reason for an exception raised while opening or decoding."""
     if isinstance(e, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
-        return f"it is too large to decode safely ({e})"
+        # PIL's own (higher) limit fired first; quote ours, with the size PIL read
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        return _too_many_pixels("", int(found.group(1))) if found else \
+            f"it is too large to decode safely (over {MAX_PIXELS / 1e6:g} megapixels)"
     if isinstance(e, UnidentifiedImageError):
         return _sniff(_head(source, path)) or (
             "it is not an image, or not in a supported format "
@@ -316,58 +326,6 @@ def to_numpy_image(t: torch.Tensor) -> np.ndarray:
     return x.permute(1, 2, 0).clamp(0.0, 1.0).numpy().copy()
 
 
-def _is_image_file(p: Path) -> bool:
-    return p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
-
-
-def find_images(
-    inputs: Sequence[str | os.PathLike] | str | os.PathLike,
-) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Expand files, folders (non-recursive, image suffixes only, hidden files skipped) and
-    glob patterns (``*``, ``?``, ``[...]``, ``**``) into a sorted, de-duplicated list of paths.
-
-    Files named explicitly are kept whatever their suffix (reading them reports any problem).
-    Returns ``(paths, missed)``; ``missed`` lists ``(input, reason)`` for inputs that gave no
-    image, e.g. ``('nope/*.png', 'matched no file')``.
-    """
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    found: dict[Path, Path] = {}
-    missed: list[tuple[str, str]] = []
-
-    def add(p: Path) -> None:
-        found.setdefault(p.resolve(), p)
-
-    for item in inputs:
-        text = os.fspath(item)
-        if not text:
-            missed.append((text, "empty path"))
-            continue
-        p = Path(text).expanduser()
-        if p.is_file():
-            add(p)
-        elif p.is_dir():
-            hits = [c for c in p.iterdir() if _is_image_file(c)]
-            if not hits:
-                missed.append((text, f"folder has no image files ({', '.join(IMAGE_SUFFIXES)})"))
-            for c in hits:
-                add(c)
-        elif any(ch in text for ch in "*?["):
-            matches = [Path(m) for m in glob.glob(os.path.expanduser(text), recursive=True)]
-            hits = [m for m in matches if _is_image_file(m)]
-            if not matches:
-                missed.append((text, "matched no file"))
-            elif not hits:
-                missed.append((text, "matched no image file"))
-            for m in hits:
-                add(m)
-        elif p.exists():
-            missed.append((text, "not a regular file or folder"))
-        else:
-            missed.append((text, "no such file or folder"))
-    return sorted(found.values()), missed
-
-
 __all__ = [
     "IMAGE_FORMATS",
     "IMAGE_SUFFIXES",
@@ -379,5 +337,6 @@ __all__ = [
     "find_images",
     "load_image",
     "load_pil",
+    "over_limit",
     "to_numpy_image",
 ]
