@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import metrics
-from .errors import ParameterError
+from .errors import ParameterError, require
 from .record import record
 
 Target = int | Tensor | None
@@ -38,6 +38,14 @@ Target = int | Tensor | None
 METHODS = ("gradcam", "ig", "saliency", "occlusion")
 _ALIASES = {"integrated_gradients": "ig", "grad_cam": "gradcam"}
 _REDUCE = ("abs", "sum", "mean", "none")
+
+
+def _captum_attr() -> Any:
+    """``captum.attr``; a one-line MissingDependencyError when Captum is not installed."""
+    require("captum", extra="attribution", feature="attnviz.attribution")
+    import captum.attr
+
+    return captum.attr
 
 
 # -- the model Captum runs on ---------------------------------------------------------------------
@@ -211,7 +219,7 @@ def gradcam(
     index, (B,) tensor of classes, or None for the predicted class; ``relu=False`` keeps the
     negative part.
     """
-    from captum.attr import LayerGradCam
+    LayerGradCam = _captum_attr().LayerGradCam
 
     name = _layer_name(model, layer)
     twin, x = _prepare(model, x)
@@ -239,7 +247,7 @@ def integrated_gradients(
     the sign, ``"none"`` returns (B, C, H, W). With ``return_delta`` also Captum's convergence
     delta (B,): Σ attributions − (f(x) − f(baseline)) for the target logit.
     """
-    from captum.attr import IntegratedGradients
+    IntegratedGradients = _captum_attr().IntegratedGradients
 
     twin, x = _prepare(model, x)
     t = _target(twin, x, target)
@@ -257,7 +265,7 @@ def integrated_gradients(
 def saliency(model: nn.Module, x: Tensor, target: Target = None, reduce: str = "abs") -> Tensor:
     """Gradient saliency ∂logit/∂x (Captum ``Saliency``): (B, H, W), |gradient| summed over
     channels (``reduce`` as in :func:`integrated_gradients`)."""
-    from captum.attr import Saliency
+    Saliency = _captum_attr().Saliency
 
     twin, x = _prepare(model, x)
     t = _target(twin, x, target)
@@ -281,7 +289,7 @@ def occlusion(
     Returns (B, H, W), signed (positive = the patch supports the target); the value is the same
     in every channel, so the default ``reduce="mean"`` keeps logit units.
     """
-    from captum.attr import Occlusion
+    Occlusion = _captum_attr().Occlusion
 
     twin, x = _prepare(model, x)
     t = _target(twin, x, target)

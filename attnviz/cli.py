@@ -1,4 +1,4 @@
-"""The ``attnviz`` command: ``report``, ``train``, ``evaluate``, ``lab``."""
+"""The ``attnviz`` command: ``report``, ``train``, ``evaluate``, ``lab``, ``notebooks``."""
 from __future__ import annotations
 
 import argparse
@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score a model's attention on held-out shapes (`attnviz evaluate --help`)")
     sub.add_parser("lab", add_help=False,
                    help="open the notebooks in JupyterLab: `attnviz lab [DIR]`")
+    sub.add_parser("notebooks", add_help=False,
+                   help="copy the notebooks into a folder: `attnviz notebooks DIR`")
     return parser
 
 
@@ -108,7 +110,7 @@ def _delegate(module: str) -> Callable[[list[str]], int | None]:
 
 
 DELEGATES = {"train": _delegate("train"), "evaluate": _delegate("evaluate"),
-             "lab": _delegate("lab")}
+             "lab": _delegate("lab"), "notebooks": _delegate("resources")}
 
 
 def _err(message: str) -> None:

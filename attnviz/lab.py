@@ -21,6 +21,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .errors import require
+
 HOST = "127.0.0.1"
 
 #: App-settings overrides: never fetch news, never check for updates (no pop-up asking either).
@@ -125,11 +127,6 @@ def lab_url(port: int, token: str, path: str = "lab") -> str:
     return f"http://{HOST}:{int(port)}/{path.lstrip('/')}?token={token}"
 
 
-def _default_dir() -> Path:
-    repo_notebooks = Path(__file__).resolve().parents[1] / "notebooks"
-    return repo_notebooks if repo_notebooks.is_dir() else Path.cwd()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m attnviz.lab",
@@ -137,14 +134,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "no requests to the internet).",
     )
     parser.add_argument("dir", nargs="?", default=None,
-                        help="notebook folder (default: the repository's notebooks/)")
+                        help="notebook folder (default: the current folder; "
+                             "`attnviz notebooks DIR` copies attnviz's notebooks there)")
     parser.add_argument("--port", type=int, default=None, help="port (default: a free one)")
     parser.add_argument("--browser", action="store_true", help="open a web browser")
     parser.add_argument("--settings-dir", default=None,
                         help=f"app settings folder (default: {default_settings_dir()})")
     args = parser.parse_args(argv)
+    require("jupyterlab", extra="lab", feature="attnviz lab")
 
-    notebook_dir = Path(args.dir).resolve() if args.dir else _default_dir()
+    notebook_dir = Path(args.dir or ".").resolve()
     if not notebook_dir.is_dir():
         print(f"error: {notebook_dir} is not a folder", file=sys.stderr)
         return 2

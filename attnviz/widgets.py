@@ -17,11 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import ipywidgets as W
 import numpy as np
 import torch
-from IPython.display import Image as IPImage
-from IPython.display import display
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize, to_rgba
@@ -30,10 +27,17 @@ from PIL import Image as PILImage
 from torch import nn
 
 from . import plot
-from .errors import AttnvizError, ImageError, ParameterError
+from .errors import AttnvizError, ImageError, ParameterError, missing_dependency
 from .images import MAX_BYTES, check_upload, load_image
 from .models.preprocess import class_names, prepare
 from .record import AttentionRecord, Recorder, record
+
+try:
+    import ipywidgets as W
+    from IPython.display import Image as IPImage
+    from IPython.display import display
+except ModuleNotFoundError as e:
+    raise missing_dependency("attnviz.widgets", e.name or "ipywidgets", "lab") from None
 
 CMAPS = ("jet", "viridis", "magma", "inferno", "gray", "coolwarm")
 

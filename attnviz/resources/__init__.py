@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
@@ -77,5 +76,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     copied = copy_notebooks(args.dest, overwrite=args.force)
     print(f"attnviz: copied {len(copied)} notebooks to {Path(args.dest)}; open them with "
-          f"`attnviz lab {args.dest}`", file=sys.stderr)
+          f"`attnviz lab {args.dest}`")
     return 0
