@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from ..terminal import one_line
 
 SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
@@ -34,7 +35,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         try:
             obj = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = one_line(str(e).strip().splitlines()[0]) if str(e).strip() else type(e).__name__
             raise CheckpointError(
                 f"checkpoint {str(p)!r} was refused: it is not a plain tensor file that loads with "
                 f"weights_only=True ({first}). Convert trusted files to .safetensors."
@@ -45,6 +46,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 break
         if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
             raise CheckpointError(f"checkpoint {str(p)!r} does not hold a state dict of tensors")
+        _check_plain_tensors(obj, p)
         return obj
     raise CheckpointError(
         f"checkpoint {str(p)!r}: unsupported file type {p.suffix!r}; "
@@ -68,6 +70,60 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         ) from None
 
 
+def _short(keys: list[str], n: int = 8) -> str:
+    return ", ".join(keys[:n]) + (f" … (+{len(keys) - n} more)" if len(keys) > n else "")
+
+
+def _check_plain_tensors(state: dict, p: Path) -> None:
+    """Refuse non-string keys and tensors that are not plain (dense, on a real device)."""
+    bad_keys = [repr(k) for k in state if not isinstance(k, str)]
+    if bad_keys:
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} has keys that are not parameter names (strings): "
+            f"{_short(bad_keys)}")
+    odd = [f"{k} ({'meta' if v.is_meta else v.layout})" for k, v in state.items()
+           if v.is_meta or v.layout != torch.strided]
+    if odd:
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} holds tensors without plain dense data (sparse, meta, ...): "
+            f"{_short(odd)}")
+
+
+def _check_values(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor],
+                  path: str | os.PathLike) -> None:
+    """Refuse dtypes that would be converted silently (int8/uint8/bool/complex into a float
+    parameter) and non-finite floating weights."""
+    wrong = sorted(f"{k}: {str(v.dtype).removeprefix('torch.')}" for k, v in state.items()
+                   if own[k].is_floating_point() and not v.is_floating_point())
+    if wrong:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} has tensors of the wrong kind of number (a float "
+            f"parameter needs a float tensor; int, bool and complex are refused): {_short(wrong)}")
+    bad = sorted(k for k, v in state.items()
+                 if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} has NaN or infinite values in {len(bad)} tensor(s): "
+            f"{_short(bad)}")
+
+
+def read_class_names(path: str | os.PathLike) -> list[str] | None:
+    """Class names stored in a safetensors header (``classes``: a JSON list of strings), or
+    None when there are none; anything else there is a CheckpointError."""
+    raw = read_metadata(path).get("classes")
+    if raw is None:
+        return None
+    try:
+        names = json.loads(raw)
+    except ValueError:
+        names = None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r}: its 'classes' metadata is not a JSON list of names "
+            f"(got {one_line(raw)[:80]!r})")
+    return names
+
+
 def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Load ``path`` into ``model`` strictly; a mismatch lists missing and unexpected keys."""
     state = read_state_dict(path)
@@ -81,10 +137,6 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
         if own[k].shape != state[k].shape
     )
     if missing or unexpected or wrong_shape:
-
-        def _short(keys: list[str]) -> str:
-            return ", ".join(keys[:8]) + (f" … (+{len(keys) - 8} more)" if len(keys) > 8 else "")
-
         parts = []
         if missing:
             parts.append(f"missing keys ({len(missing)}): {_short(missing)}")
@@ -95,6 +147,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
         raise CheckpointError(
             f"checkpoint {str(path)!r} does not fit {type(model).__name__}: " + "; ".join(parts)
         )
+    _check_values(state, own, path)
     cast = {k: v.to(own[k].dtype) for k, v in state.items()}
     model.load_state_dict(cast, strict=True)
     return model

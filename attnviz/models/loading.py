@@ -10,7 +10,7 @@ from torch import nn
 
 from ..errors import ModelError, ParameterError
 from ..samples import data_dir
-from .checkpoints import load_weights, read_metadata
+from .checkpoints import load_weights, read_class_names
 from .registry import create_model, is_model, list_models
 
 DEMO_MODELS = ("demo-cbam", "demo-se", "demo-resnest")
@@ -81,9 +81,9 @@ def load_model(
         model = _timm_model(name, pretrained, checkpoint, **kwargs)
     if checkpoint is not None and name in DEMO_MODELS:
         load_weights(model, checkpoint)
-    meta = read_metadata(checkpoint) if checkpoint is not None else {}
-    if "classes" in meta and not hasattr(model, "class_names"):
-        model.class_names = json.loads(meta["classes"])  # type: ignore[attr-defined]
+    names = read_class_names(checkpoint) if checkpoint is not None else None
+    if names is not None and not hasattr(model, "class_names"):
+        model.class_names = names  # type: ignore[attr-defined]
     return model.eval().to(dev)
 
 
