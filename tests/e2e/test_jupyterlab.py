@@ -1,4 +1,4 @@
-"""notebooks/explorer.ipynb in a real JupyterLab + headless Chromium: run it, move the layer
+"""The bundled explorer.ipynb in a real JupyterLab + headless Chromium: run it, move the layer
 slider and change the image, and check that every change redraws, with no kernel or browser
 errors. Screenshots go to tests/e2e/screenshots/.
 
@@ -14,7 +14,7 @@ import pytest
 
 from .conftest import CHROMIUM_ARGS, SCREENSHOTS, LabServer
 
-# the lab_server fixture serves a copy of notebooks/explorer.ipynb (conftest: lab_notebooks)
+# the lab_server fixture serves a copy of the bundled explorer.ipynb (conftest: lab_notebooks)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
