@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from . import metrics
 from .errors import ParameterError, require
+from .models.preprocess import model_device
 from .record import record
 
 Target = int | Tensor | None
@@ -115,11 +116,6 @@ def clear_cache() -> None:
     _COPIES.clear()
 
 
-def _device(model: nn.Module) -> torch.device:
-    p = next(chain(model.parameters(), model.buffers()), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 def _prepare(model: nn.Module, x: Tensor) -> tuple[nn.Module, Tensor]:
     if not isinstance(model, nn.Module):
         raise ParameterError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -130,7 +126,7 @@ def _prepare(model: nn.Module, x: Tensor) -> tuple[nn.Module, Tensor]:
         warnings.warn("attribution on a model in train mode (BatchNorm uses batch statistics); "
                       "call model.eval() first", RuntimeWarning, stacklevel=3)
     twin = attribution_model(model)
-    return twin, x.detach().to(_device(twin), torch.float32)
+    return twin, x.detach().to(model_device(twin), torch.float32)
 
 
 def _target(twin: nn.Module, x: Tensor, target: Target) -> Tensor:
@@ -423,7 +419,7 @@ def agreement(
 def attention_mask(model: nn.Module, x: Tensor, mask_name: str) -> tuple[Tensor, Tensor]:
     """The model's own mask ``mask_name`` for ``x`` (via :func:`attnviz.record`) and the logits:
     ((B, h, w), (B, classes)) on the CPU."""
-    device = _device(model)
+    device = model_device(model)
     with record(model, layers=mask_name) as rec:
         logits = rec(x.to(device, torch.float32))
         rec.cpu()

@@ -15,6 +15,7 @@ from torch import nn
 
 from . import metrics
 from .datasets import Shapes, make_shapes
+from .models.preprocess import model_device
 from .record import record
 
 TEST_SEED = 1  # held-out stream; training uses seed 0
@@ -78,7 +79,7 @@ def _scores(kind: str, v: torch.Tensor, data: Shapes) -> dict[str, float]:
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Shapes, batch_size: int = 250) -> Evaluation:
     """Accuracy and per-layer attention scores of ``model`` on ``data``."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     logits = []
     with record(model) as rec:
         for i in range(0, len(data.labels), batch_size):

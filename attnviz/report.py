@@ -50,7 +50,7 @@ from torch.utils.data import DataLoader, Dataset
 from .errors import ImageError, ParameterError, require
 from .images import find_images, load_image
 from .models import DEMO_MODELS, load_model, resolve_device
-from .models.preprocess import class_names, input_spec, prepare
+from .models.preprocess import class_names, input_spec, model_device, prepare
 from .models.registry import is_model
 from .record import AttentionRecord, find_attention, record
 from .resources import data_dir, notebooks_dir
@@ -372,10 +372,7 @@ def analyse(
     _check_int("top_k", top_k, 1)
     paths, missed = collect_images(images)
     net, model_name = _load(model, checkpoint, device)
-    try:
-        dev = next(net.parameters()).device
-    except StopIteration:
-        dev = torch.device("cpu")
+    dev = model_device(net)
     size = input_spec(net).size
     channels_last = dev.type == "cuda"
     if channels_last:

@@ -6,7 +6,7 @@ from ..samples import data_dir
 from . import builders as _builders  # noqa: F401  (registers the builders)
 from .checkpoints import load_weights, read_state_dict, save_weights
 from .loading import DEMO_MODELS, demo_card, load_model, resolve_device
-from .preprocess import InputSpec, class_names, input_spec, prepare
+from .preprocess import InputSpec, class_names, input_spec, model_device, prepare
 from .registry import create_model, list_models, register_model
 from .resnet import Normalize, ResNet
 
@@ -23,6 +23,7 @@ __all__ = [
     "list_models",
     "load_model",
     "load_weights",
+    "model_device",
     "prepare",
     "read_state_dict",
     "register_model",

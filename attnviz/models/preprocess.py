@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import torch
 import torch.nn.functional as F
@@ -63,11 +64,13 @@ def prepare(model: nn.Module, images: torch.Tensor | Sequence[torch.Tensor]) -> 
         mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
         std = torch.tensor(spec.std).view(1, -1, 1, 1)
         x = (x - mean) / std
-    try:
-        device = next(model.parameters()).device
-    except StopIteration:
-        device = torch.device("cpu")
-    return x.to(device)
+    return x.to(model_device(model))
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (the CPU when it has neither)."""
+    t = next(chain(model.parameters(), model.buffers()), None)
+    return t.device if t is not None else torch.device("cpu")
 
 
 def class_names(model: nn.Module) -> list[str] | None:
