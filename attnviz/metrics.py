@@ -5,6 +5,8 @@ All functions take plain tensors (no model calls), so they are easy to test on c
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -94,11 +96,16 @@ def class_specificity(weights: torch.Tensor, labels: torch.Tensor) -> float:
     return sum(accs) / len(accs)
 
 
-def entropy(weights: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """Shannon entropy (nats) of non-negative weights normalised along ``dim``."""
+def entropy(weights: torch.Tensor, dim: int = -1, normalized: bool = False) -> torch.Tensor:
+    """Shannon entropy (nats) of non-negative weights normalised along ``dim``; with
+    ``normalized``, divided by its maximum log(n): 0..1, 1 = flat (0 when n = 1)."""
     p = weights.clamp_min(0)
     p = p / p.sum(dim, keepdim=True).clamp_min(1e-12)
-    return -(p * p.clamp_min(1e-12).log()).sum(dim)
+    h = -(p * p.clamp_min(1e-12).log()).sum(dim)
+    if not normalized:
+        return h
+    n = weights.shape[dim]
+    return h / math.log(n) if n > 1 else torch.zeros_like(h)
 
 
 def saturation(weights: torch.Tensor, low: float = 0.05, high: float = 0.95) -> torch.Tensor:

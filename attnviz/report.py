@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from . import metrics
 from .errors import ImageError, ParameterError, require
 from .images import find_images, load_image
 from .models import DEMO_MODELS, load_model, resolve_device
@@ -227,15 +228,6 @@ class ReportData:
         return csv_path, json_path
 
 
-def _norm_entropy(p: Tensor, dim: int) -> Tensor:
-    n = p.shape[dim]
-    if n <= 1:
-        return torch.zeros(p.shape[:dim] + p.shape[dim + 1:])
-    q = p.clamp_min(0)
-    q = q / q.sum(dim, keepdim=True).clamp_min(1e-12)
-    return -(q * q.clamp_min(1e-12).log()).sum(dim) / math.log(n)
-
-
 def layer_stats(kind: str, value: Tensor) -> dict[str, list[float | None]]:
     """Per-image statistics of one layer's weights ``(N, ...)``: ``{field: [N values]}``."""
     v = value.detach().float().cpu()
@@ -245,16 +237,17 @@ def layer_stats(kind: str, value: Tensor) -> dict[str, list[float | None]]:
         r = v.shape[1]
         a0 = v[:, 0]
         stats.update(mean=a0.mean(1), min=a0.amin(1), max=a0.amax(1), std=a0.std(1, correction=0),
-                     mean_a0=a0.mean(1), entropy=_norm_entropy(v, 1).mean(1))
+                     mean_a0=a0.mean(1), entropy=metrics.entropy(v, 1, normalized=True).mean(1))
         if r > 1:
             tv = 0.5 * (v - 1.0 / r).abs().sum(1)  # (N, C): distance from the uniform split
             stats["balance"] = 1.0 - tv.mean(1) / (1.0 - 1.0 / r)
     else:
         flat = v.reshape(n, -1)
         stats.update(mean=flat.mean(1), min=flat.amin(1), max=flat.amax(1),
-                     std=flat.std(1, correction=0), entropy=_norm_entropy(flat, 1))
+                     std=flat.std(1, correction=0),
+                     entropy=metrics.entropy(flat, 1, normalized=True))
         if kind == "channel":
-            stats["saturation"] = ((flat < 0.05) | (flat > 0.95)).float().mean(1)
+            stats["saturation"] = metrics.saturation(flat)
         elif kind in _MAP_KINDS and v.ndim == 3:
             h, w = v.shape[1:]
             peak = flat.argmax(1)

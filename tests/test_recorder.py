@@ -14,7 +14,6 @@ import timm
 import torch
 import torchvision
 from helpers import capture, hook_count, randomize_bn, run_and_verify
-from timm.layers import GlobalContext
 from timm.layers.squeeze_excite import SqueezeExciteCl
 from torch import nn
 
@@ -83,13 +82,6 @@ CASES: dict[str, tuple] = {
     "timm-ecaresnet26t": (_timm("ecaresnet26t"), 32, 2, {"timm EcaModule"}),
     "timm-resnet18-ceca": (_timm_attn("ceca"), 64, 2, {"timm CecaModule"}),
     "timm-skresnet18": (_timm("skresnet18"), 64, 2, {"timm SelectiveKernelAttn"}),
-    "timm-resnet18-gc": (_timm_attn("gc"), 64, 2, {"timm GlobalContext (attention pooling)"}),
-    "timm-GlobalContext-add": (
-        lambda: _Standalone(GlobalContext(16, use_attn=True, fuse_add=True, fuse_scale=False), 16),
-        12,
-        2,
-        {"timm GlobalContext (attention pooling)"},
-    ),
     "timm-legacy_seresnet18": (_timm("legacy_seresnet18"), 64, 2, {"timm legacy senet SEModule"}),
     "timm-efficientnet_b0": (_timm("efficientnet_b0"), 64, 2, {"timm efficientnet SqueezeExcite"}),
     "timm-ese_vovnet19b_dw": (_timm("ese_vovnet19b_dw"), 64, 2, {"timm EffectiveSEModule"}),
@@ -261,12 +253,17 @@ def test_many_recordings_leave_no_hooks():
 
 
 def test_model_without_attention():
-    model = torchvision.models.resnet18(weights=None)
+    """Nothing to record is said clearly: after the first watched pass, and at once later."""
+    model = torchvision.models.resnet18(weights=None).eval()
     with pytest.raises(attnviz.NoAttentionError) as e:
-        attnviz.record(model)
+        with torch.no_grad(), attnviz.record(model):
+            model(torch.randn(1, 3, 32, 32))
     msg = str(e.value)
-    assert "ResNet" in msg and "Supported types" in msg
-    assert "timm SEModule" in msg and "torchvision SqueezeExcitation" in msg
+    assert "ResNet has no attention" in msg and "sigmoid or softmax" in msg
+    assert "timm SEModule" not in msg or "supported_types()" in msg
+    assert hook_count(model) == 0
+    with pytest.raises(attnviz.NoAttentionError, match="ResNet has no attention"):
+        attnviz.record(model)  # known now: refused before any forward pass
     assert hook_count(model) == 0
 
 

@@ -1,9 +1,12 @@
-"""Floor 2: adapters (one per attention module type) and the recorder."""
+"""Floor 2: adapters (named module types), the observer (any module) and the recorder."""
 
 from __future__ import annotations
 
-from .adapters import ADAPTERS, KINDS, Adapter, find_adapter, supported_types
-from .recorder import AttentionRecord, AttentionSite, Recorder, find_attention, record
+from .adapters import ADAPTERS, Adapter, find_adapter, supported_types
+from .observe import sdpa_weights
+from .recorder import Recorder, find_attention, record
+from .records import KINDS, AttentionRecord, RecordSet
+from .sites import AttentionSite, SiteList
 
 __all__ = [
     "ADAPTERS",
@@ -11,9 +14,12 @@ __all__ = [
     "Adapter",
     "AttentionRecord",
     "AttentionSite",
+    "RecordSet",
     "Recorder",
+    "SiteList",
     "find_adapter",
     "find_attention",
     "record",
+    "sdpa_weights",
     "supported_types",
 ]

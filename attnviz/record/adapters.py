@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-KINDS = ("channel", "spatial", "radix", "paths", "context")
-
 
 def _flat(out: torch.Tensor, module: nn.Module) -> torch.Tensor:
     """(B, C, 1, 1), (B, 1, C) or (B, 1, 1, C) → (B, C)."""
@@ -51,12 +49,6 @@ def _paths(out: torch.Tensor, module: nn.Module) -> torch.Tensor:
     return out.reshape(out.shape[0], out.shape[1], -1)
 
 
-def _context(out: torch.Tensor, module: nn.Module) -> torch.Tensor:
-    """GlobalContext ``conv_attn`` logits (B, 1, H, W) → inline softmax over H·W → (B, H, W)."""
-    b, _, h, w = out.shape
-    return torch.softmax(out.reshape(b, 1, h * w), dim=-1).reshape(b, h, w)
-
-
 @dataclass(frozen=True)
 class Adapter:
     """How to record one attention module type.
@@ -66,7 +58,7 @@ class Adapter:
         target: ``"package.module:Class"`` of the attention module.
         hook: dotted submodule whose forward output carries the weight (``""`` = the module).
         transform: ``(hooked output, attention module) -> canonical tensor``.
-        kind: a kind from ``KINDS``, or a function of the module that picks one.
+        kind: a kind from ``records.KINDS``, or a function of the module that picks one.
         applies: extra check on the module (e.g. an optional submodule exists).
     """
 
@@ -160,14 +152,6 @@ ADAPTERS: list[Adapter] = [
         "paths",
     ),
     Adapter(
-        "timm GlobalContext (attention pooling)",
-        "timm.layers.global_context:GlobalContext",
-        "conv_attn",
-        _context,
-        "context",
-        applies=lambda m: m.conv_attn is not None,
-    ),
-    Adapter(
         "timm legacy senet SEModule", "timm.models.senet:SEModule", "sigmoid", _flat, "channel"
     ),
     Adapter(
@@ -187,11 +171,21 @@ ADAPTERS: list[Adapter] = [
 ]
 
 
+_BY_TYPE: dict[type, tuple[Adapter, ...]] = {}
+
+
 def find_adapter(module: nn.Module) -> Adapter | None:
     """The first adapter whose module type ``module`` is an instance of."""
-    for adapter in ADAPTERS:
-        cls = adapter.module_type()
-        if cls is not None and isinstance(module, cls) and adapter.applies(module):
+    t = type(module)
+    found = _BY_TYPE.get(t)
+    if found is None:
+        found = tuple(
+            a for a in ADAPTERS if (c := a.module_type()) is not None and issubclass(t, c)
+        )
+        if all(a.module_type() is not None for a in ADAPTERS) or found:
+            _BY_TYPE[t] = found  # cache only once the answer cannot change by a later import
+    for adapter in found:
+        if adapter.applies(module):
             return adapter
     return None
 

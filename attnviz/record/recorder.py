@@ -2,133 +2,62 @@
 
 with attnviz.record(model) as rec:
     logits = model(x)
-rec.channel   # {name: (B, C)}      rec.spatial  # {name: (B, H, W)}
-rec.radix     # {name: (B, R, C)}   rec.records  # every firing, in order
+rec.channel   # {name: (B, C)}      rec.spatial    # {name: (B, H, W)}
+rec.radix     # {name: (B, R, C)}   rec.attention  # {name: (B, heads, Q, K)}
+
+Two paths feed one list of records. Named adapters hook known module types (timm, torchvision,
+attnviz). Every other weight is found by *watching* the forward pass (``observe.py``): the first
+recording of a model watches all of it; later ones watch only the modules where weights were
+found, so the steady state costs about as little as plain hooks.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import re
+import warnings
 import weakref
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules import module as _module_hooks
 
-from ..errors import NoAttentionError, ParameterError, RecorderBusyError
-from .adapters import KINDS, Adapter, find_adapter, supported_types
+from ..errors import MemoryBudgetError, NoAttentionError, ParameterError, RecorderBusyError
+from .adapters import supported_types
+from .observe import ModuleStack, Observation, Observer
+from .records import KINDS, AttentionRecord, RecordSet
+from .sites import (
+    AttentionSite,
+    ModelInfo,
+    SiteList,
+    candidates,
+    matches,
+    model_info,
+    parse_layers,
+    stage_block,
+)
 
 _ACTIVE: weakref.WeakKeyDictionary[nn.Module, Recorder] = weakref.WeakKeyDictionary()
+DEFAULT_MAX_BYTES = 2 * 1024**3
 
 
-@dataclass(frozen=True)
-class AttentionRecord:
-    """One firing of one attention module.
-
-    Attributes:
-        name: qualified module name in the model (``layer3.0.attn.spatial``).
-        kind: ``channel`` | ``spatial`` | ``radix`` | ``paths`` | ``context``.
-        value: the weight the network multiplied by, float32, canonical shape for its kind.
-        module_type: the adapter label, e.g. ``"timm SEModule"``.
-        order: position of the module in the model (for sorting / sliders).
-        stage, block: first two integers in the name (``layer3.0`` → 3, 0), or None.
-        call: index of the forward pass inside this recording (0, 1, ...).
-    """
-
-    name: str
-    kind: str
-    value: torch.Tensor
-    module_type: str
-    order: int
-    stage: int | None
-    block: int | None
-    call: int
-
-    @property
-    def label(self) -> str:
-        """Short label for plots: ``s3b0 spatial`` (or the name when no stage is known)."""
-        if self.stage is None:
-            return f"{self.name} {self.kind}"
-        return f"s{self.stage}b{self.block if self.block is not None else 0} {self.kind}"
+def _in_backward() -> bool:
+    """True while autograd runs a backward pass (gradient checkpointing re-runs forwards)."""
+    return torch._C._current_graph_task_id() != -1
 
 
-@dataclass(frozen=True)
-class AttentionSite:
-    """An attention module found in a model, before anything is recorded."""
-
-    name: str
-    module: nn.Module
-    adapter: Adapter
-    order: int
-
-    @property
-    def kind(self) -> str:
-        return self.adapter.kind_of(self.module)
-
-
-def _stage_block(name: str) -> tuple[int | None, int | None]:
-    nums = [int(n) for n in re.findall(r"\d+", name)]
-    return (nums[0] if nums else None, nums[1] if len(nums) > 1 else None)
-
-
-def _matches(name: str, patterns: list[str]) -> bool:
-    for p in patterns:
-        if p.startswith("re:"):
-            if re.search(p[3:], name):
-                return True
-        elif fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(name, p + ".*"):
-            return True
-    return False
-
-
-def find_attention(
-    model: nn.Module, layers: str | Iterable[str] | None = None
-) -> list[AttentionSite]:
-    """Every supported attention module in ``model`` (optionally only names matching ``layers``).
-
-    ``layers``: a glob on the qualified module name (``"layer4*"``, ``"*.spatial"``); a pattern
-    without wildcards also matches everything below that name; ``"re:..."`` is a regex.
-    """
-    if not isinstance(model, nn.Module):
-        raise ParameterError(f"record() needs a torch.nn.Module, got {type(model).__name__}")
-    sites = []
-    for name, module in model.named_modules():
-        adapter = find_adapter(module)
-        if adapter is not None:
-            sites.append(AttentionSite(name, module, adapter, len(sites)))
-    if not sites:
-        raise NoAttentionError(
-            f"{type(model).__name__} has no supported attention module. Supported types: "
-            + ", ".join(supported_types())
-        )
-    if layers is None:
-        return sites
-    patterns = [layers] if isinstance(layers, str) else list(layers)
-    if not patterns or not all(isinstance(p, str) and p for p in patterns):
-        raise ParameterError(
-            f"layers must be a non-empty pattern or list of patterns, got {layers!r}"
-        )
-    chosen = [s for s in sites if _matches(s.name, patterns)]
-    if not chosen:
-        examples = ", ".join(s.name for s in sites[:6])
-        raise NoAttentionError(
-            f"layer pattern {layers!r} matches none of the {len(sites)} attention modules of "
-            f"{type(model).__name__} (e.g. {examples})"
-        )
-    return chosen
-
-
-class Recorder:
+class Recorder(RecordSet):
     """Context manager recording the attention weights of every forward pass of ``model``.
 
     Args:
-        model: any ``nn.Module`` holding supported attention modules.
-        layers: restrict to module names matching this pattern (see :func:`find_attention`).
-        kinds: restrict to these kinds (e.g. ``("spatial",)``).
-        keep_graph: keep the weights attached to the autograd graph (for training losses on
-            attention); by default they are detached copies.
+        model: any ``nn.Module``.
+        layers: keep only weights whose module name matches (glob, list of globs, ``re:``).
+        kinds: keep only these kinds (e.g. ``("spatial",)``).
+        keep_graph: keep the weights attached to the autograd graph (for training losses).
+        observe: also find weights by watching the computation (default); ``False`` uses only
+            the named adapters.
+        heads: ``"all"`` keeps attention maps per head, ``"mean"`` averages them over heads.
+        max_bytes: refuse (``MemoryBudgetError``) to hold more than this many bytes of records.
     """
 
     def __init__(
@@ -137,49 +66,138 @@ class Recorder:
         layers: str | Iterable[str] | None = None,
         kinds: Iterable[str] | None = None,
         keep_graph: bool = False,
+        *,
+        observe: bool = True,
+        heads: str = "all",
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        _discover: bool = False,
     ) -> None:
-        self.model = model
-        self.keep_graph = keep_graph
-        sites = find_attention(model, layers)
-        if kinds is not None:
-            kinds = tuple(kinds)
-            bad = [k for k in kinds if k not in KINDS]
-            if bad:
-                raise ParameterError(f"unknown attention kind(s) {bad}; choose from {KINDS}")
-            sites = [s for s in sites if s.kind in kinds]
-            if not sites:
-                raise NoAttentionError(f"{type(model).__name__} has no attention of kind {kinds}")
-        self.sites: list[AttentionSite] = sites
-        self.records: list[AttentionRecord] = []
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._calls: dict[str, int] = {}
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise ParameterError(f"record() needs a torch.nn.Module, got {type(model).__name__}")
+        if hasattr(model, "_orig_mod") and type(model).__name__ == "OptimizedModule":
+            raise ParameterError(
+                "this model was compiled with torch.compile, and compiled code runs no hooks: "
+                "record the original module, attnviz.record(model._orig_mod), and call "
+                "model._orig_mod(x) inside the block"
+            )
+        if heads not in ("all", "mean"):
+            raise ParameterError(f"heads must be 'all' or 'mean', got {heads!r}")
+        if not isinstance(max_bytes, int) or max_bytes <= 0:
+            raise ParameterError(f"max_bytes must be a positive integer, got {max_bytes!r}")
+        self.model, self.keep_graph, self.observe = model, keep_graph, observe
+        self.heads, self.max_bytes = heads, max_bytes
+        self._patterns = parse_layers(layers)
+        self._kinds = _parse_kinds(kinds)
+        self._info: ModelInfo = model_info(model)
+        self._discover = observe and (_discover or self._info.observed is None)
+        self.sites: list[AttentionSite] = [s for s in self._info.adapter_sites if self._keep(s)]
+        self.problems: list[str] = []
+        self._handles: list[Any] = []
+        self._used = False
+        self._pass, self._bytes, self._depth = -1, 0, 0
+        self._firings: dict[tuple[str, str], int] = {}
+        self._seen: dict[str, tuple[str, str]] = {}
+        self._scopes_found: set[str] = set()
+        self._observer: Observer | None = None
+        if not self._discover:
+            self._check_known()
 
-    # -- context manager -------------------------------------------------------------------
+    def _keep(self, site: AttentionSite) -> bool:
+        kind_ok = self._kinds is None or site.kind in self._kinds
+        return kind_ok and matches(site.name, self._patterns)
+
+    def _check_known(self) -> None:
+        """With every site of the model known (adapters, earlier observation), refuse now."""
+        observed = self._info.observed or {} if self.observe else {}
+        known = [s.name for s in self._info.adapter_sites] + list(observed)
+        if not known:
+            raise NoAttentionError(_nothing_message(self.model, []))
+        kinds = {s.name: s.kind for s in self._info.adapter_sites}
+        kinds.update({n: k for n, (k, _) in observed.items()})
+        if not any(matches(n, self._patterns) and (self._kinds is None or k in self._kinds)
+                   for n, k in kinds.items()):
+            raise NoAttentionError(self._filter_message(known))
+
+    def _filter_message(self, known: list[str]) -> str:
+        what = f"layer pattern {self._patterns!r}" if self._patterns else "the chosen kinds"
+        if self._kinds and self._patterns:
+            what += f" with kinds {list(self._kinds)}"
+        elif self._kinds:
+            what = f"kinds {list(self._kinds)}"
+        return (f"{what} matches none of the {len(known)} attention sites of "
+                f"{type(self.model).__name__} (e.g. {', '.join(known[:6])})")
+
+    # -- context manager ---------------------------------------------------------------------
     def __enter__(self) -> Recorder:
+        if self._used:
+            raise RecorderBusyError(
+                "this recorder was already entered once; start a new one with "
+                "`with attnviz.record(model) as rec:`"
+            )
         other = _ACTIVE.get(self.model)
-        if other is not None and other is not self:
+        if other is not None:
             raise RecorderBusyError(
                 f"{type(self.model).__name__} is already being recorded by another attnviz "
                 "recorder; leave that `with record(model)` block first"
             )
+        self._used = True
         _ACTIVE[self.model] = self
         try:
-            for site in self.sites:
-                target = (
-                    site.module.get_submodule(site.adapter.hook)
-                    if site.adapter.hook
-                    else site.module
-                )
-                self._handles.append(target.register_forward_hook(self._make_hook(site)))
+            self._install()
         except BaseException:
             self._remove()
             raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def _install(self) -> None:
+        on_root = self._on_root  # a closure, not a bound method: deepcopy(model) copies hooks
+
+        def root_hook(module: nn.Module, args: object) -> None:
+            on_root(module, args)
+
+        self._handles.append(self.model.register_forward_pre_hook(root_hook))
+        for site in self.sites:
+            hook = site.adapter.hook
+            target = site.module.get_submodule(hook) if hook else site.module
+            self._handles.append(target.register_forward_hook(self._adapter_hook(site, target)))
+        scopes = {""} if self._discover else self._info.scopes
+        if not self.observe or not scopes:
+            return
+        covered = {s.module for s in self._info.adapter_sites}
+        self._stack = ModuleStack(self.model, covered)
+        self._observer = Observer(self._stack, self._on_observation)
+        self._scopes = scopes
+        self._handles.append(_module_hooks.register_module_forward_pre_hook(self._on_pre))
+        self._handles.append(
+            _module_hooks.register_module_forward_hook(self._on_post, always_call=True)
+        )
+
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
         self._remove()
+        if exc_type is not None:
+            return
+        if self._discover and self._pass >= 0:
+            self._info.observed = dict(self._seen)
+            self._info.scopes = set(self._scopes_found)
+        if self._pass >= 0 and not self.records:
+            known = [s.name for s in self._info.adapter_sites] + list(self._seen)
+            if known:
+                raise NoAttentionError(self._filter_message(known))
+            raise NoAttentionError(_nothing_message(self.model, candidates(self.model, [])))
+        if self._pass < 0 and not self.records:
+            warnings.warn(
+                f"no forward pass of {type(self.model).__name__} ran inside the recording, so "
+                "nothing was recorded (a torch.compile'd copy of the model runs no hooks)",
+                stacklevel=2,
+            )
 
     def _remove(self) -> None:
+        while self._depth > 0 and self._observer is not None:
+            self._depth -= 1
+            if self._depth == 0:
+                self._observer.__exit__(None, None, None)
+        self._depth = 0
         for h in self._handles:
             h.remove()
         self._handles.clear()
@@ -191,23 +209,77 @@ class Recorder:
         """True while the hooks are installed."""
         return bool(self._handles)
 
-    def _make_hook(self, site: AttentionSite):
-        adapter, module, name = site.adapter, site.module, site.name
-        kind = site.kind
-        stage, block = _stage_block(name)
+    # -- hooks -------------------------------------------------------------------------------
+    def _on_root(self, module: nn.Module, _args: object) -> None:
+        if module is self.model and not _in_backward():
+            self._pass += 1
+            self._firings.clear()
 
-        def hook(_mod: nn.Module, _inp: object, out: torch.Tensor) -> None:
-            if self.keep_graph:
-                value = adapter.transform(out, module).float()
-            else:
-                value = adapter.transform(out.detach(), module).to(torch.float32, copy=True)
-            call = self._calls.get(name, 0)
-            self._calls[name] = call + 1
-            self.records.append(
-                AttentionRecord(name, kind, value, adapter.label, site.order, stage, block, call)
-            )
+    def _on_pre(self, module: nn.Module, args: tuple) -> None:
+        name = self._stack.push(module, args)
+        if name is not None and name in self._scopes:
+            if self._depth == 0:
+                self._observer.__enter__()
+            self._depth += 1
+
+    def _on_post(self, module: nn.Module, _args: object, _out: object) -> None:
+        name = self._stack.pop(module)
+        if name is None:
+            return
+        if name in self._scopes and self._depth > 0:
+            self._depth -= 1
+            if self._depth == 0:
+                self._observer.flush()
+                self._observer.__exit__(None, None, None)
+        elif self._depth > 0:
+            self._observer.purge()
+
+    def _adapter_hook(self, site: AttentionSite, target: nn.Module):
+        adapter, module = site.adapter, site.module
+
+        def hook(mod: nn.Module, _inp: object, out: torch.Tensor) -> None:
+            if mod is not target:  # a deepcopy of the model carries this hook along: ignore
+                return
+            value = adapter.transform(out if self.keep_graph else out.detach(), module)
+            self._add(site.name, site.kind, value, site.module_type, "adapter", {}, site.order)
 
         return hook
+
+    def _on_observation(self, obs: Observation) -> None:
+        if _in_backward():
+            return
+        if self._discover:
+            self._seen.setdefault(obs.name, (obs.kind, obs.label))
+            self._scopes_found.add(obs.scope)
+        self._add(obs.name, obs.kind, obs.value, obs.label, "observed", obs.meta)
+
+    def _add(self, name: str, kind: str, value: torch.Tensor, label: str, source: str,
+             meta: dict[str, Any], order: int | None = None) -> None:
+        if _in_backward() or not matches(name, self._patterns):
+            return
+        if self._kinds is not None and kind not in self._kinds:
+            return
+        if kind == "attention" and self.heads == "mean":
+            value = value.mean(1, keepdim=True)
+        nbytes = value.numel() * 4
+        if self._bytes + nbytes > self.max_bytes:
+            raise MemoryBudgetError(
+                f"recording {name!r} ({kind} {tuple(value.shape)}, {nbytes / 2**20:.0f} MiB) "
+                f"would hold {(self._bytes + nbytes) / 2**20:.0f} MiB of records, over "
+                f"max_bytes={self.max_bytes / 2**20:.0f} MiB: record fewer layers (layers=...), "
+                "average attention heads (heads='mean'), use smaller images, or raise max_bytes"
+            )
+        self._bytes += nbytes
+        value = value.float() if self.keep_graph else value.to(torch.float32, copy=True)
+        firing = self._firings.get((name, kind), 0)
+        self._firings[name, kind] = firing + 1
+        if meta.get("problem"):
+            self.problems.append(f"{name}: {meta['problem']}")
+        stage, block = stage_block(name)
+        if order is None:
+            order = self._info.order(name)
+        self.records.append(AttentionRecord(name, kind, value, label, order, stage, block,
+                                            max(self._pass, 0), firing, source, dict(meta)))
 
     # -- running -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -220,69 +292,32 @@ class Recorder:
     def clear(self) -> None:
         """Forget what was recorded (the hooks stay)."""
         self.records.clear()
-        self._calls.clear()
-
-    def cpu(self) -> Recorder:
-        """Move every recorded tensor to the CPU (they stay on the model's device until then)."""
-        self.records[:] = [replace(r, value=r.value.cpu()) for r in self.records]
-        return self
-
-    # -- reading -----------------------------------------------------------------------------
-    def by_kind(self, kind: str) -> dict[str, torch.Tensor]:
-        """``{name: tensor}`` for one kind, in model order; several forward passes are
-        concatenated along the batch axis (a module firing twice per pass is kept in order)."""
-        if kind not in KINDS:
-            raise ParameterError(f"unknown attention kind {kind!r}; choose from {KINDS}")
-        grouped: dict[str, list[torch.Tensor]] = {}
-        for r in sorted(self.records, key=lambda r: (r.order, r.call)):
-            if r.kind == kind:
-                grouped.setdefault(r.name, []).append(r.value)
-        return {k: v[0] if len(v) == 1 else torch.cat(v, 0) for k, v in grouped.items()}
-
-    @property
-    def channel(self) -> dict[str, torch.Tensor]:
-        """Channel weights s(c): ``{name: (B, C)}``."""
-        return self.by_kind("channel")
-
-    @property
-    def spatial(self) -> dict[str, torch.Tensor]:
-        """Spatial masks A: ``{name: (B, H, W)}``."""
-        return self.by_kind("spatial")
-
-    @property
-    def radix(self) -> dict[str, torch.Tensor]:
-        """Split-attention weights: ``{name: (B, R, C)}``, summing to 1 over R."""
-        return self.by_kind("radix")
-
-    @property
-    def paths(self) -> dict[str, torch.Tensor]:
-        """Selective-kernel path weights: ``{name: (B, P, C)}``."""
-        return self.by_kind("paths")
-
-    @property
-    def context(self) -> dict[str, torch.Tensor]:
-        """Global-context pooling weights: ``{name: (B, H, W)}``."""
-        return self.by_kind("context")
-
-    def latest(self) -> list[AttentionRecord]:
-        """The records of the last forward pass, in model order."""
-        last: dict[str, AttentionRecord] = {}
-        for r in self.records:
-            last[r.name] = r
-        return sorted(last.values(), key=lambda r: r.order)
-
-    def __iter__(self) -> Iterator[AttentionRecord]:
-        return iter(self.records)
-
-    def __len__(self) -> int:
-        return len(self.records)
+        self.problems.clear()
+        self._bytes = 0
 
     def __repr__(self) -> str:
-        kinds = {k: len(self.by_kind(k)) for k in KINDS}
-        summary = ", ".join(f"{k}={n}" for k, n in kinds.items() if n)
-        return (
-            f"Recorder({type(self.model).__name__}, {len(self.sites)} sites, {summary or 'empty'})"
-        )
+        n = len(self.records)
+        return f"Recorder({type(self.model).__name__}, {n} records: {self.summary()})"
+
+
+def _parse_kinds(kinds: Iterable[str] | None) -> tuple[str, ...] | None:
+    if kinds is None:
+        return None
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+    bad = [k for k in kinds if k not in KINDS]
+    if bad or not kinds:
+        raise ParameterError(f"unknown attention kind(s) {bad}; choose from {KINDS}")
+    return kinds
+
+
+def _nothing_message(model: nn.Module, looks: list[str]) -> str:
+    msg = (f"{type(model).__name__} has no attention attnviz can record: no module of a supported "
+           "type (" + ", ".join(supported_types()[:4]) + ", ...; see attnviz.supported_types()) "
+           "and no sigmoid or softmax output multiplied into a feature map or used as an "
+           "attention map")
+    if looks:
+        msg += "; modules that look like attention but produced nothing: " + ", ".join(looks[:8])
+    return msg
 
 
 def record(
@@ -290,6 +325,53 @@ def record(
     layers: str | Iterable[str] | None = None,
     kinds: Iterable[str] | None = None,
     keep_graph: bool = False,
+    **options: Any,
 ) -> Recorder:
-    """Record the attention weights ``model`` multiplies by, inside a ``with`` block."""
-    return Recorder(model, layers=layers, kinds=kinds, keep_graph=keep_graph)
+    """Record the attention weights ``model`` multiplies by, inside a ``with`` block.
+
+    ``options``: ``observe``, ``heads``, ``max_bytes`` (see :class:`Recorder`).
+    """
+    return Recorder(model, layers=layers, kinds=kinds, keep_graph=keep_graph, **options)
+
+
+@torch.no_grad()
+def find_attention(
+    model: nn.Module,
+    example_input: torch.Tensor | None = None,
+    *,
+    layers: str | Iterable[str] | None = None,
+) -> SiteList:
+    """Every attention site of ``model``: name, kind, shape and how it was found.
+
+    With ``example_input`` one forward pass is watched (finding hand-written attention too) and
+    ``.candidates`` names modules that look like attention but produced no record. Without it,
+    the named-adapter sites and what earlier recordings of this model observed are listed.
+    """
+    patterns = parse_layers(layers)
+    if example_input is None:
+        if not isinstance(model, nn.Module):
+            raise ParameterError(
+                f"find_attention() needs a torch.nn.Module, got {type(model).__name__}"
+            )
+        info = model_info(model)
+        sites = [s for s in info.adapter_sites if matches(s.name, patterns)]
+        for name, (kind, label) in (info.observed or {}).items():
+            if matches(name, patterns):
+                sites.append(AttentionSite(name, kind, label, "observed", info.order(name),
+                                           model.get_submodule(name)))
+        if not sites:
+            raise NoAttentionError(_nothing_message(model, candidates(model, [])) + (
+                "" if info.observed is not None else
+                " (pass an example input, find_attention(model, x), to watch a forward pass)"))
+        return SiteList(sorted(sites, key=lambda s: s.order))
+    rec = Recorder(model, layers=layers, _discover=True)
+    with rec:
+        model(example_input)
+    sites: dict[tuple[str, str], AttentionSite] = {}
+    adapters = {s.name: s for s in rec.sites}
+    for r in rec.latest():
+        a = adapters.get(r.name)
+        sites[r.key, r.kind] = AttentionSite(r.key, r.kind, r.module_type, r.source, r.order,
+                                     model.get_submodule(r.name), a.adapter if a else None,
+                                     tuple(r.value.shape))
+    return SiteList(sites.values(), candidates(model, [r.name for r in rec.records]))

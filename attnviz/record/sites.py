@@ -1,0 +1,182 @@
+"""Where a model's attention is: named-adapter sites (found from module types), what earlier
+recordings observed (cached per model), layer patterns, stage/block labels, and modules that look
+like attention but produced no record."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from ..errors import ParameterError
+from .adapters import Adapter, find_adapter
+from .observe import is_activation
+
+
+@dataclass(frozen=True)
+class AttentionSite:
+    """A place in a model where attention weights are made.
+
+    Attributes:
+        name: qualified module name.
+        kind: a kind from ``attnviz.record.KINDS``.
+        module_type: the adapter label, or ``"observed ..."``.
+        source: ``"adapter"`` (found from the module type) or ``"observed"`` (watched).
+        order: position in ``model.named_modules()``.
+        module: the module.
+        adapter: the named adapter, for adapter sites.
+        shape: the recorded weight's shape, when a forward pass was watched.
+    """
+
+    name: str
+    kind: str
+    module_type: str
+    source: str
+    order: int
+    module: nn.Module
+    adapter: Adapter | None = None
+    shape: tuple[int, ...] | None = None
+
+
+class SiteList(list):
+    """``find_attention``'s answer: the sites, plus ``candidates`` — modules that look like
+    attention (a sigmoid/softmax inside, or an attention-like name) but produced no record."""
+
+    candidates: list[str]
+
+    def __init__(self, sites: Iterable[AttentionSite] = (), candidates: Iterable[str] = ()):
+        super().__init__(sites)
+        self.candidates = list(candidates)
+
+    def table(self) -> str:
+        """A plain-text table: name, kind, shape, how it was found."""
+        rows = [f"{s.name or '(model)':40s} {s.kind:9s} {str(s.shape or ''):22s} {s.module_type}"
+                for s in self]
+        if self.candidates:
+            rows.append("looks like attention, nothing recorded: " + ", ".join(self.candidates))
+        return "\n".join(rows)
+
+
+@dataclass
+class ModelInfo:
+    """What is known of one model, valid while its module tree is unchanged."""
+
+    signature: tuple[int, ...]
+    adapter_sites: list[AttentionSite]
+    observed: dict[str, tuple[str, str]] | None = None  # name -> (kind, label), once watched
+    scopes: set[str] = field(default_factory=set)  # modules to watch in later recordings
+    model: weakref.ref | None = None
+    _order: dict[str, int] | None = None
+
+    def order(self, name: str) -> int:
+        """Position of ``name`` in ``model.named_modules()`` (-1 when unknown)."""
+        if self._order is None:
+            model = self.model() if self.model is not None else None
+            names = [n for n, _ in model.named_modules()] if model is not None else []
+            self._order = {n: i for i, n in enumerate(names)}
+        return self._order.get(name, -1)
+
+
+_INFO: weakref.WeakKeyDictionary[nn.Module, ModelInfo] = weakref.WeakKeyDictionary()
+
+
+def model_info(model: nn.Module) -> ModelInfo:
+    """Cached adapter sites and observations of ``model`` (re-built when modules change)."""
+    signature = tuple(id(m) for m in model.modules())
+    info = _INFO.get(model)
+    if info is None or info.signature != signature:
+        info = ModelInfo(signature, _adapter_sites(model), model=weakref.ref(model))
+        _INFO[model] = info
+    return info
+
+
+def _adapter_sites(model: nn.Module) -> list[AttentionSite]:
+    sites = []
+    for order, (name, module) in enumerate(model.named_modules()):
+        adapter = find_adapter(module)
+        if adapter is not None:
+            sites.append(AttentionSite(name, adapter.kind_of(module), adapter.label, "adapter",
+                                       order, module, adapter))
+    return sites
+
+
+def parse_layers(layers: str | Iterable[str] | None) -> list[str] | None:
+    """Validate a layer pattern (glob, list of globs, or ``re:`` regex)."""
+    if layers is None:
+        return None
+    patterns = [layers] if isinstance(layers, str) else list(layers)
+    if not patterns or not all(isinstance(p, str) and p for p in patterns):
+        raise ParameterError(
+            f"layers must be a non-empty pattern or list of patterns, got {layers!r}"
+        )
+    for p in patterns:
+        if p.startswith("re:"):
+            try:
+                re.compile(p[3:])
+            except re.error as e:
+                msg = f"layers: {p!r} is not a valid regular expression ({e})"
+                raise ParameterError(msg) from None
+    return patterns
+
+
+def matches(name: str, patterns: list[str] | None) -> bool:
+    """True when ``name`` matches a pattern; a pattern without wildcards also matches below."""
+    if patterns is None:
+        return True
+    for p in patterns:
+        if p.startswith("re:"):
+            if re.search(p[3:], name):
+                return True
+        elif fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(name, p + ".*"):
+            return True
+    return False
+
+
+_PAIR = re.compile(r"[A-Za-z_]*?(\d+)[-_](\d+)")
+
+
+def stage_block(name: str) -> tuple[int | None, int | None]:
+    """Stage and block of a module name: the deepest index into a container is the block, the
+    index or number just above it the stage (``layer3.0`` → 3, 0; ``0.layer3.1.se`` → 3, 1;
+    ``stages.2.blocks.0.attn`` → 2, 0; torchvision RegNet ``block1-0`` → 1, 0)."""
+    parts = name.split(".") if name else []
+    for i in range(len(parts) - 1, -1, -1):
+        pair = _PAIR.fullmatch(parts[i])
+        if pair:
+            return int(pair[1]), int(pair[2])
+        if parts[i].isdigit():
+            block = int(parts[i])
+            above = parts[i - 1] if i > 0 else ""
+            digits = re.findall(r"\d+", above)
+            if digits:
+                return int(digits[-1]), block
+            if i >= 2 and parts[i - 2].isdigit():
+                return int(parts[i - 2]), block
+            return None, block
+    return None, None
+
+
+_ATTN_NAME = re.compile(r"attn|attention|excit|(^|_)se($|_)|gate|cbam|eca|context|nonlocal|"
+                        r"non_local|coord|squeeze", re.IGNORECASE)
+
+
+def candidates(model: nn.Module, recorded: Iterable[str]) -> list[str]:
+    """Modules that look like attention but are neither recorded nor inside/above a record."""
+    names = list(recorded)
+    out = []
+    for name, m in model.named_modules():
+        if not name or is_activation(m):
+            continue
+        looks = bool(_ATTN_NAME.search(type(m).__name__) or _ATTN_NAME.search(name.split(".")[-1]))
+        looks = looks or any(
+            w in type(c).__name__.lower() for c in m.children() for w in ("sigmoid", "softmax")
+        )
+        related = any(r == name or r.startswith(name + ".") or name.startswith(r + ".")
+                      for r in names)
+        if looks and not related and not any(name.startswith(o + ".") for o in out):
+            out.append(name)
+    return out
