@@ -31,6 +31,10 @@ class RecorderBusyError(AttnvizError, RuntimeError):
     """A second recorder was entered on a model that is already being recorded."""
 
 
+class MemoryBudgetError(AttnvizError, MemoryError):
+    """Recording would hold more attention weights than the budget allows (``max_bytes``)."""
+
+
 class MissingDependencyError(AttnvizError, ImportError):
     """An optional part of attnviz is not installed; the message names the extra to install."""
 
