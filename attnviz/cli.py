@@ -10,6 +10,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .checks import MAX_BATCH_SIZE, cpu_count
+from .terminal import one_line, shown
+
 EXIT_CODES = """exit codes:
   0  report written (also when some images could not be read: they are listed in the
      report's "could not read" section and a warning line is printed)
@@ -29,12 +32,14 @@ class UsageError(Exception):
     """A command-line mistake argparse found."""
 
 
-class _Parser(argparse.ArgumentParser):
+class CommandParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors raise :class:`UsageError` (one line, exit 2)."""
+
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(message)
 
 
-def _int_at_least(low: int) -> Callable[[str], int]:
+def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -42,6 +47,10 @@ def _int_at_least(low: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        if high is not None and value > high:
+            digits = str(value)
+            got = digits if len(digits) <= 12 else f"{digits[:6]}... ({len(digits)} digits)"
+            raise argparse.ArgumentTypeError(f"must be at most {high}, got {got}")
         return value
 
     parse.__name__ = f"integer >= {low}"
@@ -50,7 +59,7 @@ def _int_at_least(low: int) -> Callable[[str], int]:
 
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = _Parser(
+    parser = CommandParser(
         prog="attnviz", formatter_class=fmt, epilog=EXIT_CODES,
         description="See the attention weights of attention ResNets: reports, training, "
                     "evaluation, notebooks.",
@@ -85,10 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--amp", action="store_true",
                      help="mixed precision (fp16 on CUDA, bf16 on CPU); weights recorded as "
                           "float32")
-    rep.add_argument("--batch-size", type=_int_at_least(1), default=16, metavar="N",
-                     help="images per forward pass (default: %(default)s)")
+    rep.add_argument("--batch-size", type=_int_at_least(1, MAX_BATCH_SIZE), default=16,
+                     metavar="N", help="images per forward pass, at most "
+                                       f"{MAX_BATCH_SIZE} (default: %(default)s)")
     rep.add_argument("--workers", type=_int_at_least(0), default=0, metavar="N",
-                     help="DataLoader worker processes reading images (default: %(default)s)")
+                     help="DataLoader worker processes reading images, at most the CPU count "
+                          "(default: %(default)s)")
     sub.add_parser("train", add_help=False,
                    help="train a model on the shapes data (`attnviz train --help`)")
     sub.add_parser("evaluate", add_help=False,
@@ -113,9 +124,25 @@ DELEGATES = {"train": _delegate("train"), "evaluate": _delegate("evaluate"),
              "lab": _delegate("lab"), "notebooks": _delegate("resources")}
 
 
-def _err(message: str) -> None:
-    text = " ".join(str(message).split())  # one line, whatever the message holds
-    print(f"attnviz: error: {text}", file=sys.stderr)
+def _err(message: object) -> None:
+    print(f"attnviz: error: {one_line(message)}", file=sys.stderr)
+
+
+def run_command(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = None) -> int:
+    """Run a command's ``main(argv)``: usage mistakes and AttnvizErrors become one line
+    ``attnviz: error: ...`` and exit code 2, Ctrl-C exit code 130, ``--help`` 0."""
+    from .errors import AttnvizError
+
+    try:
+        return int(main(list(sys.argv[1:] if argv is None else argv)) or 0)
+    except SystemExit as e:  # argparse's --help / --version, or a command's own exit
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except (UsageError, AttnvizError) as e:
+        _err(e)
+        return 2
+    except KeyboardInterrupt:
+        print("attnviz: interrupted", file=sys.stderr)
+        return 130
 
 
 def _size(n: int) -> str:
@@ -126,63 +153,51 @@ def report(args: argparse.Namespace) -> int:
     from . import report as rep
 
     t0 = time.perf_counter()
+    workers = min(args.workers, cpu_count())
+    if workers < args.workers:
+        print(f"attnviz: note: --workers {args.workers} is more than the {cpu_count()} CPU(s) "
+              f"here; using {workers}", file=sys.stderr)
     try:
         html_path = rep.write_report(
             args.images, model=args.model, out_dir=args.out, checkpoint=args.checkpoint,
             layers=args.layers,
             device=args.device, top_k=args.top_k, attribution=args.attribution,
-            batch_size=args.batch_size, num_workers=args.workers, amp=args.amp,
+            batch_size=args.batch_size, num_workers=workers, amp=args.amp,
             log=lambda line: print(f"attnviz: {line}", file=sys.stderr, flush=True),
         )
     except rep.ReportExecutionError as e:
         print(f"attnviz: report failed in notebook cell {e.cell_index}: {e.ename}: "
-              f"{' '.join(str(e.evalue).split())}", file=sys.stderr)
-        print(f"attnviz: the partly executed notebook is {e.notebook}", file=sys.stderr)
+              f"{one_line(e.evalue)}", file=sys.stderr)
+        print(f"attnviz: the partly executed notebook is {shown(e.notebook)}", file=sys.stderr)
         return 1
     summary = rep.read_summary(html_path.parent)
     bad = summary.get("could_not_read", [])
     if bad:
-        listed = "; ".join(f"{b['image']} ({b['reason']})" for b in bad[:5])
+        listed = "; ".join(f"{shown(b['image'])} ({one_line(b['reason'])})" for b in bad[:5])
         more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
         print(f"attnviz: warning: {len(bad)} input(s) could not be read and are listed in the "
               f"report: {listed}{more}", file=sys.stderr)
-    shown = html_path if Path(args.out).is_absolute() else Path(os.path.relpath(html_path))
-    print(f"attnviz: wrote {shown} ({_size(html_path.stat().st_size)}, "
+    where = html_path if Path(args.out).is_absolute() else Path(os.path.relpath(html_path))
+    print(f"attnviz: wrote {shown(where)} ({_size(html_path.stat().st_size)}, "
           f"{summary.get('n_images', '?')} image(s) analysed) in "
           f"{time.perf_counter() - t0:.1f} s")
     return 0
 
 
+def _main(argv: list[str]) -> int:
+    if argv and argv[0] in DELEGATES:
+        return int(DELEGATES[argv[0]](argv[1:]) or 0)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return report(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``attnviz`` command; returns the exit code (see ``attnviz --help``)."""
-    from .errors import AttnvizError
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        if argv and argv[0] in DELEGATES:
-            try:
-                code = DELEGATES[argv[0]](argv[1:])
-            except SystemExit as e:  # their own argparse: --help, usage errors
-                return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-            return int(code or 0)
-        parser = build_parser()
-        try:
-            args = parser.parse_args(argv)
-        except SystemExit as e:  # --help, --version
-            return int(e.code or 0)
-        if args.command is None:
-            parser.print_help()
-            return 2
-        return report(args)
-    except UsageError as e:
-        _err(e)
-        return 2
-    except AttnvizError as e:
-        _err(e)
-        return 2
-    except KeyboardInterrupt:
-        print("attnviz: interrupted", file=sys.stderr)
-        return 130
+    return run_command(_main, argv)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ python -m attnviz.evaluate --model demo-cbam --n 2000
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 from dataclasses import asdict, dataclass, field
@@ -14,6 +13,7 @@ import torch
 from torch import nn
 
 from . import metrics
+from .cli import CommandParser, run_command
 from .datasets import Shapes, make_shapes
 from .models.preprocess import model_device
 from .record import record
@@ -150,7 +150,7 @@ def format_table(trained: Evaluation, baseline: Evaluation | None = None) -> str
 def main(argv: list[str] | None = None) -> int:
     from .models import load_model
 
-    p = argparse.ArgumentParser(prog="attnviz evaluate", description=__doc__.splitlines()[0])
+    p = CommandParser(prog="attnviz evaluate", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="demo-cbam", help="demo name, attnviz/timm name")
     p.add_argument("--checkpoint", default=None, help="local weights file")
     p.add_argument("--n", type=int, default=2000, help="held-out shapes images")
@@ -164,4 +164,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

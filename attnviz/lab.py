@@ -3,14 +3,20 @@
     python -m attnviz.lab [DIR] [--port N] [--browser]
 
 The server listens on 127.0.0.1 only, with a fresh random token, on a free port (or ``--port``).
-JupyterLab's news feed, update check and extension manager are switched off, so it makes no
-requests to the internet. ``lab_command`` builds the exact command line (the browser test starts
-its server with it too) and ``write_overrides`` writes the app settings that turn off the
-"get notified about news?" pop-up.
+The token reaches the server through its environment (``JUPYTER_TOKEN``, see :func:`lab_env`),
+never its command line, which every local user can read. JupyterLab's news feed, update check
+and extension manager are switched off, so it makes no requests to the internet.
+``lab_command`` builds the exact command line (the browser test starts its server with it too)
+and ``write_overrides`` writes the app settings that turn off the "get notified about news?"
+pop-up.
+
+The server runs in this process's group and gets SIGTERM when this process dies, even by
+SIGKILL (Linux parent-death signal); its kernels stop when the server does. Exit codes: the
+server's own when it stops by itself, 0 when stopped with SIGTERM or SIGHUP, 130 on Ctrl-C,
+2 for bad arguments (one line ``attnviz: error: ...``).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import secrets
@@ -18,12 +24,13 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .errors import require
 
 HOST = "127.0.0.1"
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 #: App-settings overrides: never fetch news, never check for updates (no pop-up asking either).
 OVERRIDES: dict[str, dict[str, object]] = {
@@ -65,10 +72,18 @@ def running_as_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
+def lab_env(token: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The server's environment: ``base`` (default: this process's) plus ``JUPYTER_TOKEN``.
+    A process's environment is readable only by its owner, unlike its command line."""
+    env = dict(os.environ if base is None else base)
+    env.pop("JUPYTER_TOKEN_FILE", None)  # it would win over JUPYTER_TOKEN
+    env["JUPYTER_TOKEN"] = token
+    return env
+
+
 def lab_command(
     notebook_dir: str | os.PathLike,
     port: int,
-    token: str,
     settings_dir: str | os.PathLike,
     *,
     open_browser: bool = False,
@@ -79,12 +94,12 @@ def lab_command(
     python: str | None = None,
     extra: Sequence[str] = (),
 ) -> list[str]:
-    """The JupyterLab command line: 127.0.0.1, ``port``, ``token``, no outbound requests.
+    """The JupyterLab command line: 127.0.0.1, ``port``, no outbound requests. It holds no
+    token: run it with ``env=lab_env(token)``.
 
     Args:
         notebook_dir: the server's root folder.
         port: the port (the server fails rather than trying another one).
-        token: the token a browser must present.
         settings_dir: the app settings folder (``--LabApp.app_settings_dir``); call
             ``write_overrides(settings_dir)`` first.
         open_browser: let JupyterLab open a browser.
@@ -102,7 +117,6 @@ def lab_command(
         f"--ServerApp.port={int(port)}",
         "--ServerApp.port_retries=0",
         f"--ServerApp.root_dir={os.fspath(notebook_dir)}",
-        f"--IdentityProvider.token={token}",
         f"--ServerApp.open_browser={open_browser}",
         # no requests to the internet: news feed, update check, extension manager (PyPI)
         "--LabApp.news_url=None",
@@ -127,9 +141,56 @@ def lab_url(port: int, token: str, path: str = "lab") -> str:
     return f"http://{HOST}:{int(port)}/{path.lstrip('/')}?token={token}"
 
 
+def _server_setup(parent: int) -> None:
+    """In the server process before exec: SIGTERM when ``parent`` dies (Linux), and no
+    default death on hang-up (``parent`` turns SIGHUP into a clean SIGTERM shutdown)."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _exit_code(returncode: int) -> int:
+    """A shell-style exit code: 128 + N for a server killed by signal N (not 256 - N)."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def serve(cmd: Sequence[str], env: Mapping[str, str], stop_timeout: float = 15.0) -> int:
+    """Run the server ``cmd`` until it stops; returns the exit code (see the module doc)."""
+    parent = os.getpid()
+    proc = subprocess.Popen(list(cmd), env=dict(env), preexec_fn=lambda: _server_setup(parent))
+    requested: list[int] = []
+
+    def stop(signum: int, _frame: object) -> None:  # `kill` or a hang-up: a clean shutdown
+        requested.append(signum)
+        proc.send_signal(signal.SIGTERM)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        code = proc.wait()
+        return 0 if requested else _exit_code(code)
+    except KeyboardInterrupt:  # Ctrl-C: the server got SIGINT too; make sure it goes down
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=stop_timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return 130
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m attnviz.lab",
+    """``attnviz lab [DIR] [--port N] [--browser]``; returns the exit code."""
+    from .cli import CommandParser, UsageError
+
+    parser = CommandParser(
+        prog="attnviz lab",
         description="Open the attnviz notebooks in JupyterLab (127.0.0.1 only, with a token, "
                     "no requests to the internet).",
     )
@@ -145,40 +206,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     notebook_dir = Path(args.dir or ".").resolve()
     if not notebook_dir.is_dir():
-        print(f"error: {notebook_dir} is not a folder", file=sys.stderr)
-        return 2
+        raise UsageError(f"notebook folder {str(notebook_dir)!r} is not a folder")
     if args.port is not None and not 0 < args.port < 65536:
-        print(f"error: bad port {args.port}", file=sys.stderr)
-        return 2
+        raise UsageError(f"bad port {args.port}: use 1..65535")
     port = args.port or free_port()
     token = new_token()
     settings_dir = Path(args.settings_dir) if args.settings_dir else default_settings_dir()
-    write_overrides(settings_dir)
-    cmd = lab_command(notebook_dir, port, token, settings_dir, open_browser=args.browser)
-
+    try:
+        write_overrides(settings_dir)
+    except OSError as e:
+        raise UsageError(f"cannot write the settings folder {str(settings_dir)!r}: "
+                         f"{e.strerror or e}") from None
+    cmd = lab_command(notebook_dir, port, settings_dir, open_browser=args.browser)
     print(f"JupyterLab on {notebook_dir}\n    {lab_url(port, token)}\n(Ctrl-C to stop)",
           flush=True)
-    proc = subprocess.Popen(cmd)
-
-    def forward(signum: int, _frame: object) -> None:  # `kill`/hang-up: stop the server too
-        proc.send_signal(signum)
-
-    stop_signals = [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
-    previous = {s: signal.signal(s, forward) for s in stop_signals}
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        # Ctrl-C: the terminal sent SIGINT to the server too; make sure it goes down now
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return proc.wait()
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    return serve(cmd, lab_env(token))
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from .cli import run_command
+
+    raise SystemExit(run_command(main))

@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from . import metrics
+from .checks import MAX_BATCH_SIZE, cap_workers, check_int, check_out_dir
 from .errors import ImageError, ParameterError, require
 from .images import find_images, load_image
 from .models import DEMO_MODELS, load_model, resolve_device
@@ -55,6 +56,7 @@ from .models.preprocess import class_names, input_spec, model_device, prepare
 from .models.registry import is_model
 from .record import AttentionRecord, find_attention, record
 from .resources import data_dir, notebooks_dir
+from .terminal import shown
 
 SUMMARY_FIELDS = (
     "image", "layer", "kind", "mean", "min", "max", "std", "entropy", "saturation",
@@ -80,7 +82,7 @@ class ReportExecutionError(RuntimeError):
 def _reason(e: BaseException, path: str) -> str:
     """The reason part of an error message (the path is listed next to it)."""
     text = str(e).strip() or type(e).__name__
-    for prefix in (f"cannot read image {path}: ", f"cannot read image '{path}': "):
+    for prefix in (f"cannot read image {path}: ", f"cannot read image {shown(path)}: "):
         if text.startswith(prefix):
             return text[len(prefix):]
     return text if isinstance(e, ImageError) else f"{type(e).__name__}: {text}"
@@ -298,12 +300,6 @@ def collect_images(
     return [str(p) for p in paths], [(str(i), why) for i, why in missed]
 
 
-def _check_int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ParameterError(f"{name} must be an integer >= {low}, got {value!r}")
-    return value
-
-
 def _load(model: str | nn.Module, checkpoint: str | os.PathLike | None,
           device: str | torch.device) -> tuple[nn.Module, str]:
     if isinstance(model, nn.Module):
@@ -360,9 +356,9 @@ def analyse(
     Raises ParameterError / ModelError / NoAttentionError for bad parameters.
     """
     t0 = time.perf_counter()
-    _check_int("batch_size", batch_size, 1)
-    _check_int("num_workers", num_workers, 0)
-    _check_int("top_k", top_k, 1)
+    check_int("batch_size", batch_size, 1, MAX_BATCH_SIZE)
+    num_workers = cap_workers(num_workers)
+    check_int("top_k", top_k, 1)
     paths, missed = collect_images(images)
     net, model_name = _load(model, checkpoint, device)
     dev = model_device(net)
@@ -682,9 +678,9 @@ def validate(
 ) -> ReportParameters:
     """Check every report parameter (the model is built once, on the CPU) and raise a readable
     ParameterError / ModelError / CheckpointError / NoAttentionError naming the problem."""
-    _check_int("top_k", top_k, 1)
-    _check_int("batch_size", batch_size, 1)
-    _check_int("num_workers", num_workers, 0)
+    check_int("top_k", top_k, 1)
+    check_int("batch_size", batch_size, 1, MAX_BATCH_SIZE)
+    num_workers = cap_workers(num_workers)
     if not isinstance(model, str) or not model:
         raise ParameterError(f"model must be a model name, got {model!r}")
     if layers is not None and (not isinstance(layers, str) or not layers):
@@ -697,10 +693,8 @@ def validate(
         require("captum", extra="attribution", feature="attribution")
     paths, missed = collect_images(images)
     net, _ = _load(model, checkpoint, "cpu")
-    find_attention(net, layers)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ParameterError(f"output folder {os.fspath(out)!r} exists and is not a folder")
+    find_attention(net, layers=layers)
+    out = check_out_dir(out_dir)
     return ReportParameters(
         images=_as_inputs(images), model=model,
         checkpoint=None if checkpoint is None else os.fspath(checkpoint),

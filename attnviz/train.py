@@ -9,7 +9,6 @@ Writes ``NAME.safetensors`` (fp16 with ``--half``) and a JSON model card ``NAME.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -23,7 +22,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__
+from .checks import check_out_dir, check_path_text
+from .cli import CommandParser, UsageError, run_command
 from .datasets import make_shapes
+from .errors import ParameterError
 from .evaluate import TEST_SEED, evaluate, format_table, random_baseline
 from .models import create_model, save_weights
 from .record import record
@@ -61,9 +63,9 @@ def _training_data(cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, tuple[
         return data.images, data.labels, data.classes
     from torchvision import datasets, transforms
 
-    root = Path(cfg.data)
+    root = Path(check_path_text("training data", cfg.data))
     if not root.is_dir():
-        raise FileNotFoundError(f"training data {cfg.data!r} is neither 'shapes' nor a directory")
+        raise ParameterError(f"training data {cfg.data!r} is neither 'shapes' nor a folder")
     tf = transforms.Compose([transforms.Resize((cfg.size, cfg.size)), transforms.ToTensor()])
     folder = datasets.ImageFolder(str(root), transform=tf)
     xs, ys = zip(*(folder[i] for i in range(len(folder))), strict=True)
@@ -183,7 +185,7 @@ def train(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="attnviz train", description=__doc__.splitlines()[0])
+    p = CommandParser(prog="attnviz train", description=__doc__.splitlines()[0])
     p.add_argument("--demo", choices=[*DEMOS, "all"], help="reproduce a bundled demo model")
     p.add_argument("--model", default="demo_cbam_resnet", help="attnviz architecture name")
     p.add_argument("--data", default="shapes", help="'shapes' or an ImageFolder directory")
@@ -201,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default=None)
     p.add_argument("--fp32", action="store_true", help="save fp32 weights (default fp16)")
     args = p.parse_args(argv)
+    if args.data != "shapes" and not Path(check_path_text("--data", args.data)).is_dir():
+        raise UsageError(f"--data {args.data!r} is neither 'shapes' nor a folder of class "
+                         "folders (ImageFolder layout)")
+    check_out_dir(args.out, "--out")
     if args.demo:
         names = list(DEMOS) if args.demo == "all" else [args.demo]
         first = DEMOS[names[0]]
@@ -231,4 +237,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..errors import ModelError, ParameterError
 from ..samples import data_dir
+from ..terminal import one_line
 from .checkpoints import load_weights, read_class_names
 from .registry import create_model, is_model, list_models
 
@@ -33,10 +34,21 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ParameterError(f"bad device {device!r}: {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ParameterError(f"device {device!r} asked for, but no CUDA GPU is available")
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ParameterError(f"bad device {device!r}: {one_line(e)}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ParameterError(f"device {device!r} asked for, but no CUDA GPU is available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ParameterError(f"device {device!r} asked for, but there are only "
+                                 f"{torch.cuda.device_count()} CUDA GPU(s)")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ParameterError(f"device {device!r} asked for, but Apple's MPS is not "
+                                 "available here")
+    elif dev.type != "cpu":
+        raise ParameterError(f"device {device!r} is not supported: use auto, cpu, cuda, "
+                             "cuda:N or mps")
     return dev
 
 

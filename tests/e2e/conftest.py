@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from attnviz.lab import HOST, free_port, lab_command, new_token, write_overrides
+from attnviz.lab import HOST, free_port, lab_command, lab_env, new_token, write_overrides
 from attnviz.resources import notebooks_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,15 +68,22 @@ class LabServer:
         return "\n".join(lines[-n:])
 
 
+def missing(reason: str) -> None:
+    """Skip the browser test, except under CI (``CI=true``), where a missing browser fails."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{reason} (CI is set: the real-browser test must run, not skip)")
+    pytest.skip(reason)
+
+
 @pytest.fixture
 def chromium() -> Path:
     if not CHROMIUM.is_file() or not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (`make browser`, "
-                    "i.e. `apt-get install chromium`) to run the real-browser test")
+        missing(f"{CHROMIUM} is missing: install Debian's chromium (`make browser`, "
+                "i.e. `apt-get install chromium`) to run the real-browser test")
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        pytest.skip("the playwright Python package is missing (pip install -e '.[dev]')")
+        missing("the playwright Python package is missing (pip install -e '.[dev]')")
     return CHROMIUM
 
 
@@ -144,15 +151,16 @@ def lab_server(tmp_path: Path, lab_notebooks: tuple[Path, ...]) -> Iterator[LabS
     )
     port, token = free_port(), new_token()
     cmd = lab_command(
-        nb_dir, port, token, dirs["app-settings"],
+        nb_dir, port, dirs["app-settings"],
         workspaces_dir=dirs["workspaces"], user_settings_dir=dirs["user-settings"],
         expose_app=True, python=sys.executable,
     )
     log = tmp_path / "jupyterlab.log"
     t0 = time.perf_counter()
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=REPO, env=lab_env(token, env), stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
     server = LabServer(port, token, nb_dir, log, proc)
     try:
         deadline = t0 + SERVER_READY_S
