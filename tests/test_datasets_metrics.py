@@ -93,6 +93,10 @@ def test_spearman_topk_entropy_saturation() -> None:
     assert metrics.topk_iou(a, a, 0.25).item() == 1.0
     assert metrics.topk_iou(a, -a, 0.25).item() == 0.0
     torch.testing.assert_close(metrics.entropy(torch.ones(1, 4)), torch.tensor([1.3862944]))
+    onehot = torch.tensor([[0.0, 1.0, 0.0, 0.0]])
+    normalized = metrics.entropy(torch.cat([torch.ones(1, 4), onehot]), normalized=True)
+    torch.testing.assert_close(normalized, torch.tensor([1.0, 0.0]))
+    assert metrics.entropy(torch.ones(3, 1), normalized=True).tolist() == [0.0] * 3
     sat = metrics.saturation(torch.tensor([[0.01, 0.5, 0.99, 0.97]]))
     torch.testing.assert_close(sat, torch.tensor([0.75]))
     with pytest.raises(ValueError):
