@@ -375,8 +375,8 @@ def analyse(
     bad_idx: list[tuple[int, str]] = []
     images_out: list[Tensor] = []
     logits_out: list[Tensor] = []
-    chunks: dict[str, list[Tensor]] = {}
-    first: dict[str, AttentionRecord] = {}
+    chunks: dict[tuple[str, str], list[Tensor]] = {}
+    first: dict[tuple[str, str], AttentionRecord] = {}
     bar = image_progress(len(paths), "attention", disable=not progress)
     try:
         # record() checks the layer pattern (NoAttentionError) before any image is read
@@ -390,8 +390,8 @@ def analyse(
                     with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
                         logits = net(x)
                     for r in rec.latest():
-                        first.setdefault(r.name, r)
-                        chunks.setdefault(r.name, []).append(r.value.cpu())
+                        first.setdefault((r.key, r.kind), r)
+                        chunks.setdefault((r.key, r.kind), []).append(r.value.cpu())
                     rec.clear()
                     logits_out.append(logits.float().cpu())
                     images_out.append(batch.cpu())
@@ -693,7 +693,8 @@ def validate(
         require("captum", extra="attribution", feature="attribution")
     paths, missed = collect_images(images)
     net, _ = _load(model, checkpoint, "cpu")
-    find_attention(net, layers=layers)
+    size = input_spec(net).size  # one watched pass finds hand-written attention too
+    find_attention(net.eval(), torch.zeros(1, 3, size, size), layers=layers)
     out = check_out_dir(out_dir)
     return ReportParameters(
         images=_as_inputs(images), model=model,

@@ -27,10 +27,13 @@ from PIL import Image as PILImage
 from torch import nn
 
 from . import plot
-from .errors import AttnvizError, ImageError, ParameterError, missing_dependency
+from .errors import AttnvizError, ImageError, NoAttentionError, ParameterError, missing_dependency
 from .images import MAX_BYTES, check_upload, load_image
-from .models.preprocess import class_names, prepare
-from .record import AttentionRecord, Recorder, record
+from .models.preprocess import class_names, input_spec, model_device, prepare
+from .record import AttentionRecord, find_attention, record
+
+#: kinds the explorers draw (attention maps and other gates: see the records API)
+DRAWABLE = ("channel", "spatial", "radix", "paths", "context")
 
 try:
     import ipywidgets as W
@@ -125,9 +128,18 @@ class AttentionExplorer:
     ) -> None:
         self.model = model.eval()
         self.layers = layers
-        self.kinds = tuple(kinds) if kinds is not None else None
-        # fails early with a clear message (no attention, bad pattern, bad kind)
-        self.sites = Recorder(model, layers, self.kinds).sites
+        self.kinds = tuple(kinds) if kinds is not None else DRAWABLE
+        # fails early with a clear message (no attention, bad pattern, bad kind): one watched
+        # pass on a blank image finds hand-written attention too
+        size = input_spec(model).size
+        blank = torch.zeros(1, 3, size, size, device=model_device(model))
+        self.sites = [s for s in find_attention(model, blank, layers=layers)
+                      if s.kind in self.kinds]
+        if not self.sites:
+            raise NoAttentionError(
+                f"{type(model).__name__} has no attention of the kinds this explorer draws "
+                f"({', '.join(self.kinds)})"
+            )
         self.static = headless() if static == "auto" else bool(static)
         self.max_upload_bytes = max_upload_bytes
         self.dpi = dpi
