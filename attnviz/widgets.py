@@ -28,7 +28,7 @@ from torch import nn
 
 from . import plot
 from .errors import AttnvizError, ImageError, NoAttentionError, ParameterError, missing_dependency
-from .images import MAX_BYTES, check_upload, load_image
+from .images import MAX_BYTES, check_upload, load_image, over_limit
 from .models.preprocess import class_names, input_spec, model_device, prepare
 from .record import AttentionRecord, find_attention, record
 
@@ -425,14 +425,13 @@ class AttentionExplorer:
         content = bytes(f["content"] if isinstance(f, Mapping) else f.content)
         try:
             if len(content) > self.max_upload_bytes:
-                raise ImageError(
-                    f"{name}: {len(content) / 1e6:.1f} MB is over the upload limit of "
-                    f"{self.max_upload_bytes / 1e6:.1f} MB"
-                )
+                raise ImageError(f"cannot read image {name}: "
+                                 f"{over_limit(len(content), self.max_upload_bytes, 'MB')} "
+                                 "(the upload limit)")
             check_upload(content, name)
-            image = load_image(content)
-        except AttnvizError as e:
-            self.status.value = f"<b style='color:#b00'>{_esc(name)}: {_esc(str(e))}</b>"
+            image = load_image(content, name=name)
+        except AttnvizError as e:  # the message names the file once
+            self.status.value = f"<b style='color:#b00'>{_esc(str(e))}</b>"
             return
         self.add_image(name, image)
 

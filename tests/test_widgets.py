@@ -116,12 +116,14 @@ def test_upload_good_bad_and_too_large(explorer: AttentionExplorer) -> None:
     assert explorer.image_select.value == "mine.png"
     assert "image=mine.png" in explorer.marker.value
     _upload(explorer, "broken.jpg", b"<html>not an image</html>")
-    assert "broken.jpg" in explorer.status.value and explorer.image_select.value == "mine.png"
+    assert explorer.status.value.count("broken.jpg") == 1  # named once, not "x: x: ..."
+    assert "HTML" in explorer.status.value and explorer.image_select.value == "mine.png"
     small = AttentionExplorer(
         explorer.model, {"a": make_shapes(1, seed=1).images[0]}, static=False, max_upload_bytes=100
     )
     _upload(small, "big.png", _png_bytes(64))
-    assert "upload limit" in small.status.value
+    assert "upload limit" in small.status.value and small.status.value.count("big.png") == 1
+    assert "is over the limit of 0.0001 MB" in small.status.value
 
 
 def test_radix_model_and_headless_switch(monkeypatch: pytest.MonkeyPatch) -> None:
