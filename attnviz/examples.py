@@ -1,6 +1,6 @@
-"""Attention modules written the way tutorials, blog posts and papers' repositories write them.
-
-None of these classes is known to attnviz; the recorder must find every weight by watching.
+"""Attention modules written by hand, the way tutorials, blog posts and papers' repositories
+write them. attnviz has no adapter for any of them: the recorder finds every weight by watching
+the computation. Used by the tests, the benchmarks and notebook 06.
 """
 
 from __future__ import annotations
@@ -224,3 +224,34 @@ class Net(nn.Module):
 def tutorial_cbam_resnet(c: int = 16, blocks: int = 2) -> Net:
     """A small ResNet made of :class:`TutorialCBAMBlock` s."""
     return Net(*(TutorialCBAMBlock(c) for _ in range(blocks)), c=c)
+
+
+class TutorialCBAMBottleneck(nn.Module):
+    """A torchvision ``Bottleneck`` with tutorial-style CBAM after its last BN."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block
+        c = block.bn3.num_features
+        self.ca, self.sa = TutorialChannelAttention(c, 16), TutorialSpatialAttention()
+
+    def forward(self, x):
+        b = self.block
+        out = b.relu(b.bn1(b.conv1(x)))
+        out = b.relu(b.bn2(b.conv2(out)))
+        out = b.bn3(b.conv3(out))
+        out = self.ca(out) * out
+        out = self.sa(out) * out
+        identity = x if b.downsample is None else b.downsample(x)
+        return b.relu(out + identity)
+
+
+def tutorial_cbam_resnet50(num_classes: int = 1000) -> nn.Module:
+    """ResNet-50 (torchvision) whose 16 blocks use :class:`TutorialCBAMBottleneck`."""
+    import torchvision
+
+    model = torchvision.models.resnet50(weights=None, num_classes=num_classes)
+    for stage in (model.layer1, model.layer2, model.layer3, model.layer4):
+        for i, block in enumerate(stage):
+            stage[i] = TutorialCBAMBottleneck(block)
+    return model

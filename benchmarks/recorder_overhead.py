@@ -4,6 +4,12 @@ Plain and recorded forwards are interleaved (the order alternates every repetiti
 drift of the machine hits both alike); the reported ratio is the median of the per-repetition
 ratios recorded/plain. The recorded time includes installing and removing the hooks.
 
+Rows: named adapters (timm resnest50d / seresnet50, attnviz cbam_resnet50), the observed path
+(``tutorial-cbam_resnet50``: hand-written CBAM modules attnviz has no adapter for; and
+``botnet26t_256``: self-attention maps), and the 64-px demo model at batch 1. ``first`` is the
+very first recording of the model (which watches the whole forward pass to find the sites)
+against the median plain forward; ``rec MiB`` is the memory the records hold.
+
     python benchmarks/recorder_overhead.py                      # batch 8, 224 px, 7 reps, CPU
     python benchmarks/recorder_overhead.py --reps 3 --batch 2   # quick check
 """
@@ -19,14 +25,22 @@ import torch
 from torch import nn
 
 MODELS: dict[str, Callable[[], nn.Module]] = {}
+#: (batch, size) fixed by the model instead of --batch / --size
+FIXED: dict[str, tuple[int, int]] = {"demo-cbam@1": (1, 64), "botnet26t_256": (8, 256)}
 
 
 def _model(name: str) -> Callable[[], nn.Module]:
     def factory() -> nn.Module:
-        if name.startswith("attnviz:"):
-            import attnviz
+        import attnviz
 
+        if name.startswith("attnviz:"):
             return attnviz.create_model(name.split(":", 1)[1])
+        if name == "tutorial-cbam_resnet50":
+            from attnviz.examples import tutorial_cbam_resnet50
+
+            return tutorial_cbam_resnet50()
+        if name == "demo-cbam@1":
+            return attnviz.load_model("demo-cbam")
         import timm
 
         return timm.create_model(name, pretrained=False)
@@ -34,7 +48,8 @@ def _model(name: str) -> Callable[[], nn.Module]:
     return factory
 
 
-for _name in ("resnest50d", "seresnet50", "attnviz:cbam_resnet50"):
+for _name in ("resnest50d", "seresnet50", "attnviz:cbam_resnet50", "tutorial-cbam_resnet50",
+              "botnet26t_256", "demo-cbam@1"):
     MODELS[_name] = _model(_name)
 
 
@@ -47,25 +62,31 @@ def _plain(model: nn.Module, x: torch.Tensor) -> None:
     model(x)
 
 
-def _recorded(model: nn.Module, x: torch.Tensor) -> int:
+def _recorded(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
     import attnviz
 
     with attnviz.record(model) as rec:
         model(x)
-    return len(rec.records)
+    return len(rec.records), sum(r.value.numel() * 4 for r in rec.records)
 
 
 def bench(
     name: str, device: torch.device, batch: int, size: int, reps: int, warmup: int
 ) -> dict[str, float]:
+    batch, size = FIXED.get(name, (batch, size))
     model = MODELS[name]().eval().to(device)
     x = torch.randn(batch, 3, size, size, device=device)
     plain_s, rec_s = [], []
     with torch.no_grad():
-        n_records = 0
+        _plain(model, x)
+        _sync(device)
+        t0 = time.perf_counter()
+        n_records, n_bytes = _recorded(model, x)  # the first recording watches everything
+        _sync(device)
+        first_s = time.perf_counter() - t0
         for _ in range(warmup):
             _plain(model, x)
-            n_records = _recorded(model, x)
+            _recorded(model, x)
         _sync(device)
         for i in range(reps):
             order = (False, True) if i % 2 == 0 else (True, False)
@@ -86,6 +107,8 @@ def bench(
         "ratio_min": min(ratios),
         "ratio_max": max(ratios),
         "records": n_records,
+        "first": first_s / statistics.median(plain_s),
+        "mib": n_bytes / 2**20,
     }
 
 
@@ -116,17 +139,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     header = (
         f"{'model':<24}{'device':<8}{'plain ms':>10}{'recorded ms':>13}{'ratio':>8}"
-        f"{'ratio range':>16}{'records':>9}"
+        f"{'ratio range':>16}{'records':>9}{'first':>7}{'rec MiB':>9}"
     )
     print(header)
     print("-" * len(header))
     for device in devices:
         for name in args.models:
             r = bench(name, device, args.batch, args.size, args.reps, args.warmup)
+            name = f"{name} (b{FIXED[name][0]})" if name in FIXED else name
             print(
                 f"{name:<24}{device.type:<8}{r['plain_ms']:>10.1f}{r['recorded_ms']:>13.1f}"
                 f"{r['ratio']:>8.3f}{r['ratio_min']:>8.3f}–{r['ratio_max']:<7.3f}"
-                f"{r['records']:>9d}",
+                f"{r['records']:>9d}{r['first']:>7.2f}{r['mib']:>9.1f}",
                 flush=True,
             )
 

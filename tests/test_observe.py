@@ -11,7 +11,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from handwritten import (
+from helpers import capture, hook_count, randomize_bn
+from torch import nn
+
+import attnviz
+from attnviz.examples import (
     Conv1dECA,
     DetectorGate,
     HandCoordAttention,
@@ -24,10 +28,6 @@ from handwritten import (
     TutorialChannelAttention,
     tutorial_cbam_resnet,
 )
-from helpers import capture, hook_count, randomize_bn
-from torch import nn
-
-import attnviz
 from attnviz.record import sdpa_weights
 from attnviz.record.sites import stage_block
 
@@ -530,3 +530,13 @@ def test_torchvision_maxvit_and_ghostnetv2_dfc():
     rec, _, _ = _run(ghost, torch.randn(1, 3, 64, 64))
     dfc = [m for m in ghost.modules() if type(m).__name__ == "GhostModuleV2"]
     assert len(rec.gates) == len(dfc) > 0
+
+
+def test_clear_inside_the_block_is_not_mistaken_for_nothing_recorded():
+    model = tutorial_cbam_resnet(8, 1).eval()
+    with torch.no_grad(), attnviz.record(model) as rec:
+        for _ in range(2):
+            model(torch.randn(1, 3, 6, 6))
+            assert len(rec.latest()) == 2
+            rec.clear()
+    assert len(rec) == 0

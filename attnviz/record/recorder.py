@@ -95,7 +95,7 @@ class Recorder(RecordSet):
         self.problems: list[str] = []
         self._handles: list[Any] = []
         self._used = False
-        self._pass, self._bytes, self._depth = -1, 0, 0
+        self._pass, self._bytes, self._depth, self._added = -1, 0, 0, 0
         self._firings: dict[tuple[str, str], int] = {}
         self._seen: dict[str, tuple[str, str]] = {}
         self._scopes_found: set[str] = set()
@@ -180,12 +180,12 @@ class Recorder(RecordSet):
         if self._discover and self._pass >= 0:
             self._info.observed = dict(self._seen)
             self._info.scopes = set(self._scopes_found)
-        if self._pass >= 0 and not self.records:
+        if self._pass >= 0 and not self._added:
             known = [s.name for s in self._info.adapter_sites] + list(self._seen)
             if known:
                 raise NoAttentionError(self._filter_message(known))
             raise NoAttentionError(_nothing_message(self.model, candidates(self.model, [])))
-        if self._pass < 0 and not self.records:
+        if self._pass < 0 and not self._added:
             warnings.warn(
                 f"no forward pass of {type(self.model).__name__} ran inside the recording, so "
                 "nothing was recorded (a torch.compile'd copy of the model runs no hooks)",
@@ -270,6 +270,7 @@ class Recorder(RecordSet):
                 "average attention heads (heads='mean'), use smaller images, or raise max_bytes"
             )
         self._bytes += nbytes
+        self._added += 1
         value = value.float() if self.keep_graph else value.to(torch.float32, copy=True)
         firing = self._firings.get((name, kind), 0)
         self._firings[name, kind] = firing + 1

@@ -5,6 +5,7 @@ like attention but produced no record."""
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 import weakref
 from collections.abc import Iterable
@@ -139,6 +140,7 @@ def matches(name: str, patterns: list[str] | None) -> bool:
 _PAIR = re.compile(r"[A-Za-z_]*?(\d+)[-_](\d+)")
 
 
+@functools.lru_cache(maxsize=4096)
 def stage_block(name: str) -> tuple[int | None, int | None]:
     """Stage and block of a module name: the deepest index into a container is the block, the
     index or number just above it the stage (``layer3.0`` → 3, 0; ``0.layer3.1.se`` → 3, 1;
