@@ -196,17 +196,29 @@ def test_sdpa_weights_with_mask_and_causal():
 # -- recorder behaviour -------------------------------------------------------------------------
 
 
-def test_second_recording_watches_only_found_sites_and_agrees():
-    model = tutorial_cbam_resnet(8, 2)
+@pytest.mark.parametrize("kind", ["hooked", "scoped"])
+def test_second_recording_is_cheap_and_agrees(kind):
+    """After the first (fully watched) pass, a weight that *is* a module's output is taken by a
+    plain forward hook, and other weights are watched only inside the module that makes them."""
+    from attnviz.record.sites import model_info
+
+    model = tutorial_cbam_resnet(8, 2) if kind == "hooked" else Net(HandMHSA(16), HandMHSA(16))
     randomize_bn(model, 3)
     model.eval()
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad(), attnviz.record(model) as first:
         model(x)
+    info = model_info(model)
     with torch.no_grad(), attnviz.record(model) as second:
         model(x)
-    assert second._scopes == {"layer1.0", "layer1.1"}  # the blocks, not the whole model
-    assert [r.key for r in first] == [r.key for r in second]
+        if kind == "hooked":
+            assert second._observer is None and info.scopes == set()
+            assert set(info.hooked) == {f"layer1.{b}.{m}.sigmoid" for b in (0, 1)
+                                        for m in ("ca", "sa")}
+            assert hook_count(model) == 4
+        else:
+            assert info.scopes == {"layer1.0", "layer1.1"} and info.hooked == {}
+    assert [(r.key, r.kind, r.source) for r in first] == [(r.key, r.kind, r.source) for r in second]
     for a, b in zip(first, second, strict=True):
         assert torch.equal(a.value, b.value)
     assert hook_count(model) == 0

@@ -53,6 +53,7 @@ class Observation:
     label: str
     scope: str
     meta: dict[str, Any]
+    hook: str | None = None  # a module whose output *is* the weight: hook it next time
 
 
 class ModuleStack:
@@ -150,6 +151,7 @@ class Observer(TorchFunctionMode):
         self._done: set[int] = set()
         self._cache: dict[Any, Callable | None] = {}
         self._ids = itertools.count()
+        self.outputs: dict[int, str] = {}  # tag src -> first module that returned the weight
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: D105
         kwargs = kwargs or {}
@@ -183,6 +185,12 @@ class Observer(TorchFunctionMode):
         for k in dead:
             del self._tags[k]
 
+    def returned(self, name: str, out: Any) -> None:
+        """A module returned ``out``: remember it if ``out`` is a weight itself."""
+        tag = self.get(out)
+        if tag is not None and tag.base is out:
+            self.outputs.setdefault(tag.src, name)
+
     def new_tag(self, kind: str, out: Tensor, **kw: Any) -> None:
         self.tag(out, _Tag(kind, next(self._ids), out, out, self.stack.producer(), **kw))
 
@@ -200,7 +208,10 @@ class Observer(TorchFunctionMode):
     def _emit(self, tag: _Tag, kind: str, value: Tensor, what: str, **meta: Any) -> None:
         label = f"observed {what} in {self.stack.type_name(tag.producer)}"
         scope = self._scope(tag.producer)
-        self.emit(Observation(tag.producer, kind, value, label, scope, meta))
+        hook = None
+        if kind in ("channel", "spatial") and tag.eff.numel() == tag.base.numel():
+            hook = self.outputs.get(tag.src)
+        self.emit(Observation(tag.producer, kind, value, label, scope, meta, hook))
 
     # -- events ------------------------------------------------------------------------------
     def gate_meets(self, tag: _Tag, feat: Tensor) -> None:
@@ -245,6 +256,13 @@ class Observer(TorchFunctionMode):
             self._emit(tag, "context", value.reshape(value.shape[0], *k_grid), "softmax pooling")
             return
         self._emit(tag, "attention", value, what, q_grid=q_grid, k_grid=k_grid)
+
+
+def canonical(kind: str, out: Tensor) -> Tensor:
+    """A hooked module's output (the weight itself) → the canonical shape of ``kind``."""
+    if kind == "spatial":
+        return out.reshape(out.shape[0], *out.shape[-2:])
+    return out.reshape(out.shape[0], -1)
 
 
 def classify(tag: _Tag, feat_shape: torch.Size) -> tuple[str, Tensor]:

@@ -24,7 +24,7 @@ from torch.nn.modules import module as _module_hooks
 
 from ..errors import MemoryBudgetError, NoAttentionError, ParameterError, RecorderBusyError
 from .adapters import supported_types
-from .observe import ModuleStack, Observation, Observer
+from .observe import ModuleStack, Observation, Observer, canonical
 from .records import KINDS, AttentionRecord, RecordSet
 from .sites import (
     AttentionSite,
@@ -99,6 +99,7 @@ class Recorder(RecordSet):
         self._firings: dict[tuple[str, str], int] = {}
         self._seen: dict[str, tuple[str, str]] = {}
         self._scopes_found: set[str] = set()
+        self._hooked_found: dict[str, tuple[str, str, str]] = {}
         self._observer: Observer | None = None
         if not self._discover:
             self._check_known()
@@ -161,6 +162,10 @@ class Recorder(RecordSet):
             hook = site.adapter.hook
             target = site.module.get_submodule(hook) if hook else site.module
             self._handles.append(target.register_forward_hook(self._adapter_hook(site, target)))
+        if self.observe and not self._discover:
+            for target_name, site in self._info.hooked.items():
+                target = self.model.get_submodule(target_name)
+                self._handles.append(target.register_forward_hook(self._output_hook(site, target)))
         scopes = {""} if self._discover else self._info.scopes
         if not self.observe or not scopes:
             return
@@ -180,6 +185,7 @@ class Recorder(RecordSet):
         if self._discover and self._pass >= 0:
             self._info.observed = dict(self._seen)
             self._info.scopes = set(self._scopes_found)
+            self._info.hooked = dict(self._hooked_found)
         if self._pass >= 0 and not self._added:
             known = [s.name for s in self._info.adapter_sites] + list(self._seen)
             if known:
@@ -233,6 +239,8 @@ class Recorder(RecordSet):
                 self._observer.__exit__(None, None, None)
         elif self._depth > 0:
             self._observer.purge()
+        if self._discover and self._depth > 0:
+            self._observer.returned(name, _out)
 
     def _adapter_hook(self, site: AttentionSite, target: nn.Module):
         adapter, module = site.adapter, site.module
@@ -245,12 +253,25 @@ class Recorder(RecordSet):
 
         return hook
 
+    def _output_hook(self, site: tuple[str, str, str], target: nn.Module):
+        name, kind, label = site
+
+        def hook(mod: nn.Module, _inp: object, out: torch.Tensor) -> None:
+            if mod is target:
+                value = canonical(kind, out if self.keep_graph else out.detach())
+                self._add(name, kind, value, label, "observed", {})
+
+        return hook
+
     def _on_observation(self, obs: Observation) -> None:
         if _in_backward():
             return
         if self._discover:
             self._seen.setdefault(obs.name, (obs.kind, obs.label))
-            self._scopes_found.add(obs.scope)
+            if obs.hook is not None:
+                self._hooked_found[obs.hook] = (obs.name, obs.kind, obs.label)
+            else:
+                self._scopes_found.add(obs.scope)
         self._add(obs.name, obs.kind, obs.value, obs.label, "observed", obs.meta)
 
     def _add(self, name: str, kind: str, value: torch.Tensor, label: str, source: str,

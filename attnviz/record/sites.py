@@ -70,6 +70,7 @@ class ModelInfo:
     adapter_sites: list[AttentionSite]
     observed: dict[str, tuple[str, str]] | None = None  # name -> (kind, label), once watched
     scopes: set[str] = field(default_factory=set)  # modules to watch in later recordings
+    hooked: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # module -> site
     model: weakref.ref | None = None
     _order: dict[str, int] | None = None
 
