@@ -26,7 +26,7 @@ def _flat(out: torch.Tensor, module: nn.Module) -> torch.Tensor:
 
 def _mask(out: torch.Tensor, module: nn.Module) -> torch.Tensor:
     """(B, 1, H, W) → (B, H, W)."""
-    return out[:, 0]
+    return out.squeeze(1)
 
 
 def _sigmoid_flat(out: torch.Tensor, module: nn.Module) -> torch.Tensor:

@@ -114,6 +114,8 @@ class Recorder(RecordSet):
         known = [s.name for s in self._info.adapter_sites] + list(observed)
         if not known:
             raise NoAttentionError(_nothing_message(self.model, []))
+        if self._patterns is None and self._kinds is None:
+            return
         kinds = {s.name: s.kind for s in self._info.adapter_sites}
         kinds.update({n: k for n, (k, _) in observed.items()})
         if not any(matches(n, self._patterns) and (self._kinds is None or k in self._kinds)
@@ -292,7 +294,10 @@ class Recorder(RecordSet):
             )
         self._bytes += nbytes
         self._added += 1
-        value = value.float() if self.keep_graph else value.to(torch.float32, copy=True)
+        if self.keep_graph:
+            value = value.float()
+        else:  # a copy: the network may write into its tensors later (in-place adds)
+            value = value.clone() if value.dtype == torch.float32 else value.float()
         firing = self._firings.get((name, kind), 0)
         self._firings[name, kind] = firing + 1
         if meta.get("problem"):
@@ -301,7 +306,7 @@ class Recorder(RecordSet):
         if order is None:
             order = self._info.order(name)
         self.records.append(AttentionRecord(name, kind, value, label, order, stage, block,
-                                            max(self._pass, 0), firing, source, dict(meta)))
+                                            max(self._pass, 0), firing, source, meta))
 
     # -- running -----------------------------------------------------------------------------
     @torch.no_grad()

@@ -88,12 +88,22 @@ _INFO: weakref.WeakKeyDictionary[nn.Module, ModelInfo] = weakref.WeakKeyDictiona
 
 def model_info(model: nn.Module) -> ModelInfo:
     """Cached adapter sites and observations of ``model`` (re-built when modules change)."""
-    signature = tuple(id(m) for m in model.modules())
+    signature = _signature(model)
     info = _INFO.get(model)
     if info is None or info.signature != signature:
         info = ModelInfo(signature, _adapter_sites(model), model=weakref.ref(model))
         _INFO[model] = info
     return info
+
+
+def _signature(model: nn.Module) -> tuple[int, ...]:
+    """Identity of every module in the tree (a few times cheaper than ``model.modules()``)."""
+    ids, stack = [], [model]
+    while stack:
+        m = stack.pop()
+        ids.append(id(m))
+        stack.extend(c for c in m._modules.values() if c is not None)
+    return tuple(ids)
 
 
 def _adapter_sites(model: nn.Module) -> list[AttentionSite]:
