@@ -149,15 +149,15 @@ def format_table(trained: Evaluation, baseline: Evaluation | None = None) -> str
 
 def main(argv: list[str] | None = None) -> int:
     from .models import load_model
+    from .models.user import add_model_arguments, model_options
 
     p = CommandParser(prog="attnviz evaluate", description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="demo-cbam", help="demo name, attnviz/timm name")
-    p.add_argument("--checkpoint", default=None, help="local weights file")
+    add_model_arguments(p)
     p.add_argument("--n", type=int, default=2000, help="held-out shapes images")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
-    model = load_model(args.model, checkpoint=args.checkpoint, device=args.device)
+    model = load_model(args.model, device=args.device, **model_options(args))
     data = make_shapes(args.n, seed=TEST_SEED, size=args.size)
     print(format_table(evaluate(model, data), evaluate(random_baseline(model), data)))
     return 0

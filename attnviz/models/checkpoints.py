@@ -124,11 +124,27 @@ def read_class_names(path: str | os.PathLike) -> list[str] | None:
     return names
 
 
+_WRAPPERS = ("module.", "model.", "_orig_mod.")  # DataParallel/DDP, Lightning, torch.compile
+
+
+def _unwrap(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict:
+    """Strip the key prefixes wrappers add, while every key carries one the model lacks."""
+    changed = True
+    while changed and state:
+        changed = False
+        for prefix in _WRAPPERS:
+            if all(k.startswith(prefix) for k in state) and not any(
+                    k.startswith(prefix) for k in own):
+                state = {k.removeprefix(prefix): v for k, v in state.items()}
+                changed = True
+    return state
+
+
 def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Load ``path`` into ``model`` strictly; a mismatch lists missing and unexpected keys."""
     state = read_state_dict(path)
-    state = {k.removeprefix("module."): v for k, v in state.items()}
     own = model.state_dict()
+    state = _unwrap(state, own)
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong_shape = sorted(

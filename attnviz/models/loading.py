@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -12,7 +13,9 @@ from ..errors import ModelError, ParameterError
 from ..samples import data_dir
 from ..terminal import one_line
 from .checkpoints import load_weights, read_class_names
+from .preprocess import set_preprocess
 from .registry import create_model, is_model, list_models
+from .user import is_user_spec, load_user_model, parse_floats, read_labels
 
 DEMO_MODELS = ("demo-cbam", "demo-se", "demo-resnest")
 
@@ -57,14 +60,26 @@ def load_model(
     pretrained: bool = False,
     checkpoint: str | os.PathLike | None = None,
     device: str | torch.device = "auto",
+    *,
+    model_args: str | dict | None = None,
+    input_size: int | None = None,
+    mean: str | Sequence[float] | None = None,
+    std: str | Sequence[float] | None = None,
+    labels: str | os.PathLike | Sequence[str] | None = None,
     **kwargs: object,
 ) -> nn.Module:
     """Build a model by name, load its weights, put it in eval mode on ``device``.
 
     Args:
         name: a demo model (``"demo-cbam"``, ``"demo-se"``, ``"demo-resnest"``: bundled trained
-            weights, offline), an attnviz architecture (``attnviz.list_models()``), or any timm
-            model name (``"seresnet50"``, ``"resnest50d"``, ...).
+            weights, offline), an attnviz architecture (``attnviz.list_models()``), any timm
+            model name (``"seresnet50"``, ``"resnest50d"``, ...), or your own model:
+            ``"path/to/file.py:factory"`` / ``"package.module:factory_or_class"``.
+        model_args: keyword arguments for your factory (a dict or a JSON object string).
+        input_size, mean, std: preprocessing (square side; per-channel mean and std, 1 or 3
+            values); unset parts keep the model's default (224 px and ImageNet statistics for
+            your own models).
+        labels: class names: a list or a text file with one name a line.
         pretrained: timm models only: download ImageNet weights through timm (needs network).
         checkpoint: a local weights file for the architecture (``.safetensors`` preferred;
             ``.pt``/``.pth`` are read with ``weights_only=True``).
@@ -74,7 +89,16 @@ def load_model(
     dev = resolve_device(device)
     if not isinstance(name, str) or not name:
         raise ParameterError(f"model name must be a non-empty string, got {name!r}")
-    if name in DEMO_MODELS:
+    if is_user_spec(name):
+        model = load_user_model(name, model_args)
+        if pretrained:
+            raise ParameterError("pretrained=True is for timm names; pass checkpoint=PATH")
+        if checkpoint is not None:
+            load_weights(model, checkpoint)
+    elif model_args is not None:
+        raise ParameterError("model_args is for your own models (file.py:factory); "
+                             "pass builder arguments as keywords")
+    elif name in DEMO_MODELS:
         card = demo_card(name)
         model = create_model(card["architecture"], **{**card.get("builder_kwargs", {}), **kwargs})
         load_weights(model, data_dir() / "checkpoints" / card["weights"])
@@ -94,8 +118,15 @@ def load_model(
     if checkpoint is not None and name in DEMO_MODELS:
         load_weights(model, checkpoint)
     names = read_class_names(checkpoint) if checkpoint is not None else None
-    if names is not None and not hasattr(model, "class_names"):
+    if labels is not None:
+        names = read_labels(labels)
         model.class_names = names  # type: ignore[attr-defined]
+    elif names is not None and not hasattr(model, "class_names"):
+        model.class_names = names  # type: ignore[attr-defined]
+    if input_size is not None or mean is not None or std is not None:
+        if input_size is not None and (not isinstance(input_size, int) or input_size < 8):
+            raise ParameterError(f"input_size must be an integer of at least 8, got {input_size!r}")
+        set_preprocess(model, input_size, parse_floats(mean, "mean"), parse_floats(std, "std"))
     return model.eval().to(dev)
 
 

@@ -25,9 +25,31 @@ class InputSpec:
     std: tuple[float, ...] | None
 
 
+#: what ``load_model(..., input_size=, mean=, std=)`` and ``--input-size/--mean/--std`` set
+Preprocess = InputSpec
+
+
+def set_preprocess(model: nn.Module, size: int | None = None,
+                   mean: tuple[float, ...] | None = None,
+                   std: tuple[float, ...] | None = None) -> InputSpec:
+    """Override the input side and normalisation of ``model`` (unset parts keep their default)."""
+    base = input_spec(model)
+    spec = InputSpec(int(size) if size is not None else base.size,
+                     tuple(mean) if mean is not None else base.mean,
+                     tuple(std) if std is not None else base.std)
+    if (spec.mean is None) != (spec.std is None):
+        spec = InputSpec(spec.size, spec.mean or IMAGENET_MEAN, spec.std or IMAGENET_STD)
+    model.attnviz_input = spec  # type: ignore[attr-defined]
+    return spec
+
+
 def input_spec(model: nn.Module) -> InputSpec:
-    """attnviz models with a ``Normalize`` inside take [0, 1] images; timm models follow their
-    ``pretrained_cfg``; anything else gets 224 px and ImageNet statistics."""
+    """What :func:`set_preprocess` set; else attnviz models with a ``Normalize`` inside take
+    [0, 1] images; timm models follow their ``pretrained_cfg``; anything else gets 224 px and
+    ImageNet statistics."""
+    own = getattr(model, "attnviz_input", None)
+    if isinstance(own, InputSpec):
+        return own
     size = getattr(model, "input_size", None)
     if isinstance(getattr(model, "normalize", None), Normalize):
         return InputSpec(int(size or 64), None, None)

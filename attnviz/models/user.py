@@ -1,0 +1,169 @@
+"""Your own model: ``path/to/file.py:factory`` or ``package.module:factory_or_class`` (the
+entry-point convention of uvicorn / gunicorn), and the preprocessing it needs.
+
+    model = attnviz.load_model("mynet.py:build", checkpoint="runs/best.pt",
+                               input_size=128, mean=(0.5,) * 3, std=(0.5,) * 3,
+                               labels="labels.txt")
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..errors import ModelError, ParameterError
+from ..terminal import one_line
+
+_SPEC = re.compile(r"^(?P<target>[^:]+):(?P<attr>[A-Za-z_][\w.]*)$")
+_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def is_user_spec(name: str) -> bool:
+    """``file.py:attr`` or ``package.module:attr``."""
+    m = _SPEC.match(name)
+    if m is None:
+        return False
+    return m["target"].endswith(".py") or _DOTTED.fullmatch(m["target"]) is not None
+
+
+def parse_model_args(text: str | dict | None) -> dict[str, Any]:
+    """``--model-args``: a JSON object of keyword arguments for the factory."""
+    if text is None:
+        return {}
+    if isinstance(text, dict):
+        return text
+    try:
+        args = json.loads(text)
+    except ValueError as e:
+        msg = f"--model-args is not valid JSON ({e}): {one_line(text)[:80]!r}"
+        raise ParameterError(msg) from None
+    if not isinstance(args, dict):
+        raise ParameterError("--model-args must be a JSON object such as "
+                             f"'{{\"num_classes\": 5}}', got {one_line(text)[:80]!r}")
+    return args
+
+
+def _import(target: str) -> Any:
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise ModelError(f"model file {target!r} does not exist")
+        name = f"attnviz_user_{abs(hash(str(path.resolve())))}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)  # type: ignore[union-attr]
+        except Exception as e:
+            del sys.modules[name]
+            raise ModelError(f"importing {target!r} failed: {type(e).__name__}: "
+                             f"{_first_line(e)}") from None
+        return module
+    try:
+        return importlib.import_module(target)
+    except ModuleNotFoundError as e:
+        raise ModelError(f"cannot import module {target!r}: {_first_line(e)}") from None
+    except Exception as e:
+        raise ModelError(f"importing {target!r} failed: {type(e).__name__}: "
+                         f"{_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return one_line(text.splitlines()[0]) if text else type(e).__name__
+
+
+def load_user_model(spec: str, model_args: str | dict | None = None) -> nn.Module:
+    """Import ``spec`` and call it with ``model_args``; the result must be an ``nn.Module``."""
+    m = _SPEC.match(spec)
+    if m is None:
+        raise ParameterError(f"model {spec!r} is not of the form path/to/file.py:factory or "
+                             "package.module:factory")
+    args = parse_model_args(model_args)
+    obj: Any = _import(m["target"])
+    for part in m["attr"].split("."):
+        if not hasattr(obj, part):
+            raise ModelError(f"{m['target']!r} has no attribute {m['attr']!r}")
+        obj = getattr(obj, part)
+    if isinstance(obj, nn.Module):
+        model = obj
+    elif callable(obj):
+        try:
+            model = obj(**args)
+        except Exception as e:
+            raise ModelError(f"{spec} raised {type(e).__name__}: {_first_line(e)}") from None
+    else:
+        raise ModelError(f"{spec} is neither a factory nor a model: {type(obj).__name__}")
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def read_labels(path: str | os.PathLike | Sequence[str]) -> list[str]:
+    """Class names: a list, or a text file with one name a line (blank lines ignored)."""
+    if not isinstance(path, (str, os.PathLike)):
+        names = [str(n) for n in path]
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ParameterError(f"labels file {str(p)!r} does not exist")
+        try:
+            names = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
+        except (OSError, UnicodeDecodeError) as e:
+            msg = f"labels file {str(p)!r} cannot be read: {_first_line(e)}"
+            raise ParameterError(msg) from None
+        names = [n for n in names if n]
+    if not names:
+        raise ParameterError("labels: no class names given")
+    return names
+
+
+def parse_floats(text: str | Sequence[float] | None, what: str) -> tuple[float, ...] | None:
+    """``--mean 0.5,0.5,0.5`` → a 3-tuple (one value is repeated three times)."""
+    if text is None:
+        return None
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        values = tuple(float(p) for p in parts)
+    except (TypeError, ValueError):
+        msg = f"{what} must be 1 or 3 numbers such as 0.5,0.5,0.5, got {text!r}"
+        raise ParameterError(msg) from None
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3 or not all(v == v and abs(v) != float("inf") for v in values):
+        raise ParameterError(f"{what} must be 1 or 3 finite numbers, got {text!r}")
+    if what == "std" and any(v <= 0 for v in values):
+        raise ParameterError(f"std must be positive, got {text!r}")
+    return values
+
+
+def add_model_arguments(parser: Any, default: str = "demo-cbam") -> None:
+    """``--model``, ``--checkpoint`` and the your-own-model options, for every command."""
+    parser.add_argument("--model", default=default, metavar="MODEL",
+                        help="demo name, attnviz/timm name, file.py:factory or package.module:attr")
+    parser.add_argument("--checkpoint", default=None, metavar="PATH",
+                        help="weights file (.safetensors preferred; .pt/.pth weights-only)")
+    parser.add_argument("--model-args", default=None, metavar="JSON",
+                        help="keyword arguments for your factory, as a JSON object")
+    parser.add_argument("--input-size", type=int, default=None, metavar="PX",
+                        help="square input side (default: the model's, 224 for your own)")
+    parser.add_argument("--mean", default=None, metavar="M", help="normalisation mean: 1 or 3 "
+                        "numbers, comma-separated (default: the model's, else ImageNet)")
+    parser.add_argument("--std", default=None, metavar="S", help="normalisation std (as --mean)")
+    parser.add_argument("--labels", default=None, metavar="FILE",
+                        help="class names, one a line")
+
+
+def model_options(args: Any) -> dict[str, Any]:
+    """The keyword arguments of ``load_model`` from parsed :func:`add_model_arguments`."""
+    return dict(checkpoint=args.checkpoint, model_args=args.model_args,
+                input_size=args.input_size, mean=args.mean, std=args.std, labels=args.labels)
