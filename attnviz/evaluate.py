@@ -15,7 +15,7 @@ from torch import nn
 from . import metrics
 from .cli import CommandParser, run_command
 from .datasets import Shapes, make_shapes
-from .models.preprocess import model_device
+from .models.preprocess import model_device, prepare
 from .record import record
 
 TEST_SEED = 1  # held-out stream; training uses seed 0
@@ -36,6 +36,9 @@ class LayerScore:
     class_specificity: float | None = None
     radix_a0_std: float | None = None
     radix_a0_mean: float | None = None
+    object_attention_ratio: float | None = None
+    object_attention_mass: float | None = None
+    object_area_share: float | None = None
 
 
 @dataclass
@@ -57,8 +60,13 @@ class Evaluation:
         return asdict(self)
 
 
-def _scores(kind: str, v: torch.Tensor, data: Shapes) -> dict[str, float]:
-    """Scores of one recorded layer: localisation for masks, specificity for gates."""
+def _scores(kind: str, v: torch.Tensor, data: Shapes, grid=None) -> dict[str, float]:
+    """Scores of one recorded layer: localisation for masks and attention maps, specificity
+    for gates."""
+    if kind == "attention":
+        ratio, mass, share = metrics.attention_on_object(v, data.masks, grid)
+        return dict(object_attention_ratio=ratio, object_attention_mass=mass,
+                    object_area_share=share)
     if kind == "spatial":
         return dict(
             pointing=metrics.pointing_game(v, data.masks),
@@ -81,14 +89,19 @@ def evaluate(model: nn.Module, data: Shapes, batch_size: int = 250) -> Evaluatio
     """Accuracy and per-layer attention scores of ``model`` on ``data``."""
     device = model_device(model)
     logits = []
-    with record(model) as rec:
+    with record(model, heads="mean") as rec:
         for i in range(0, len(data.labels), batch_size):
-            logits.append(model(data.images[i : i + batch_size].to(device)).cpu())
+            x = prepare(model, data.images[i : i + batch_size]).to(device)
+            logits.append(model(x).cpu())
         rec.cpu()
     result = Evaluation(metrics.accuracy(torch.cat(logits), data.labels), len(data.labels))
-    for kind in ("spatial", "channel", "radix"):
+    grids = {r.key: r.meta.get("k_grid") for r in rec.records if r.kind == "attention"}
+    for kind in ("spatial", "channel", "radix", "attention"):
         for name, value in rec.by_kind(kind).items():
-            result.layers.append(LayerScore(name, kind, **_scores(kind, value, data)))
+            if kind == "attention" and grids.get(name) is None:
+                continue  # keys are not the pixels of a grid: no object to compare with
+            scores = _scores(kind, value, data, grids.get(name))
+            result.layers.append(LayerScore(name, kind, **scores))
     return result
 
 
@@ -115,7 +128,7 @@ def format_table(trained: Evaluation, baseline: Evaluation | None = None) -> str
     ]
     head = (
         f"{'layer':28s} {'kind':8s} {'point':>6s} {'E_raw':>6s} {'E-min':>6s} {'min':>6s} "
-        f"{'mean':>6s} {'max':>6s} {'spec':>6s} {'a0 sd':>6s}"
+        f"{'mean':>6s} {'max':>6s} {'spec':>6s} {'a0 sd':>6s} {'obj/A':>6s}"
     )
     base = {(s.name, s.kind): s for s in baseline.layers} if baseline else {}
     lines.append(head)
@@ -129,6 +142,7 @@ def format_table(trained: Evaluation, baseline: Evaluation | None = None) -> str
             s.mask_max,
             s.class_specificity,
             s.radix_a0_std,
+            s.object_attention_ratio,
         ]
         lines.append(f"{s.name[:28]:28s} {s.kind:8s} " + " ".join(f(v) for v in row))
         b = base.get((s.name, s.kind))
@@ -142,6 +156,7 @@ def format_table(trained: Evaluation, baseline: Evaluation | None = None) -> str
                 b.mask_max,
                 b.class_specificity,
                 b.radix_a0_std,
+                b.object_attention_ratio,
             ]
             lines.append(f"{'  (random init)':28s} {'':8s} " + " ".join(f(v) for v in brow))
     return "\n".join(lines)

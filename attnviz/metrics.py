@@ -162,3 +162,53 @@ def spearman_ties(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     rb = rb - rb.mean(1, keepdim=True)
     rho = (ra * rb).sum(1) / (ra.norm(dim=1) * rb.norm(dim=1)).clamp_min(1e-12)
     return rho.float()
+
+
+def attention_on_object(
+    attn: torch.Tensor, objects: torch.Tensor, grid: tuple[int, int]
+) -> tuple[float, float, float]:
+    """How much self-attention from the object lands on the object.
+
+    ``attn`` (N, heads, Q, K) over a ``grid`` of H·W = Q = K positions; ``objects`` (N, H', W')
+    ground-truth masks. Each cell's object share ``m_k`` is the mask averaged over the cell.
+    For every query cell mostly inside the object (m_q > 0.5) the attention mass on the object is
+    Σ_k a_qk · m_k (heads averaged); the area share is mean_k m_k. Returns the mean over such
+    queries of (mass / share), the mean mass and the mean share: a ratio of 1 is no preference.
+    """
+    n, _, q, k = attn.shape
+    if q != k or grid[0] * grid[1] != k:
+        raise ParameterError(f"attention of shape {tuple(attn.shape)} is not over a {grid} grid")
+    m = F.adaptive_avg_pool2d(objects[:, None].float(), grid).reshape(n, k)
+    mass = (attn.float().mean(1) * m[:, None, :]).sum(-1)  # (N, Q)
+    share = m.mean(-1, keepdim=True).clamp_min(1e-8)  # (N, 1)
+    inside = m > 0.5
+    if not inside.any():
+        raise ParameterError("no query cell lies mostly inside an object: grid too coarse")
+    ratio = (mass / share)[inside]
+    shares = share.expand_as(mass)[inside]
+    return ratio.mean().item(), mass[inside].mean().item(), shares.mean().item()
+
+
+def _cell_centres(grid: tuple[int, int], unit: tuple[float, float]) -> torch.Tensor:
+    ys, xs = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
+    return torch.stack([(ys.flatten() + 0.5) * unit[0], (xs.flatten() + 0.5) * unit[1]], -1)
+
+
+def attention_distance(
+    attn: torch.Tensor, q_grid: tuple[int, int], k_grid: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """Mean attention distance Σ_k a_qk · ‖pos_q − pos_k‖ averaged over queries, in key-grid
+    cells (as in ViT's "attention distance"). ``attn`` (..., Q, K) → (...)."""
+    k_grid = k_grid or q_grid
+    q, k = attn.shape[-2:]
+    if q_grid[0] * q_grid[1] != q or k_grid[0] * k_grid[1] != k:
+        raise ParameterError(f"attention {tuple(attn.shape)} does not fit grids {q_grid}, {k_grid}")
+    unit = (k_grid[0] / q_grid[0], k_grid[1] / q_grid[1])  # a query cell in key cells
+    d = torch.cdist(_cell_centres(q_grid, unit), _cell_centres(k_grid, (1.0, 1.0)))
+    return (attn.float() * d.to(attn.device)).sum(-1).mean(-1)
+
+
+def attention_entropy(attn: torch.Tensor) -> torch.Tensor:
+    """Normalised entropy of each query's key weights (1 = uniform), averaged over queries:
+    (..., Q, K) → (...)."""
+    return entropy(attn.float(), dim=-1, normalized=True).mean(-1)

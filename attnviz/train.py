@@ -54,6 +54,7 @@ DEMOS: dict[str, TrainConfig] = {
     "demo-cbam": TrainConfig(model="demo_cbam_resnet", steps=2200, mask_penalty=1e-2),
     "demo-se": TrainConfig(model="demo_se_resnet", steps=1400),
     "demo-resnest": TrainConfig(model="demo_resnest", steps=1400),
+    "demo-botnet": TrainConfig(model="demo_botnet", steps=1400),
 }
 
 

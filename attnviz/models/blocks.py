@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..nn import SplitAttention
+from ..nn import MultiHeadSelfAttention2d, SplitAttention
 
 AttnFactory = Callable[[int], "nn.Module | None"]
 
@@ -124,3 +124,41 @@ class ResNeStBottleneck(nn.Module):
         out = self.avd(self.conv2(out))
         out = self.attn(self.bn3(self.conv3(out)))
         return self.act3(out + shortcut)
+
+
+class BoTBlock(nn.Module):
+    """Bottleneck whose 3×3 conv is multi-head self-attention (BoTNet): 1×1 → MHSA (then a
+    2×2 average pool when strided) → 1×1 ×4."""
+
+    expansion = 4
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        attn_layer: AttnFactory | None = None,
+        heads: int = 4,
+        grid: tuple[int, int] | None = None,
+        **_: object,
+    ) -> None:
+        super().__init__()
+        out = planes * self.expansion
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.act1 = nn.ReLU(inplace=True)
+        self.mhsa = MultiHeadSelfAttention2d(planes, heads, grid)
+        self.pool = nn.AvgPool2d(2) if stride == 2 else nn.Identity()
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.act2 = nn.ReLU(inplace=True)
+        self.conv3 = nn.Conv2d(planes, out, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out)
+        self.downsample = downsample
+        self.act3 = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.act2(self.bn2(self.pool(self.mhsa(out))))
+        return self.act3(self.bn3(self.conv3(out)) + shortcut)

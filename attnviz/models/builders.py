@@ -12,9 +12,9 @@ import os
 from torch import nn
 
 from ..nn import get_attn
-from .blocks import BasicBlock, Bottleneck, ResNeStBottleneck
+from .blocks import BasicBlock, BoTBlock, Bottleneck, ResNeStBottleneck
 from .registry import register_model
-from .resnet import ResNet
+from .resnet import ResNet, _downsample
 
 Weights = str | os.PathLike | None
 
@@ -123,3 +123,15 @@ def demo_resnest(weights: Weights = None, **kwargs: object) -> nn.Module:
     """Small ResNeSt (radix 2, one block per stage) for 64-px images."""
     cfg = {**_DEMO, "widths": (8, 16, 32, 64), "avg_down": True, "radix": 2, **kwargs}
     return _finish(ResNet(ResNeStBottleneck, (1, 1, 1, 1), **cfg), weights)
+
+
+@register_model
+def demo_botnet(weights: Weights = None, **kwargs: object) -> nn.Module:
+    """Small bottleneck-transformer ResNet for 64-px images: the last stage's 3×3 conv is
+    4-head self-attention over its 8×8 positions (stride 1 there, 64 tokens)."""
+    cfg = {**_DEMO, "widths": (8, 16, 32, 64), "avg_down": True, **kwargs}
+    model = ResNet(Bottleneck, (1, 1, 1, 1), **cfg)
+    inplanes, planes = cfg["widths"][2] * 4, cfg["widths"][3]  # type: ignore[index]
+    down = _downsample(inplanes, planes * 4, 1, True)
+    model.layer4 = nn.Sequential(BoTBlock(inplanes, planes, 1, down, heads=4, grid=(8, 8)))
+    return _finish(model, weights)

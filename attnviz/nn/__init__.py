@@ -1,7 +1,7 @@
 """Reference attention modules, one mechanism per file, and ``create_attn`` to build one by name.
 
 Every weight a module multiplies by is the output of an activation submodule
-(``gate`` or ``rsoftmax``), so a forward hook sees exactly that weight.
+(``gate``, ``rsoftmax`` or ``softmax``), so a forward hook sees exactly that weight.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from .cbam import CBAM
 from .channel_attn import ChannelAttention
 from .eca import ECA, eca_kernel_size
 from .se import SqueezeExcite
+from .self_attn import MultiHeadSelfAttention2d
 from .spatial_attn import SpatialAttention
 from .split_attn import RSoftmax, SplitAttention
 
@@ -49,6 +50,7 @@ __all__ = [
     "CBAM",
     "ECA",
     "ChannelAttention",
+    "MultiHeadSelfAttention2d",
     "RSoftmax",
     "SpatialAttention",
     "SplitAttention",

@@ -1,0 +1,204 @@
+"""Figures for attention maps and for gates that are neither channel nor spatial.
+
+- attention maps (B, heads, Q, K): pick a query position → its key weights over the image
+  (heads averaged, or one head), on the fixed 0–1 scale with the raw range printed;
+  per-head mean attention distance and entropy;
+- directional gates (coordinate attention): a_h and a_w as strips along the image edges;
+- full gates (B, C, H, W): one channel's map.
+
+No model calls here: everything is drawn from recorded tensors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from . import metrics
+from .errors import ParameterError
+from .plot import DEFAULT_CMAP, _np, _pick, draw_spatial_overlay, hide_axis, image_hwc
+from .plot import mask_range_text as range_text
+
+
+def _grid_of(attn: torch.Tensor | np.ndarray, grid: tuple[int, int] | None, n: int,
+             what: str) -> tuple[int, int]:
+    if grid is not None:
+        if grid[0] * grid[1] != n:
+            raise ParameterError(f"{what} grid {grid} does not hold {n} tokens")
+        return tuple(grid)  # type: ignore[return-value]
+    side = int(round(n**0.5))
+    if side * side != n:
+        raise ParameterError(f"{n} {what} tokens are not a square grid: pass the {what} grid "
+                             "(record.meta['q_grid'] / ['k_grid'])")
+    return side, side
+
+
+def _grids(a: np.ndarray | torch.Tensor, q_grid, k_grid) -> tuple[tuple[int, int], ...]:
+    """Query and key grids of a (…, Q, K) map (the key grid defaults to the query grid)."""
+    q, k = a.shape[-2:]
+    qg = _grid_of(a, q_grid, q, "query")
+    return qg, _grid_of(a, k_grid or (qg if q == k else None), k, "key")
+
+
+def key_map(
+    attn: torch.Tensor,
+    query: tuple[int, int],
+    q_grid: tuple[int, int] | None = None,
+    k_grid: tuple[int, int] | None = None,
+    head: int | None = None,
+    index: int = 0,
+) -> np.ndarray:
+    """The key weights of one query cell ``(row, col)`` as a (Hk, Wk) map: exactly the
+    recorded row ``attn[index, head, q]`` (``head=None``: the mean over heads)."""
+    a = _pick(attn, index, 3)  # (heads, Q, K)
+    heads = a.shape[0]
+    qg, kg = _grids(a, q_grid, k_grid)
+    r, c = query
+    if not (0 <= r < qg[0] and 0 <= c < qg[1]):
+        raise ParameterError(f"query {query} is outside the {qg[0]}×{qg[1]} query grid")
+    if head is not None and not 0 <= head < heads:
+        raise ParameterError(f"head {head} out of range: this map has {heads} head(s)")
+    row = a[:, r * qg[1] + c] if head is None else a[head : head + 1, r * qg[1] + c]
+    return row.mean(0).reshape(kg)
+
+
+def draw_key_map(ax: Axes, image: np.ndarray | None, kmap: np.ndarray, query: tuple[int, int],
+                 q_grid: tuple[int, int], alpha: float = 0.5, cmap: str = DEFAULT_CMAP,
+                 stretch: bool = False):
+    """Draw a key map over ``image`` and mark the query cell; returns the map artist."""
+    art = draw_spatial_overlay(ax, image, kmap, alpha, cmap, stretch)
+    h, w = image.shape[:2] if image is not None else kmap.shape
+    y, x = (query[0] + 0.5) * h / q_grid[0], (query[1] + 0.5) * w / q_grid[1]
+    ax.plot([x], [y], marker="+", markersize=14, mew=2.5, color="white")
+    ax.plot([x], [y], marker="+", markersize=12, mew=1.2, color="black")
+    return art
+
+
+def attention_overlay(
+    image: torch.Tensor | None,
+    attn: torch.Tensor,
+    query: tuple[int, int],
+    q_grid: tuple[int, int] | None = None,
+    k_grid: tuple[int, int] | None = None,
+    head: int | None = None,
+    index: int = 0,
+    alpha: float = 0.5,
+    cmap: str = DEFAULT_CMAP,
+    stretch: bool = False,
+    title: str | None = None,
+) -> Figure:
+    """Where one query pixel looks: its key weights over the image (fixed 0–1 scale)."""
+    a = _pick(attn, index, 3)
+    qg, kg = _grids(a, q_grid, k_grid)
+    kmap = key_map(attn, query, qg, kg, head, index)
+    img = image_hwc(_pick(image, index, 3)) if image is not None else None
+    fig = Figure(figsize=(4.2, 3.6), layout="constrained")
+    ax = fig.subplots()
+    art = draw_key_map(ax, img, kmap, query, qg, alpha, cmap, stretch)
+    fig.colorbar(art, ax=ax, shrink=0.8, label="key weight (stretched)" if stretch else
+                 "key weight (0–1)")
+    who = "mean of heads" if head is None else f"head {head}"
+    ax.set_title(f"{title + chr(10) if title else ''}query {query} · {who}\n{range_text(kmap)}",
+                 fontsize=8)
+    return fig
+
+
+def attention_heads(
+    image: torch.Tensor | None,
+    attn: torch.Tensor,
+    query: tuple[int, int],
+    q_grid: tuple[int, int] | None = None,
+    k_grid: tuple[int, int] | None = None,
+    index: int = 0,
+    alpha: float = 0.5,
+    cmap: str = DEFAULT_CMAP,
+) -> Figure:
+    """The mean over heads and every head, side by side, for one query (fixed 0–1 scale)."""
+    a = _pick(attn, index, 3)
+    qg, kg = _grids(a, q_grid, k_grid)
+    img = image_hwc(_pick(image, index, 3)) if image is not None else None
+    heads = [None, *range(a.shape[0])]
+    fig = Figure(figsize=(2.3 * len(heads), 2.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(heads)))
+    art = None
+    for ax, h in zip(axes, heads, strict=True):
+        kmap = key_map(attn, query, qg, kg, h, index)
+        art = draw_key_map(ax, img, kmap, query, qg, alpha, cmap)
+        ax.set_title(f"{'mean' if h is None else f'head {h}'}\n{range_text(kmap)}", fontsize=7)
+    fig.colorbar(art, ax=list(axes), shrink=0.7, label="key weight (0–1)")
+    return fig
+
+
+def head_statistics(attn: torch.Tensor, q_grid: tuple[int, int] | None = None,
+                    k_grid: tuple[int, int] | None = None, title: str | None = None) -> Figure:
+    """Per head: mean attention distance (key cells) and normalised entropy, over the batch."""
+    a = attn if isinstance(attn, torch.Tensor) else torch.as_tensor(attn)
+    if a.ndim != 4:
+        raise ParameterError(f"expected attention (B, heads, Q, K), got {tuple(a.shape)}")
+    qg, kg = _grids(a, q_grid, k_grid)
+    dist = _np(metrics.attention_distance(a, qg, kg).mean(0))
+    ent = _np(metrics.attention_entropy(a).mean(0))
+    fig = Figure(figsize=(6.4, 2.6), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    x = np.arange(len(dist))
+    ax1.bar(x, dist, color="tab:blue")
+    ax1.set(xlabel="head", ylabel="mean distance (key cells)", xticks=x)
+    ax2.bar(x, ent, color="tab:orange")
+    ax2.set(xlabel="head", ylabel="entropy (1 = uniform)", xticks=x, ylim=(0, 1))
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def directional_gates(
+    image: torch.Tensor | None,
+    a_w: torch.Tensor,
+    a_h: torch.Tensor,
+    index: int = 0,
+    channel: int | None = None,
+    cmap: str = DEFAULT_CMAP,
+) -> Figure:
+    """Coordinate attention: a_w (B, C, 1, W) as a strip above the image, a_h (B, C, H, 1) as a
+    strip beside it (one channel, or the channel mean), on the fixed 0–1 scale."""
+    w_, h_ = _pick(a_w, index, 3), _pick(a_h, index, 3)
+    if w_.shape[1] != 1 or h_.shape[2] != 1:
+        raise ParameterError(
+            f"expected a_w (C, 1, W) and a_h (C, H, 1), got {w_.shape}, {h_.shape}")
+    if channel is not None and not 0 <= channel < w_.shape[0]:
+        raise ParameterError(f"channel {channel} out of range (C = {w_.shape[0]})")
+    sel = slice(None) if channel is None else slice(channel, channel + 1)
+    row, col = w_[sel, 0, :].mean(0)[None, :], h_[sel, :, 0].mean(0)[:, None]
+    fig = Figure(figsize=(4.4, 4.2), layout="constrained")
+    spec = fig.add_gridspec(2, 2, width_ratios=(1, 12), height_ratios=(1, 12))
+    top, side, main = fig.add_subplot(spec[0, 1]), fig.add_subplot(spec[1, 0]), fig.add_subplot(
+        spec[1, 1])
+    art = top.imshow(row, cmap=cmap, vmin=0, vmax=1, aspect="auto")
+    side.imshow(col, cmap=cmap, vmin=0, vmax=1, aspect="auto")
+    if image is not None:
+        main.imshow(image_hwc(_pick(image, index, 3)))
+    else:
+        main.imshow(col * row, cmap=cmap, vmin=0, vmax=1)
+    for ax in (top, side, main):
+        hide_axis(ax)
+    who = "mean of channels" if channel is None else f"channel {channel}"
+    top.set_title(f"a_w {range_text(row)} · a_h {range_text(col)} · {who}", fontsize=7)
+    fig.colorbar(art, ax=main, shrink=0.7, label="gate (0–1)")
+    return fig
+
+
+def full_gate(image: torch.Tensor | None, gate: torch.Tensor, channel: int = 0, index: int = 0,
+              alpha: float = 0.5, cmap: str = DEFAULT_CMAP) -> Figure:
+    """One channel of a full (B, C, H, W) gate over the image, fixed 0–1 scale."""
+    g = _pick(gate, index, 3)
+    if not 0 <= channel < g.shape[0]:
+        raise ParameterError(f"channel {channel} out of range (C = {g.shape[0]})")
+    m = g[channel]
+    img = image_hwc(_pick(image, index, 3)) if image is not None else None
+    fig = Figure(figsize=(4.2, 3.6), layout="constrained")
+    ax = fig.subplots()
+    art = draw_spatial_overlay(ax, img, m, alpha, cmap)
+    fig.colorbar(art, ax=ax, shrink=0.8, label="gate (0–1)")
+    ax.set_title(f"channel {channel} · {range_text(m)}", fontsize=8)
+    return fig
