@@ -113,3 +113,27 @@ def test_directional_and_full_gates_draw_the_record():
     np.testing.assert_array_equal(_drawn_map(fig), full[0, 3].numpy())
     with pytest.raises(attnviz.ParameterError, match="channel 16 out of range"):
         pa.full_gate(x, full, channel=16)
+
+
+def test_self_attention_explorer_draws_the_recorded_row():
+    from attnviz.attention_explorer import SelfAttentionExplorer
+
+    model = attnviz.create_model("demo_botnet").eval()
+    images = attnviz.datasets.make_shapes(2, seed=5).images
+    ex = SelfAttentionExplorer(model, images, static=False)
+    assert [s.name for s in ex.sites] == ["layer4.0.mhsa"]
+    assert (ex.row.max, ex.col.max) == (7, 7) and len(ex.head_select.options) == 5
+    ex.row.value, ex.col.value = 3, 6
+    ex.head_select.value = 2
+    with torch.no_grad(), attnviz.record(model) as rec:
+        model(images[:1])
+    expected = rec.attention["layer4.0.mhsa"][0, 2, 3 * 8 + 6].reshape(8, 8).numpy()
+    np.testing.assert_allclose(ex.key_map(), expected, atol=1e-6)
+    np.testing.assert_allclose(_drawn_map(ex.draw()), expected, atol=1e-6)
+    assert "query (3, 6) · head 2" in ex.caption.value and ex.canvas.value[:4] == b"\x89PNG"
+    ex.image_select.value = "image 1"
+    assert ex.forward_count == 2
+    ex.row.value = 0
+    assert ex.forward_count == 2  # control changes never re-run the model
+    with pytest.raises(attnviz.NoAttentionError, match="no self-attention map"):
+        SelfAttentionExplorer(attnviz.create_model("demo_cbam_resnet"), images, static=False)
