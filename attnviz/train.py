@@ -73,6 +73,60 @@ def _training_data(cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, tuple[
     return torch.stack(xs), torch.tensor(ys), tuple(folder.classes)
 
 
+def fit(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    steps: int,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    weight_decay: float = 5e-4,
+    mask_penalty: float = 0.0,
+    seed: int = 0,
+    progress: bool = True,
+    desc: str = "train",
+) -> nn.Module:
+    """Train any classifier ``model`` (on its device) with AdamW, warm-up + cosine schedule and
+    random flips; ``mask_penalty`` adds λ · Σ mean(A) over its spatial masks (recorded with
+    :func:`attnviz.record`, so a hand-written CBAM works too). Returns ``model`` in eval mode."""
+    device = next(model.parameters()).device
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    warmup = max(1, steps // 20)
+
+    def schedule(step: int) -> float:
+        cosine = 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
+        return min(1.0, (step + 1) / warmup) * cosine
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    bar = tqdm(range(steps), desc=desc, disable=not progress)
+    ema_loss, ema_acc = None, None
+    for _ in bar:
+        idx = torch.randint(len(labels), (batch_size,), generator=gen)
+        x, y = images[idx].to(device), labels[idx].to(device)
+        flip = torch.rand(len(idx), generator=gen) < 0.5
+        x = torch.where(flip.to(device)[:, None, None, None], x.flip(-1), x)
+        if mask_penalty > 0:
+            with record(model, kinds=("spatial",), keep_graph=True) as rec:
+                logits = model(x)
+            penalty = torch.stack([r.value.mean() for r in rec.records]).sum()
+        else:
+            logits = model(x)
+            penalty = torch.zeros((), device=device)
+        ce = F.cross_entropy(logits, y)
+        loss = ce + mask_penalty * penalty
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        acc = (logits.argmax(1) == y).float().mean().item()
+        ema_loss = ce.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * ce.item()
+        ema_acc = acc if ema_acc is None else 0.98 * ema_acc + 0.02 * acc
+        bar.set_postfix(loss=f"{ema_loss:.3f}", acc=f"{ema_acc:.3f}")
+    return model.eval()
+
+
 def train(
     cfg: TrainConfig,
     out: str | Path | None = None,
@@ -91,44 +145,9 @@ def train(
     device = resolve_device(cfg.device)
     images, labels, classes = data if data is not None else _training_data(cfg)
     model = create_model(cfg.model, num_classes=len(classes), **cfg.builder_kwargs).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    warmup = max(1, cfg.steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: (
-            min(1.0, (s + 1) / warmup)
-            * 0.5
-            * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))
-        ),
-    )
-    gen = torch.Generator().manual_seed(cfg.seed)
-    model.train()
     t0 = time.time()
-    bar = tqdm(range(cfg.steps), desc=f"train {cfg.model}", disable=not progress)
-    ema_loss, ema_acc = None, None
-    kinds = ("spatial",) if cfg.mask_penalty > 0 else None
-    for _ in bar:
-        idx = torch.randint(len(labels), (cfg.batch_size,), generator=gen)
-        x, y = images[idx].to(device), labels[idx].to(device)
-        flip = torch.rand(len(idx), generator=gen) < 0.5
-        x = torch.where(flip.to(device)[:, None, None, None], x.flip(-1), x)
-        if kinds:
-            with record(model, kinds=kinds, keep_graph=True) as rec:
-                logits = model(x)
-            penalty = torch.stack([r.value.mean() for r in rec.records]).sum()
-        else:
-            logits = model(x)
-            penalty = torch.zeros((), device=device)
-        ce = F.cross_entropy(logits, y)
-        loss = ce + cfg.mask_penalty * penalty
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        acc = (logits.argmax(1) == y).float().mean().item()
-        ema_loss = ce.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * ce.item()
-        ema_acc = acc if ema_acc is None else 0.98 * ema_acc + 0.02 * acc
-        bar.set_postfix(loss=f"{ema_loss:.3f}", acc=f"{ema_acc:.3f}")
+    fit(model, images, labels, cfg.steps, cfg.batch_size, cfg.lr, cfg.weight_decay,
+        cfg.mask_penalty, cfg.seed, progress, f"train {cfg.model}")
     train_seconds = time.time() - t0
     model.eval()
     card: dict = {
