@@ -1,4 +1,5 @@
-"""The ``attnviz`` command: ``report``, ``train``, ``evaluate``, ``lab``, ``notebooks``."""
+"""The ``attnviz`` command: ``report``, ``train``, ``evaluate``, ``lab``, ``notebooks``,
+``stats``, ``stats-html``."""
 from __future__ import annotations
 
 import argparse
@@ -10,22 +11,26 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .checks import MAX_BATCH_SIZE, cpu_count
+from .checks import cpu_count
 from .terminal import one_line, shown
 
 EXIT_CODES = """exit codes:
   0  report written (also when some images could not be read: they are listed in the
      report's "could not read" section and a warning line is printed)
-  1  the report notebook failed (the failing cell's exception is printed; the partly
-     executed notebook is kept in the output folder)
+  1  the report failed (with --notebook: the failing cell's exception is printed and the
+     partly executed notebook kept as OUT/report.failed.ipynb); OUT is left as it was
   2  invalid parameters (unknown model, no images matched, a layer pattern matching no
-     attention module, a bad device, --top-k < 1, ...): one line "attnviz: error: ..."
+     attention module, a bad device, --top-k < 1, an output folder in use by another
+     report or holding the report template, ...): one line "attnviz: error: ..."
+  3  report written, but the model produced NaN or infinite logits or attention weights:
+     the report says so at the top and a warning line is printed
 """
 
 REPORT_HELP = """Record the attention weights of MODEL on IMAGES and write a self-contained HTML
 report (figures embedded, nothing loaded from the network) to OUT/report.html, next to
-OUT/report.ipynb (the executed notebook), OUT/summary.csv (one row per image and attention
-layer) and OUT/summary.json."""
+OUT/summary.csv (one row per image and attention layer) and OUT/summary.json (and, with
+--notebook, OUT/report.ipynb). The files are written aside and published together; a second
+report into the same OUT while one runs is refused."""
 
 
 class UsageError(Exception):
@@ -79,27 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: %(default)s)")
     rep.add_argument("--checkpoint", default=None, metavar="PATH",
                      help="local weights file for the architecture --model names")
-    rep.add_argument("--layers", default=None, metavar="PAT",
-                     help="only attention modules whose name matches this glob "
-                          "(e.g. 'layer3*'; 're:...' for a regex)")
-    rep.add_argument("--device", default="auto",
-                     help="auto (CUDA when present), cpu, cuda, cuda:1, ... (default: auto)")
-    rep.add_argument("--out", default="reports", metavar="DIR",
-                     help="output folder (default: %(default)s)")
-    rep.add_argument("--top-k", type=_int_at_least(1), default=10, metavar="K",
-                     help="channels shown per block (default: %(default)s)")
-    rep.add_argument("--attribution", action="store_true",
-                     help="also compare a spatial mask with Grad-CAM / integrated gradients / "
-                          "saliency (Captum; slower)")
-    rep.add_argument("--amp", action="store_true",
-                     help="mixed precision (fp16 on CUDA, bf16 on CPU); weights recorded as "
-                          "float32")
-    rep.add_argument("--batch-size", type=_int_at_least(1, MAX_BATCH_SIZE), default=16,
-                     metavar="N", help="images per forward pass, at most "
-                                       f"{MAX_BATCH_SIZE} (default: %(default)s)")
-    rep.add_argument("--workers", type=_int_at_least(0), default=0, metavar="N",
-                     help="DataLoader worker processes reading images, at most the CPU count "
-                          "(default: %(default)s)")
+    from .report.params import add_report_arguments
+
+    add_report_arguments(rep, _int_at_least)  # --layers, --out, --max-figures, ... defined once
     sub.add_parser("train", add_help=False,
                    help="train a model on the shapes data (`attnviz train --help`)")
     sub.add_parser("evaluate", add_help=False,
@@ -108,20 +95,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="open the notebooks in JupyterLab: `attnviz lab [DIR]`")
     sub.add_parser("notebooks", add_help=False,
                    help="copy the notebooks into a folder: `attnviz notebooks DIR`")
+    sub.add_parser("stats", add_help=False,
+                   help="attention statistics over a whole dataset, also under torchrun "
+                        "(`attnviz stats --help`)")
+    sub.add_parser("stats-html", add_help=False,
+                   help="rebuild stats.html from stats.json: `attnviz stats-html STATS_JSON`")
     return parser
 
 
-def _delegate(module: str) -> Callable[[list[str]], int | None]:
+def _delegate(module: str, func: str = "main") -> Callable[[list[str]], int | None]:
     def run(argv: list[str]) -> int | None:
         if importlib.util.find_spec(f"attnviz.{module}") is None:
             raise UsageError(f"`attnviz {module}` is not available in this installation")
-        return importlib.import_module(f"attnviz.{module}").main(argv)
+        return getattr(importlib.import_module(f"attnviz.{module}"), func)(argv)
 
     return run
 
 
 DELEGATES = {"train": _delegate("train"), "evaluate": _delegate("evaluate"),
-             "lab": _delegate("lab"), "notebooks": _delegate("resources")}
+             "lab": _delegate("lab"), "notebooks": _delegate("resources"),
+             "stats": _delegate("stats"), "stats-html": _delegate("stats.cli", "html_main")}
 
 
 def _err(message: object) -> None:
@@ -153,16 +146,14 @@ def report(args: argparse.Namespace) -> int:
     from . import report as rep
 
     t0 = time.perf_counter()
-    workers = min(args.workers, cpu_count())
-    if workers < args.workers:
-        print(f"attnviz: note: --workers {args.workers} is more than the {cpu_count()} CPU(s) "
+    workers = min(args.num_workers, cpu_count())
+    if workers < args.num_workers:
+        print(f"attnviz: note: --workers {args.num_workers} is more than the {cpu_count()} CPU(s) "
               f"here; using {workers}", file=sys.stderr)
+    options = {**rep.cli_options(args), "num_workers": workers}
     try:
         html_path = rep.write_report(
-            args.images, model=args.model, out_dir=args.out, checkpoint=args.checkpoint,
-            layers=args.layers,
-            device=args.device, top_k=args.top_k, attribution=args.attribution,
-            batch_size=args.batch_size, num_workers=workers, amp=args.amp,
+            args.images, **options,
             log=lambda line: print(f"attnviz: {line}", file=sys.stderr, flush=True),
         )
     except rep.ReportExecutionError as e:
@@ -177,10 +168,17 @@ def report(args: argparse.Namespace) -> int:
         more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
         print(f"attnviz: warning: {len(bad)} input(s) could not be read and are listed in the "
               f"report: {listed}{more}", file=sys.stderr)
-    where = html_path if Path(args.out).is_absolute() else Path(os.path.relpath(html_path))
+    where = html_path if Path(args.out_dir).is_absolute() else Path(os.path.relpath(html_path))
     print(f"attnviz: wrote {shown(where)} ({_size(html_path.stat().st_size)}, "
           f"{summary.get('n_images', '?')} image(s) analysed) in "
           f"{time.perf_counter() - t0:.1f} s")
+    non_finite = summary.get("non_finite") or []
+    if non_finite:
+        where_bad = "; ".join(one_line(f"{f.get('layer') or f.get('where')}: {f.get('images')} "
+                                       "image(s)") for f in non_finite[:5])
+        print(f"attnviz: warning: NaN or infinite values ({where_bad}); see the warning at the "
+              "top of the report (exit code 3)", file=sys.stderr)
+        return 3
     return 0
 
 

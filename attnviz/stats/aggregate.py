@@ -1,0 +1,129 @@
+"""The whole run's aggregates: image counts and accuracy per class, one accumulator per layer.
+
+Classes are the groups the per-class statistics are kept for: the data's labels when it has
+them (ImageFolder sub-folders, the shapes classes, ``cls`` of tar samples), otherwise the
+model's predicted class.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..record import AttentionRecord
+from .layers import BatchInfo, LayerSpec, LayerStats, make_layer
+from .moments import DTYPE
+
+COUNTS = ("images", "labelled", "correct")
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """``names`` of the groups; ``grouping`` is ``"label"`` or ``"prediction"``;
+    ``to_output[k]`` the model output of label k (-1: none), None when accuracy is undefined;
+    ``mapping`` says how labels were matched to outputs."""
+
+    names: tuple[str, ...]
+    grouping: str
+    to_output: tuple[int, ...] | None = None
+    mapping: str | None = None
+
+
+def spec_of(r: AttentionRecord) -> LayerSpec:
+    """The :class:`LayerSpec` of a record."""
+    grid = {k: tuple(int(x) for x in r.meta[k]) if r.meta.get(k) else None
+            for k in ("q_grid", "k_grid")}
+    return LayerSpec(r.key, r.name, r.kind, tuple(r.value.shape[1:]), r.module_type, r.order,
+                     **grid)
+
+
+@dataclass
+class BatchResult:
+    """Per-image results of one batch, on the device: predictions, top probabilities and
+    each layer's features (F, B)."""
+
+    pred: Tensor
+    prob: Tensor
+    layers: list[tuple[LayerStats, Tensor]]
+
+
+class Aggregate:
+    """Counts and layer accumulators of one process; :meth:`reduce` merges all processes'."""
+
+    def __init__(self, classes: ClassInfo, device: torch.device, ground_truth: bool) -> None:
+        self.classes, self.device, self.ground_truth = classes, device, ground_truth
+        k = len(classes.names)
+        self.counts = {c: torch.zeros(k, dtype=DTYPE, device=device) for c in COUNTS}
+        self.counts["unlabelled"] = torch.zeros(1, dtype=DTYPE, device=device)
+        self.layers: dict[tuple[str, str], LayerStats] = {}
+        to_out = classes.to_output if classes.to_output is not None else (-1,) * k
+        self._to_output = torch.tensor(to_out, dtype=torch.long, device=device)
+
+    def layer(self, spec: LayerSpec) -> LayerStats:
+        """The accumulator of ``spec`` (created on first use)."""
+        key = (spec.key, spec.kind)
+        if key not in self.layers:
+            self.layers[key] = make_layer(spec, len(self.classes.names), self.device,
+                                          self.ground_truth)
+        return self.layers[key]
+
+    def update(self, records: Sequence[AttentionRecord], logits: Tensor, labels: Tensor,
+               objects: Tensor | None = None) -> BatchResult:
+        """Add one batch: ``logits`` (B, outputs), ``labels`` (B,) with -1 for none, and the
+        batch's records (each (B, ...))."""
+        probs = logits.float().softmax(1)
+        prob, pred = probs.max(1)
+        has = labels >= 0
+        group = torch.where(has, labels, pred) if self.classes.grouping == "label" else pred
+        ones = torch.ones_like(group, dtype=DTYPE)
+        self.counts["images"].index_add_(0, group, ones)
+        self.counts["unlabelled"] += (~has).sum()
+        target = self._to_output[labels.clamp_min(0)]
+        scored = has & (target >= 0)
+        self.counts["labelled"].index_add_(0, group, scored.to(DTYPE))
+        self.counts["correct"].index_add_(0, group, (scored & (pred == target)).to(DTYPE))
+        info = BatchInfo(group, objects)
+        out = []
+        for r in records:
+            acc = self.layers.get((r.key, r.kind)) or self.layer(spec_of(r))
+            out.append((acc, acc.update(r.value, info)))
+        return BatchResult(pred, prob, out)
+
+    # -- state -------------------------------------------------------------------------------
+    def specs(self) -> list[LayerSpec]:
+        """The layers, in model order."""
+        return sorted((a.spec for a in self.layers.values()), key=lambda s: (s.order, s.key))
+
+    def state(self) -> dict:
+        """Everything, on the CPU, for a checkpoint."""
+        return {"counts": {k: v.cpu() for k, v in self.counts.items()},
+                "layers": [{"spec": s.to_json(),
+                            "tensors": {k: t.cpu() for k, t in
+                                        self.layers[s.key, s.kind].tensors().items()}}
+                           for s in self.specs()]}
+
+    def load(self, state: dict) -> None:
+        """Restore :meth:`state`."""
+        for k, v in state["counts"].items():
+            self.counts[k] = v.to(self.device, DTYPE).clone()
+        for item in state["layers"]:
+            self.layer(spec_from_json(item["spec"])).load(item["tensors"])
+
+    def tensors(self) -> tuple[list[Tensor], list]:
+        """``(sums, moments)`` in a fixed order, for the collectives."""
+        sums = [self.counts[k] for k in (*COUNTS, "unlabelled")]
+        moments = []
+        for s in self.specs():
+            acc = self.layers[s.key, s.kind]
+            sums += [acc.sums[k] for k in sorted(acc.sums)]
+            moments += [acc.moments[k] for k in sorted(acc.moments)]
+        return sums, moments
+
+
+def spec_from_json(d: dict) -> LayerSpec:
+    """The inverse of :meth:`LayerSpec.to_json`."""
+    grids = {k: tuple(d[k]) if d.get(k) else None for k in ("q_grid", "k_grid")}
+    return LayerSpec(d["key"], d["name"], d["kind"], tuple(d["shape"]), d["module_type"],
+                     int(d["order"]), **grids)

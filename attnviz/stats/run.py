@@ -1,0 +1,265 @@
+"""``dataset_stats``: attention statistics over a whole dataset, on one process or many.
+
+    path = dataset_stats("shapes:2000", "demo-cbam", "out/")     # out/stats.json, stats.html
+    torchrun --standalone --nproc_per_node 2 -m attnviz stats shapes:2000 --out out/
+
+Each process reads its share of the data (:class:`~attnviz.stats.distributed.UnpaddedSampler`
+for files and shapes, every world-th shard for tar files), keeps its partial aggregates on its
+device, and at the end the partial sums are merged with collectives; rank 0 writes the results.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..checks import MAX_BATCH_SIZE, cap_workers, check_int, check_out_dir
+from ..errors import AttnvizError, ParameterError
+from ..models import DEMO_MODELS, load_model, resolve_device
+from ..models.preprocess import class_names, input_spec, model_device
+from ..models.registry import is_model
+from ..models.user import is_user_spec
+from ..record import record
+from . import checkpoint, document, publish
+from .aggregate import Aggregate, ClassInfo, spec_from_json
+from .checkpoint import Progress
+from .data import Source, collate, open_source
+from .distributed import Dist, UnpaddedSampler
+from .html import write_html
+from .loop import Inputs, LoopOptions, Pass, progress_bar
+from .perimage import FEATURES, RowWriter, drop_parts_after
+
+T = TypeVar("T")
+
+
+def load_net(model: str | nn.Module, device: torch.device,
+             options: dict[str, Any] | None = None) -> tuple[nn.Module, str]:
+    """The model in eval mode on ``device``, and its name. A timm name without a checkpoint
+    means its pretrained weights (as in ``attnviz report``)."""
+    if isinstance(model, nn.Module):
+        return model.to(device).eval(), type(model).__name__
+    if not isinstance(model, str) or not model:
+        raise ParameterError(f"model must be a model name or an nn.Module, got {model!r}")
+    options = dict(options or {})
+    ckpt = options.get("checkpoint")
+    if ckpt is not None and not Path(ckpt).is_file():
+        raise ParameterError(f"checkpoint {os.fspath(ckpt)!r} is not a file")
+    pretrained = (ckpt is None and model not in DEMO_MODELS and not is_model(model)
+                  and not is_user_spec(model))
+    return load_model(model, pretrained=pretrained, device=device, **options), model
+
+
+def probe(net: nn.Module, size: int, layers: str | None) -> int:
+    """One forward pass of a blank image inside a recording: raises NoAttentionError when the
+    model (or ``layers``) has no attention; returns the number of outputs."""
+    x = torch.zeros(1, 3, size, size, device=model_device(net))
+    with torch.no_grad(), record(net, layers=layers):
+        logits = net(x)
+    if logits.ndim != 2:
+        raise ParameterError(f"the model returns {tuple(logits.shape)}, not (batch, classes)")
+    return int(logits.shape[1])
+
+
+def class_info(source: Source, net: nn.Module, outputs: int) -> ClassInfo:
+    """Groups for the per-class statistics and how labels map to the model's outputs."""
+    model_names = class_names(net) or [str(i) for i in range(outputs)]
+    if len(model_names) != outputs:
+        model_names = [str(i) for i in range(outputs)]
+    if source.kind == "webdataset":
+        return ClassInfo(tuple(model_names), "label", tuple(range(outputs)),
+                         "cls is the output index")
+    if source.classes is None:
+        return ClassInfo(tuple(model_names), "prediction")
+    names = tuple(source.classes)
+    if set(names) <= set(model_names):
+        return ClassInfo(names, "label", tuple(model_names.index(n) for n in names), "by name")
+    if len(names) == outputs:
+        return ClassInfo(names, "label", tuple(range(outputs)), "sorted class order")
+    return ClassInfo(names, "label")
+
+
+def on_main(dist: Dist, fn: Callable[[], T]) -> T:
+    """``fn()`` on rank 0, its result (or its AttnvizError) on every process."""
+    result: Any = None
+    error: AttnvizError | None = None
+    if dist.main:
+        try:
+            result = fn()
+        except AttnvizError as e:
+            error = e
+    result, error = dist.broadcast((result, error))
+    if error is not None:
+        raise error
+    return result
+
+
+def make_loader(source: Source, dist: Dist, progress: Progress, size: int, outputs: int,
+                batch_size: int, workers: int, pin: bool) -> tuple[DataLoader, int | None]:
+    """This process's DataLoader and its number of items (None: not known, tar shards)."""
+    common = dict(batch_size=batch_size, collate_fn=collate, pin_memory=pin)
+    if source.dataset is not None:
+        sampler = UnpaddedSampler(len(source.dataset), dist.rank, dist.world,  # type: ignore
+                                  start=progress.done.get("", 0))
+        loader = DataLoader(source.dataset, sampler=sampler, num_workers=workers, **common)
+        return loader, sampler.real()
+    from .webdata import TarShards
+
+    shards = (source.shards or [])[dist.rank::dist.world]
+    data = TarShards(shards, size, outputs, progress.done)
+    return DataLoader(data, num_workers=min(workers, len(shards)), **common), None
+
+
+def dataset_stats(
+    data: str | Sequence[str],
+    model: str | nn.Module = "demo-cbam",
+    out: str | os.PathLike = "stats",
+    *,
+    model_options: dict[str, Any] | None = None,
+    layers: str | None = None,
+    batch_size: int = 64,
+    workers: int = 0,
+    device: str = "auto",
+    amp: bool = False,
+    per_image: bool = False,
+    resume: bool = False,
+    save_every: float = 300.0,
+    progress: bool = True,
+    on_batch: Callable[[int], None] | None = None,
+) -> Path:
+    """Attention statistics of ``model`` over ``data``; returns ``OUT/stats.json``.
+
+    Args:
+        data: an ImageFolder tree, image files / folders / globs, ``"shapes:N"`` or tar shards.
+        model: anything ``--model`` accepts, or a model; ``model_options`` are passed to
+            :func:`attnviz.load_model` (``checkpoint``, ``input_size``, ``labels``, ...).
+        layers: only attention modules whose name matches (``"layer4*"``).
+        batch_size, workers: of each process's DataLoader.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` (under torchrun: the process's local GPU).
+        amp: mixed precision (fp16 on CUDA, bf16 on CPU).
+        per_image: also write ``OUT/per_image/rank-RRRRR.parquet``.
+        resume: continue from the checkpoints of an interrupted run into ``out``.
+        save_every: seconds between checkpoints (0: after every batch).
+        progress: show a progress bar (rank 0).
+        on_batch: called after every batch with the number of items this process has done.
+    """
+    check_int("batch_size", batch_size, 1, MAX_BATCH_SIZE)
+    workers = cap_workers(workers)
+    if not isinstance(save_every, (int, float)) or save_every < 0:
+        raise ParameterError(f"save_every must be a number of seconds >= 0, got {save_every!r}")
+    dev = resolve_device(device)
+    dist = Dist.start(dev.type)
+    try:
+        if dev.type == "cuda" and dev.index is None:
+            dev = torch.device("cuda", dist.local_rank)
+        return _run(dist, dev, data, model, out, model_options, layers, batch_size, workers,
+                    amp, per_image, resume, LoopOptions(layers, amp, float(save_every),
+                                                        progress and dist.main, on_batch))
+    finally:
+        dist.close()
+
+
+def _run(dist: Dist, dev: torch.device, data: str | Sequence[str], model: str | nn.Module,
+         out: str | os.PathLike, model_options: dict[str, Any] | None, layers: str | None,
+         batch_size: int, workers: int, amp: bool, per_image: bool, resume: bool,
+         loop_options: LoopOptions) -> Path:
+    out_dir = check_out_dir(out)
+    net, name = load_net(model, dev, model_options)
+    if dev.type == "cuda":
+        net = net.to(memory_format=torch.channels_last)
+    spec = input_spec(net)
+    outputs = probe(net, spec.size, layers)
+    source = on_main(dist, lambda: open_source([data] if isinstance(data, str) else data,
+                                               spec.size))
+    classes = class_info(source, net, outputs)
+    fp = checkpoint.fingerprint(data=source.spec, kind=source.kind, n=source.n, model=name,
+                                options=model_options, layers=layers, world=dist.world,
+                                classes=classes.names, amp=amp, device=dev.type)
+    work, resumed = on_main(dist, lambda: publish.start(out_dir, resume))
+    agg = Aggregate(classes, dev, source.ground_truth)
+    ckpt_path = checkpoint.checkpoint_path(work, dist.rank, dist.world)
+    saved = checkpoint.load(ckpt_path, fp) if resumed else None
+    prog = Progress()
+    if saved is not None:
+        prog, state = saved
+        agg.load(state)
+    rows = None
+    if per_image:
+        folder = work / publish.PER_IMAGE
+        rows = RowWriter(folder, dist.rank, prog.parts)
+        drop_parts_after(folder, dist.rank, prog.parts)
+    loader, total = make_loader(source, dist, prog, spec.size, outputs, batch_size, workers,
+                                dev.type == "cuda")
+    bar = progress_bar(total, prog.n_seen, dist.world, loop_options.progress)
+    try:
+        with warnings.catch_warnings():  # a process whose images were all unreadable
+            warnings.filterwarnings("ignore", message="no forward pass")
+            Pass(net, Inputs(spec, dev), agg, prog, rows, loop_options, ckpt_path, fp).run(
+                loader, bar)
+    finally:
+        bar.close()
+    row_file = rows.finish() if rows is not None else None
+    for specs in dist.gather([s.to_json() for s in agg.specs()]):
+        for d in specs:
+            agg.layer(spec_from_json(d))
+    sums, moments = agg.tensors()
+    dist.sum_(sums)
+    dist.merge_moments_(moments)
+    mine = {**asdict(prog), "rows": _rows(row_file), "resumed": saved is not None}
+    everyone = dist.gather(mine)
+    if dist.main:
+        run = {"world_size": dist.world, "backend": dist.backend, "device": str(dev), "amp": amp,
+               "batch_size": batch_size, "workers": workers, "layers": layers}
+        model_json = {"name": name, "checkpoint": _text((model_options or {}).get("checkpoint")),
+                      "input_size": spec.size, "mean": spec.mean, "std": spec.std,
+                      "outputs": outputs}
+        doc = document.build(agg, model=model_json, data=_data_json(source, everyone),
+                             run={**run, **_timing(agg, everyone)},
+                             per_image=_rows_json(everyone) if per_image else None)
+        publish.write_json(work / "stats.json", doc)
+        write_html(work / "stats.json", work / "stats.html")
+        publish.publish(work, out_dir)
+    dist.barrier()
+    return out_dir / "stats.json"
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else os.fspath(value)
+
+
+def _rows(path: Path | None) -> int:
+    if path is None:
+        return 0
+    import pyarrow.parquet as pq
+
+    return int(pq.ParquetFile(path).metadata.num_rows)
+
+
+def _data_json(source: Source, everyone: list[dict]) -> dict[str, Any]:
+    bad = sorted((b for p in everyone for b in p["bad"]), key=lambda b: b[0])
+    n_bad = sum(p["n_bad"] for p in everyone)
+    n_items = sum(p["n_seen"] for p in everyone)
+    return {"kind": source.kind, "spec": list(source.spec), "n_items": n_items,
+            "n_images": n_items - n_bad, "n_bad": n_bad,
+            "bad": [{"image": n, "reason": r} for n, r in bad],
+            "skipped": [[p, r] for p, r in source.skipped[:checkpoint.MAX_LISTED]],
+            "ground_truth": source.ground_truth}
+
+
+def _timing(agg: Aggregate, everyone: list[dict]) -> dict[str, Any]:
+    seconds = max(p["seconds"] for p in everyone)
+    images = float(agg.counts["images"].sum().item())
+    return {"seconds": round(seconds, 3), "images_per_s": round(images / seconds, 2)
+            if seconds > 0 else 0.0, "resumed": any(p["resumed"] for p in everyone)}
+
+
+def _rows_json(everyone: list[dict]) -> dict[str, Any]:
+    files = [f"{publish.PER_IMAGE}/rank-{r:05d}.parquet" for r in range(len(everyone))]
+    cols = ["image", "index", "rank", "label", "pred", "prob", "layer", "kind", *FEATURES]
+    return {"files": files, "rows": sum(p["rows"] for p in everyone), "columns": cols}
