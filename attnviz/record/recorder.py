@@ -301,7 +301,7 @@ class Recorder(RecordSet):
         firing = self._firings.get((name, kind), 0)
         self._firings[name, kind] = firing + 1
         if meta.get("problem"):
-            self.problems.append(f"{name}: {meta['problem']}")
+            self.problems.append(f"{name or '(model)'}: {meta['problem']}")
         stage, block = stage_block(name)
         if order is None:
             order = self._info.order(name)
