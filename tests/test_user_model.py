@@ -57,7 +57,7 @@ def test_file_factory_with_args_checkpoint_and_preprocessing(model_py, tmp_path)
     labels = tmp_path / "labels.txt"
     labels.write_text("circle\nsquare\n\ntriangle\nstar\ncross\n")
     model = attnviz.load_model(f"{model_py}:build", checkpoint=ckpt, device="cpu",
-                               model_args='{"c": 8}', input_size=32, mean="0.5",
+                               model_args='{"c": 8}', input_size=32, mean=0.5,
                                std="0.2,0.3,0.4", labels=labels)
     for a, b in zip(model.state_dict().values(), trained.state_dict().values(), strict=True):
         assert torch.equal(a, b)

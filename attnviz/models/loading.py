@@ -63,8 +63,8 @@ def load_model(
     *,
     model_args: str | dict | None = None,
     input_size: int | None = None,
-    mean: str | Sequence[float] | None = None,
-    std: str | Sequence[float] | None = None,
+    mean: str | float | Sequence[float] | None = None,
+    std: str | float | Sequence[float] | None = None,
     labels: str | os.PathLike | Sequence[str] | None = None,
     **kwargs: object,
 ) -> nn.Module:
@@ -104,6 +104,7 @@ def load_model(
         load_weights(model, data_dir() / "checkpoints" / card["weights"])
         model.class_names = list(card.get("classes", []))  # type: ignore[attr-defined]
         model.input_size = int(card.get("data", {}).get("size", 64))  # type: ignore[attr-defined]
+        model.model_card = card  # type: ignore[attr-defined]  (explorers: best layer, data)
     elif is_model(name):
         if pretrained:
             raise ModelError(

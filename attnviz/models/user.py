@@ -127,11 +127,14 @@ def read_labels(path: str | os.PathLike | Sequence[str]) -> list[str]:
     return names
 
 
-def parse_floats(text: str | Sequence[float] | None, what: str) -> tuple[float, ...] | None:
+def parse_floats(text: str | float | Sequence[float] | None, what: str) -> tuple[float, ...] | None:
     """``--mean 0.5,0.5,0.5`` → a 3-tuple (one value is repeated three times)."""
     if text is None:
         return None
-    parts = text.split(",") if isinstance(text, str) else list(text)
+    if isinstance(text, (int, float)):
+        parts: list = [text]
+    else:
+        parts = text.split(",") if isinstance(text, str) else list(text)
     try:
         values = tuple(float(p) for p in parts)
     except (TypeError, ValueError):
