@@ -6,6 +6,7 @@ returns PNG bytes.
 from __future__ import annotations
 
 import io
+import math
 from typing import Any
 
 import numpy as np
@@ -24,14 +25,21 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def _subplots(n: int, width: float, height: float) -> tuple[Any, np.ndarray]:
+def _subplots(n: int, width: float, height: float, per_row: int = 3) -> tuple[Any, np.ndarray]:
+    """A figure with ``n`` panels of ``width`` × ``height`` inches, ``per_row`` to a row;
+    returns the used axes, flat."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
-    return fig, axes[0]
+    cols = min(n, per_row)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    flat = axes.reshape(-1)
+    for ax in flat[n:]:
+        ax.set_axis_off()
+    return fig, flat[:n]
 
 
 def pick(n: int, k: int) -> list[int]:
@@ -52,7 +60,7 @@ def excitation(layers: list[dict], names: list[str], counts: np.ndarray) -> byte
     channel layers from shallow to deep, as in Fig. 6 of the SE paper."""
     shown = [layers[i] for i in pick(len(layers), MAX_PANELS)]
     classes = top_classes(counts, MAX_LINES)
-    fig, axes = _subplots(len(shown), 3.6, 2.8)
+    fig, axes = _subplots(len(shown), 4.2, 3.0)
     for ax, layer in zip(axes, shown, strict=True):
         s = layer["moments"]["s"]
         x = np.arange(s["mean"].shape[1])
@@ -64,8 +72,10 @@ def excitation(layers: list[dict], names: list[str], counts: np.ndarray) -> byte
         ax.set_title(layer["key"], fontsize=9)
         ax.set_xlabel("channel index", fontsize=8)
         ax.tick_params(labelsize=7)
-    axes[0].set_ylabel("mean s(c)", fontsize=8)
-    axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    for ax in axes[::3]:
+        ax.set_ylabel("mean s(c)", fontsize=8)
+    axes[min(2, len(axes) - 1)].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    fig.tight_layout()
     return _png(fig)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -116,6 +116,21 @@ def make_loader(source: Source, dist: Dist, progress: Progress, size: int, outpu
     return DataLoader(data, num_workers=min(workers, len(shards)), **common), None
 
 
+@dataclass
+class Job:
+    """What one run computes (the arguments of :func:`dataset_stats`, checked)."""
+
+    data: list[str]
+    model: str | nn.Module
+    out: Path
+    model_options: dict[str, Any]
+    batch_size: int
+    workers: int
+    per_image: bool
+    resume: bool
+    loop: LoopOptions
+
+
 def dataset_stats(
     data: str | Sequence[str],
     model: str | nn.Module = "demo-cbam",
@@ -150,38 +165,36 @@ def dataset_stats(
         on_batch: called after every batch with the number of items this process has done.
     """
     check_int("batch_size", batch_size, 1, MAX_BATCH_SIZE)
-    workers = cap_workers(workers)
-    if not isinstance(save_every, (int, float)) or save_every < 0:
+    if isinstance(save_every, bool) or not isinstance(save_every, (int, float)) \
+            or not 0 <= save_every < float("inf"):
         raise ParameterError(f"save_every must be a number of seconds >= 0, got {save_every!r}")
+    job = Job([data] if isinstance(data, str) else [os.fspath(d) for d in data], model,
+              check_out_dir(out), dict(model_options or {}), batch_size, cap_workers(workers),
+              per_image, resume, LoopOptions(layers, amp, float(save_every), progress, on_batch))
     dev = resolve_device(device)
     dist = Dist.start(dev.type)
     try:
         if dev.type == "cuda" and dev.index is None:
             dev = torch.device("cuda", dist.local_rank)
-        return _run(dist, dev, data, model, out, model_options, layers, batch_size, workers,
-                    amp, per_image, resume, LoopOptions(layers, amp, float(save_every),
-                                                        progress and dist.main, on_batch))
+        job.loop.progress = job.loop.progress and dist.main
+        return _run(dist, dev, job)
     finally:
         dist.close()
 
 
-def _run(dist: Dist, dev: torch.device, data: str | Sequence[str], model: str | nn.Module,
-         out: str | os.PathLike, model_options: dict[str, Any] | None, layers: str | None,
-         batch_size: int, workers: int, amp: bool, per_image: bool, resume: bool,
-         loop_options: LoopOptions) -> Path:
-    out_dir = check_out_dir(out)
-    net, name = load_net(model, dev, model_options)
+def _run(dist: Dist, dev: torch.device, job: Job) -> Path:
+    net, name = load_net(job.model, dev, job.model_options)
     if dev.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
     spec = input_spec(net)
+    layers, amp = job.loop.layers, job.loop.amp
     outputs = probe(net, spec.size, layers)
-    source = on_main(dist, lambda: open_source([data] if isinstance(data, str) else data,
-                                               spec.size))
+    source = on_main(dist, lambda: open_source(job.data, spec.size))
     classes = class_info(source, net, outputs)
     fp = checkpoint.fingerprint(data=source.spec, kind=source.kind, n=source.n, model=name,
-                                options=model_options, layers=layers, world=dist.world,
+                                options=job.model_options, layers=layers, world=dist.world,
                                 classes=classes.names, amp=amp, device=dev.type)
-    work, resumed = on_main(dist, lambda: publish.start(out_dir, resume))
+    work, resumed = on_main(dist, lambda: publish.start(job.out, job.resume))
     agg = Aggregate(classes, dev, source.ground_truth)
     ckpt_path = checkpoint.checkpoint_path(work, dist.rank, dist.world)
     saved = checkpoint.load(ckpt_path, fp) if resumed else None
@@ -190,17 +203,17 @@ def _run(dist: Dist, dev: torch.device, data: str | Sequence[str], model: str | 
         prog, state = saved
         agg.load(state)
     rows = None
-    if per_image:
+    if job.per_image:
         folder = work / publish.PER_IMAGE
         rows = RowWriter(folder, dist.rank, prog.parts)
         drop_parts_after(folder, dist.rank, prog.parts)
-    loader, total = make_loader(source, dist, prog, spec.size, outputs, batch_size, workers,
-                                dev.type == "cuda")
-    bar = progress_bar(total, prog.n_seen, dist.world, loop_options.progress)
+    loader, total = make_loader(source, dist, prog, spec.size, outputs, job.batch_size,
+                                job.workers, dev.type == "cuda")
+    bar = progress_bar(total, prog.n_seen, dist.world, job.loop.progress)
     try:
         with warnings.catch_warnings():  # a process whose images were all unreadable
             warnings.filterwarnings("ignore", message="no forward pass")
-            Pass(net, Inputs(spec, dev), agg, prog, rows, loop_options, ckpt_path, fp).run(
+            Pass(net, Inputs(spec, dev), agg, prog, rows, job.loop, ckpt_path, fp).run(
                 loader, bar)
     finally:
         bar.close()
@@ -211,22 +224,21 @@ def _run(dist: Dist, dev: torch.device, data: str | Sequence[str], model: str | 
     sums, moments = agg.tensors()
     dist.sum_(sums)
     dist.merge_moments_(moments)
-    mine = {**asdict(prog), "rows": _rows(row_file), "resumed": saved is not None}
-    everyone = dist.gather(mine)
+    everyone = dist.gather({**asdict(prog), "rows": _rows(row_file), "resumed": saved is not None})
     if dist.main:
         run = {"world_size": dist.world, "backend": dist.backend, "device": str(dev), "amp": amp,
-               "batch_size": batch_size, "workers": workers, "layers": layers}
-        model_json = {"name": name, "checkpoint": _text((model_options or {}).get("checkpoint")),
+               "batch_size": job.batch_size, "workers": job.workers, "layers": layers}
+        model_json = {"name": name, "checkpoint": _text(job.model_options.get("checkpoint")),
                       "input_size": spec.size, "mean": spec.mean, "std": spec.std,
                       "outputs": outputs}
         doc = document.build(agg, model=model_json, data=_data_json(source, everyone),
                              run={**run, **_timing(agg, everyone)},
-                             per_image=_rows_json(everyone) if per_image else None)
+                             per_image=_rows_json(everyone) if job.per_image else None)
         publish.write_json(work / "stats.json", doc)
         write_html(work / "stats.json", work / "stats.html")
-        publish.publish(work, out_dir)
+        publish.publish(work, job.out)
     dist.barrier()
-    return out_dir / "stats.json"
+    return job.out / "stats.json"
 
 
 def _text(value: Any) -> str | None:
