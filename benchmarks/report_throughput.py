@@ -74,7 +74,7 @@ def reported(model: torch.nn.Module, folder: Path, batch_size: int, workers: int
     sync(device)
     t = time.perf_counter()
     run = report.analyse([folder], model, batch_size=batch_size, num_workers=workers,
-                         progress=False)
+                         keep=report.MAX_FIGURES, progress=False)
     sync(device)
     elapsed = time.perf_counter() - t
     assert not run.bad and run.summaries

@@ -1,8 +1,5 @@
-"""`attnviz report`: the batch analysis, the CLI (exit codes, messages) and the HTML report.
-
-The full notebook runs twice (once in-process, once as a real subprocess); every model is the
-random-init ``demo_cbam_resnet`` so nothing depends on trained checkpoints.
-"""
+"""`attnviz report`: the batch analysis, the CLI (exit codes, messages), the HTML page and the
+notebook. Models are the random-init ``demo_cbam_resnet`` unless a test needs trained weights."""
 
 from __future__ import annotations
 
@@ -24,6 +21,7 @@ import attnviz
 from attnviz import cli, report
 from attnviz.images import load_image
 from attnviz.models.preprocess import prepare
+from attnviz.report.params import ReportParameters
 
 MODEL = "demo_cbam_resnet"
 BAD = {  # file name -> a word its reason must contain
@@ -32,6 +30,7 @@ BAD = {  # file name -> a word its reason must contain
     "truncated.png": "truncated",
 }
 EXTERNAL = re.compile(r"<(?:script|link|img|iframe)\b[^>]*(?:src|href)=[\"']?(?:https?:)?//", re.I)
+MATHTEXT = "price $\\notacommand$.png"  # matplotlib would parse this as (broken) mathtext
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +74,7 @@ def test_analyse_summaries_match_records(image_dir):
 
     n = len(run.paths)
     assert len(run.records) == 16 and all(r.value.shape[0] == n for r in run.records)
-    assert all(r.value.device.type == "cpu" for r in run.records)
+    assert len(run.layers_found) == 16 and run.non_finite == []
     assert len(run.summaries) == n * len(run.records)
     rows = {(Path(s["image"]).name, s["layer"]): s for s in run.summaries}
     for i, path in enumerate(run.paths):
@@ -86,9 +85,9 @@ def test_analyse_summaries_match_records(image_dir):
         assert run.predictions[i].index == int(logits.argmax())
         for r in rec.latest():
             torch.testing.assert_close(
-                run.by_kind(r.kind)[r.name][i], r.value[0], atol=1e-5, rtol=1e-5
+                run.by_kind(r.kind)[r.key][i], r.value[0], atol=1e-5, rtol=1e-5
             )
-            row = rows[(Path(path).name, r.name)]
+            row = rows[(Path(path).name, r.key)]
             v = r.value[0]
             assert row["kind"] == r.kind
             assert row["mean"] == pytest.approx(float(v.mean()), abs=1e-5)
@@ -106,6 +105,16 @@ def test_analyse_summaries_match_records(image_dir):
                 assert 0 <= row["entropy"] <= 1
 
 
+def test_keep_bounds_what_is_held_but_not_the_summaries(image_dir):
+    model = attnviz.load_model(MODEL, device="cpu")
+    full, one, none = (report.analyse(image_dir, model, batch_size=2, progress=False, keep=keep)
+                       for keep in (None, 1, 0))
+    assert len(one.images) == 1 and all(r.value.shape[0] == 1 for r in one.records)
+    assert none.records == [] and len(none.images) == 0
+    assert one.summaries == full.summaries == none.summaries
+    assert [r["layer"] for r in none.layer_table()] == [r.key for r in full.records]
+
+
 def test_radix_balance():
     even = torch.full((1, 2, 8), 0.5)
     onehot = torch.zeros(1, 2, 8)
@@ -115,25 +124,36 @@ def test_radix_balance():
     assert report.layer_stats("radix", onehot)["mean_a0"] == [pytest.approx(1.0)]
 
 
-def test_notebook_is_committed_clean():
+def test_notebook_is_committed_clean_and_takes_the_one_parameter_set():
     nb = nbformat.read(report.default_notebook(), as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(not c.outputs and c.execution_count is None for c in code)
     assert "parameters" in code[0].metadata.get("tags", [])
-    names = {t.id for node in ast.parse(code[0].source).body for t in node.targets}
-    assert {
-        "images",
-        "model",
-        "checkpoint",
-        "layers",
-        "device",
-        "out_dir",
-        "top_k",
-        "attribution",
-        "batch_size",
-        "num_workers",
-    } <= names
+    tree = ast.parse(code[0].source)
+    names = {t.id for node in tree.body for t in node.targets}
+    assert names == {"parameters", "stage"}  # nothing repeated from ReportParameters
+    given = ast.literal_eval(tree.body[0].value)
+    assert set(given) <= set(ReportParameters.__dataclass_fields__)
     assert "widgets" not in "".join(c.source for c in code)
+
+
+def test_parameters_are_defined_once():
+    """validate, the CLI options and the notebook all come from ReportParameters."""
+    fields = ReportParameters.__dataclass_fields__
+    parser = cli.build_parser()
+    args = parser.parse_args(["report", "x.png"])
+    options = report.cli_options(args)
+    assert set(options) <= set(fields) and "max_figures" in options
+    for name, value in options.items():
+        assert value == fields[name].default, name
+    assert report.validate(images=["x.png"]).max_figures == report.MAX_FIGURES == 100
+    with pytest.raises(attnviz.ParameterError, match="unknown report option"):
+        report.validate(images=["x.png"], max_figure=3)
+
+
+def _figures(page: str) -> dict[str, int]:
+    return {"sections": page.count("<section>"), "inputs": page.count('class="ov base img'),
+            "overlays": page.count('<div class="ov img'), "svg": page.count("<svg ")}
 
 
 def test_cli_report_in_process(image_dir, tmp_path, capsys):
@@ -145,21 +165,22 @@ def test_cli_report_in_process(image_dir, tmp_path, capsys):
     assert code == 0, captured.err
     assert str(out / "report.html") in captured.out
     assert "warning: 3 input(s) could not be read" in captured.err
-    for name in ("report.html", "report.ipynb", "summary.csv", "summary.json"):
-        assert (out / name).is_file(), name
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".attnviz-report.lock", "report.html", "summary.csv", "summary.json"]
+    assert not list(tmp_path.glob(".*partial*"))  # the staging folder is gone
 
     page = (out / "report.html").read_text()
     assert "data:image/png;base64" in page
     assert not EXTERNAL.search(page), EXTERNAL.search(page)
-    assert report.external_resources(page) == []
-    assert "img/s" not in page  # progress bars go to the terminal, not into the report
+    assert "<script" not in page and "img/s" not in page
     section = page[page.index("Could not read") : page.index("Per image")]
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["could_not_read"]) == len(BAD)
     for item in summary["could_not_read"]:
         assert Path(item["image"]).name in section
-        assert item["reason"] in section.replace("&#x27;", "'")
+        assert item["reason"] in section.replace("&#39;", "'").replace("&#34;", '"')
         assert BAD[Path(item["image"]).name] in item["reason"]
+    assert f'content="{summary["run_id"]}"' in page
 
     with open(out / "summary.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -167,49 +188,29 @@ def test_cli_report_in_process(image_dir, tmp_path, capsys):
     assert len(rows) == len(good) * 16
     assert sorted({Path(r["image"]).name for r in rows}) == good
     assert {r["kind"] for r in rows} == {"channel", "spatial"}
-    nb = nbformat.read(out / "report.ipynb", as_version=4)
-    pngs = [
-        o
-        for c in nb.cells
-        if c.cell_type == "code"
-        for o in c.outputs
-        if "image/png" in o.get("data", {})
-    ]
-    assert len(pngs) == 2 * len(good)  # a spatial grid and channel bars per image
-    assert not any(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))
+    # per image: the input, 8 spatial masks over it, 8 blocks of channel bars
+    n = len(good)
+    assert _figures(page) == {"sections": n, "inputs": n, "overlays": 8 * n, "svg": 8 * n}
 
 
-def test_real_command_with_attribution(image_dir, tmp_path):
+def test_real_command_with_attribution_and_a_mathtext_file_name(image_dir, tmp_path):
+    images = tmp_path / "imgs"
+    images.mkdir()
+    shutil.copy(attnviz.sample_images("shapes")[0], images / MATHTEXT)
+    shutil.copy(attnviz.sample_images("shapes")[1], images / "plain.png")
     out = tmp_path / "cmd"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "attnviz.cli",
-            "report",
-            str(image_dir / "shapes_*.png"),
-            "--model",
-            MODEL,
-            "--layers",
-            "layer3*",
-            "--top-k",
-            "3",
-            "--attribution",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=300,
+        [sys.executable, "-m", "attnviz.cli", "report", str(images / "*.png"), "--model", MODEL,
+         "--layers", "layer3*", "--top-k", "3", "--attribution", "--out", str(out)],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        cwd=tmp_path, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr and "warning" not in proc.stderr
     assert "report.html" in proc.stdout and " s" in proc.stdout
     page = (out / "report.html").read_text()
-    assert "Attention vs attribution" in page and "gradcam" in page
+    assert "Attention vs attribution" in page and "Grad-CAM" in page
+    assert page.count(f"{MATHTEXT}</code>") == 2  # its figures and its attribution row
     assert not EXTERNAL.search(page)
     with open(out / "summary.csv", newline="") as f:
         layers = {r["layer"] for r in csv.DictReader(f)}
@@ -223,9 +224,9 @@ def test_real_command_with_attribution(image_dir, tmp_path):
 
 def test_attribution_needs_a_spatial_mask(image_dir):
     run = report.analyse(image_dir / "shapes_*.png", "demo_se_resnet", device="cpu", progress=False)
-    items = report.attribution_section(run)
-    assert len(items) == 2 and "no spatial attention mask" in items[1].data
-    assert "demo_se_resnet" in items[1].data
+    section = report.attribution_section(run)
+    assert "no spatial attention mask" in section["skipped"]
+    assert "demo_se_resnet" in section["skipped"]
 
 
 @pytest.mark.parametrize(
@@ -234,6 +235,7 @@ def test_attribution_needs_a_spatial_mask(image_dir):
         (["--model", "nope"], ["unknown model", "nope"]),
         (["--layers", "zzz*"], ["zzz*", "matches none"]),
         (["--top-k", "0"], ["--top-k", "at least 1"]),
+        (["--max-figures", "-1"], ["--max-figures", "at least 0"]),
         (["--batch-size", "x"], ["--batch-size", "integer"]),
         (["--device", "gpu7"], ["device", "gpu7"]),
         (["--checkpoint", "missing.safetensors"], ["missing.safetensors"]),
@@ -254,59 +256,22 @@ def test_invalid_parameters_exit_2(image_dir, tmp_path, capsys, args, words):
 
 def test_no_images_matched_exit_2(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    code = cli.main(
-        [
-            "report",
-            str(tmp_path / "nothing" / "*.png"),
-            str(tmp_path / "empty"),
-            "--model",
-            MODEL,
-            "--out",
-            str(tmp_path / "o"),
-        ]
-    )
+    code = cli.main(["report", str(tmp_path / "nothing" / "*.png"), str(tmp_path / "empty"),
+                     "--model", MODEL, "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("attnviz: error: no images found"), err
     assert "matched no file" in err and "no image files" in err
 
 
-def test_notebook_failure_exit_1(image_dir, tmp_path, capsys, monkeypatch):
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    params = nbformat.v4.new_code_cell("images = []")
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell("raise RuntimeError('boom in the report')")]
-    path = tmp_path / "failing.ipynb"
-    nbformat.write(nb, path)
-    monkeypatch.setattr(report, "default_notebook", lambda: path)
-    code = cli.main(["report", str(image_dir), "--model", MODEL, "--out", str(tmp_path / "o")])
-    err = capsys.readouterr().err
-    assert code == 1
-    assert "RuntimeError: boom in the report" in err and "Traceback" not in err
-    assert (tmp_path / "o" / "report.ipynb").is_file()
-
-
 def test_help_documents_exit_codes(capsys):
     assert cli.main(["report", "--help"]) == 0
     text = capsys.readouterr().out
-    assert "exit codes" in text and "invalid parameters" in text
-    for option in (
-        "--model",
-        "--checkpoint",
-        "--layers",
-        "--device",
-        "--out",
-        "--top-k",
-        "--attribution",
-        "--batch-size",
-        "--workers",
-    ):
+    assert "exit codes" in text and "invalid parameters" in text and "NaN or infinite" in text
+    for option in ("--model", "--checkpoint", "--layers", "--device", "--out", "--top-k",
+                   "--max-figures", "--attribution", "--batch-size", "--workers", "--notebook"):
         assert option in text
+    assert "(default: 100)" in text
     assert cli.main(["--help"]) == 0
     text = capsys.readouterr().out
     assert all(c in text for c in ("report", "train", "evaluate", "lab", "exit codes"))
@@ -326,7 +291,7 @@ def test_amp_batch_path_records_float32_close_to_fp32(image_dir):
     mixed = report.analyse(image_dir, "demo-cbam", device="cpu", progress=False, amp=True)
     assert mixed.paths == full.paths
     for a, b in zip(full.records, mixed.records, strict=True):
-        assert a.name == b.name and b.value.dtype == torch.float32
+        assert a.key == b.key and b.value.dtype == torch.float32
         assert (a.value - b.value).abs().max() < 0.1  # bf16 autocast on the CPU
     agree = (full.logits.argmax(1) == mixed.logits.argmax(1)).float().mean()
     assert agree >= 0.75

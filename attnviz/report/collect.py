@@ -1,0 +1,146 @@
+"""Batch-by-batch bookkeeping of :func:`attnviz.report.analyse`: summaries for every image,
+attention weights and images only for the first ``keep`` (the ones that get figures)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..record import AttentionRecord
+from .stats import SPLIT_KINDS, STAT_FIELDS, SplitMeans, layer_stats, nonfinite_images
+
+#: file names listed per non-finite finding (the count covers all)
+EXAMPLES = 5
+#: summaries are computed once this many images (or bytes of weights) are pending
+STATS_IMAGES = 64
+STATS_BYTES = 64 * 2**20
+
+
+class Collector:
+    """Accumulates one report's batches (``add``) and bad files (``add_bad``)."""
+
+    def __init__(self, paths: Sequence[str], keep: int) -> None:
+        self.paths, self.keep = list(paths), max(0, int(keep))
+        self.good_paths: list[str] = []
+        self.summaries: list[dict[str, Any]] = []
+        self.layers_found: list[dict[str, Any]] = []
+        self.bad: list[tuple[str, str]] = []
+        self.splits = SplitMeans()
+        self._images: list[Tensor] = []
+        self._logits: list[Tensor] = []
+        self._first: dict[tuple[str, str], AttentionRecord] = {}
+        self._chunks: dict[tuple[str, str], list[Tensor]] = {}
+        self._bad_logits: list[str] = []
+        self._bad_layers: dict[tuple[str, str], list[str]] = {}
+        self._pending: list[tuple[list[str], list[tuple[AttentionRecord, Tensor]]]] = []
+        self._pending_images = self._pending_bytes = 0
+
+    def add_bad(self, bad: Sequence[tuple[int, str]]) -> None:
+        self.bad.extend((self.paths[i], why) for i, why in bad)
+
+    def _first_seen(self, r: AttentionRecord, value: Tensor) -> None:
+        self._first[r.key, r.kind] = r
+        info: dict[str, Any] = {"layer": r.key, "kind": r.kind,
+                                "shape": "×".join(str(d) for d in value.shape[1:]),
+                                "found_by": r.module_type}
+        for g in ("q_grid", "k_grid"):
+            if r.meta.get(g) is not None:
+                info[g] = list(r.meta[g])
+        self.layers_found.append(info)
+
+    def add(self, idx: Sequence[int], batch: Tensor, logits: Tensor,
+            records: Sequence[AttentionRecord]) -> None:
+        """One forward pass: its image indices, images, logits (CPU) and records."""
+        names = [self.paths[i] for i in idx]
+        start = len(self.good_paths)
+        self.good_paths.extend(names)
+        self._logits.append(logits)
+        kept = max(0, min(len(names), self.keep - start))
+        if kept:
+            self._images.append(batch[:kept].cpu())
+        self._bad_logits += [n for n, b in zip(names, (~torch.isfinite(logits).all(1)).tolist(),
+                                                strict=True) if b]
+        values = []
+        for r in records:
+            v = r.value.detach().float().cpu()
+            if (r.key, r.kind) not in self._first:
+                self._first_seen(r, v)
+            if kept:
+                self._chunks.setdefault((r.key, r.kind), []).append(v[:kept])
+            values.append((r, v))
+            self._pending_bytes += v.numel() * 4
+        self._pending.append((names, values))
+        self._pending_images += len(names)
+        if self._pending_images >= STATS_IMAGES or self._pending_bytes >= STATS_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Summarise the pending passes, each layer over all of them at once (fewer, larger
+        tensor operations: cheaper than one small set per batch)."""
+        pending, self._pending = self._pending, []
+        self._pending_images = self._pending_bytes = 0
+        grouped: dict[tuple[str, str], list[tuple[int, AttentionRecord, Tensor]]] = {}
+        for b, (_, values) in enumerate(pending):
+            for r, v in values:
+                grouped.setdefault((r.key, r.kind), []).append((b, r, v))
+        stats: list[dict[tuple[str, str], dict[str, list[float | None]]]] = [{} for _ in pending]
+        for key, items in grouped.items():
+            same = len({v.shape[1:] for _, _, v in items}) == 1
+            for group in ([items] if same else [[it] for it in items]):
+                self._summarise(key, group, stats, [names for names, _ in pending])
+        for b, (names, values) in enumerate(pending):
+            for j, path in enumerate(names):
+                for r, _ in values:
+                    st = stats[b][r.key, r.kind]
+                    self.summaries.append({"image": path, "layer": r.key, "kind": r.kind,
+                                           **{f: st[f][j] for f in STAT_FIELDS}})
+
+    def _summarise(self, key: tuple[str, str], group: list[tuple[int, AttentionRecord, Tensor]],
+                   out: list[dict[tuple[str, str], dict[str, list[float | None]]]],
+                   batch_names: list[list[str]]) -> None:
+        """Statistics of one layer over the passes in ``group`` into ``out[pass][key]``."""
+        r0 = group[0][1]
+        v = torch.cat([t for _, _, t in group]) if len(group) > 1 else group[0][2]
+        names = [n for b, _, _ in group for n in batch_names[b]]
+        flagged = nonfinite_images(v).tolist()
+        if any(flagged):
+            self._bad_layers.setdefault(key, []).extend(
+                n for n, bad in zip(names, flagged, strict=True) if bad)
+        if r0.kind in SPLIT_KINDS and v.ndim == 3:
+            self.splits.add(r0.key, v)
+        st = layer_stats(r0.kind, v, r0.meta)
+        offset = 0
+        for b, _, t in group:
+            n = t.shape[0]
+            out[b][key] = {f: st[f][offset:offset + n] for f in STAT_FIELDS}
+            offset += n
+
+    def logits(self) -> Tensor:
+        return torch.cat(self._logits) if self._logits else torch.zeros(0, 0)
+
+    def images(self, size: int) -> Tensor:
+        return torch.cat(self._images) if self._images else torch.zeros(0, 3, size, size)
+
+    def records(self) -> list[AttentionRecord]:
+        """The kept weights, one record per layer in model order."""
+        keys = sorted(self._chunks, key=lambda k: (self._first[k].order, self._first[k].firing))
+        return [replace(self._first[k], value=torch.cat(self._chunks[k])) for k in keys]
+
+    def non_finite(self) -> list[dict[str, Any]]:
+        """Where NaN / infinite values appeared: ``{"where", "layer", "kind", "images",
+        "examples"}`` for the logits and each attention layer."""
+        out = []
+        if self._bad_logits:
+            out.append({"where": "logits", "layer": None, "kind": None,
+                        "images": len(self._bad_logits), "examples": self._bad_logits[:EXAMPLES]})
+        for (key, kind), names in self._bad_layers.items():
+            out.append({"where": "attention", "layer": key, "kind": kind, "images": len(names),
+                        "examples": names[:EXAMPLES]})
+        return out
+
+
+__all__ = ["Collector"]

@@ -1,0 +1,164 @@
+"""What the report shows for each image: one panel per recorded layer, by kind.
+
+Every panel is data for the page template (``report.html.j2``): tiles (a map drawn over the image
+or on its own, see :mod:`.tiles`) and channel bars (drawn as SVG by the template). Maps that are
+gates the network multiplied by (spatial masks, gates, split weights) use the fixed 0–1 scale of
+the shared colour bar; weights that sum to 1 over many cells (global-context pooling, attention
+rows) are scaled to their own maximum and say so, with their raw range printed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+
+from .tiles import map_uri, pool
+
+#: CSS pixels of a tile's longer side
+SIDE = 128
+#: attention matrices without a grid are block-averaged to at most this many cells a side
+MAX_MATRIX = 128
+
+
+@dataclass
+class Tile:
+    """One picture: ``src`` a data URI; ``overlay``: drawn over the image."""
+
+    src: str
+    caption: list[str]
+    overlay: bool = True
+    width: int = SIDE
+    height: int = SIDE
+
+
+@dataclass
+class Bars:
+    """The top-k channel weights of one block: ``items`` = ``[(channel, bar top, bar
+    height), ...]`` in SVG units (the axis runs from y=56, s(c)=0, up to y=6, s(c)=1)."""
+
+    layer: str
+    caption: str
+    items: list[tuple[int, str, str]]
+    values: str = ""  # "channel: s(c)" of every bar, shown on hover
+
+
+@dataclass
+class Group:
+    """The panels of one kind for one image."""
+
+    title: str
+    tiles: list[Tile] = field(default_factory=list)
+    bars: list[Bars] = field(default_factory=list)
+
+
+def raw_range(v: np.ndarray) -> str:
+    """``raw [min, max] mean m`` (finite values only; says how many are not)."""
+    finite = v[np.isfinite(v)]
+    bad = v.size - finite.size
+    if not finite.size:
+        return "no finite values"
+    text = f"raw [{finite.min():.3g}, {finite.max():.3g}] mean {finite.mean():.3g}"
+    return text + (f", {bad} NaN/Inf" if bad else "")
+
+
+def _peak(v: np.ndarray) -> float:
+    finite = v[np.isfinite(v)]
+    return float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+
+
+def _shape(v: np.ndarray) -> str:
+    return "×".join(str(d) for d in v.shape)
+
+
+def _strip(v: np.ndarray) -> tuple[int, int]:
+    h, w = v.shape
+    if h == 1 or w == 1:  # a directional gate: a strip along one edge
+        return (SIDE, 16) if h == 1 else (16, SIDE)
+    return SIDE, SIDE
+
+
+def spatial(key: str, v: np.ndarray, meta: Mapping[str, Any]) -> list[Tile]:
+    return [Tile(map_uri(v), [f"{key} {_shape(v)}", raw_range(v)])]
+
+
+def context(key: str, v: np.ndarray, meta: Mapping[str, Any]) -> list[Tile]:
+    return [Tile(map_uri(v, 0, _peak(v)), [f"{key} {_shape(v)}", "scaled to its maximum",
+                                          raw_range(v)])]
+
+
+def gate(key: str, v: np.ndarray, meta: Mapping[str, Any]) -> list[Tile]:
+    m = v.mean(0) if v.ndim == 3 else v.reshape(1, -1)
+    w, h = _strip(m)
+    over = m.shape[0] > 1 and m.shape[1] > 1
+    what = f"mean over {v.shape[0]} channels" if v.ndim == 3 else "flattened"
+    return [Tile(map_uri(m), [f"{key} {_shape(v)}", what, raw_range(v)], over, w, h)]
+
+
+def attention(key: str, v: np.ndarray, meta: Mapping[str, Any]) -> list[Tile]:
+    heads, q, k = v.shape
+    mean = np.nanmean(v, 0) if heads > 1 else v[0]  # (Q, K), mean over heads
+    qg, kg = meta.get("q_grid"), meta.get("k_grid")
+    head = f"{key} {heads} head(s), {q}×{k}"
+    if not kg or kg[0] * kg[1] != k:
+        m = pool(mean, MAX_MATRIX)
+        return [Tile(map_uri(m, 0, _peak(m)), [head, "query × key (mean over heads), scaled",
+                                               raw_range(mean)], overlay=False)]
+    centre = (qg[0] // 2) * qg[1] + qg[1] // 2 if qg and qg[0] * qg[1] == q else q // 2
+    row = mean[centre].reshape(kg)
+    received = mean.mean(0).reshape(kg)
+    return [Tile(map_uri(row, 0, _peak(row)), [head, f"keys of the centre query {centre}, "
+                                                     "scaled", raw_range(row)]),
+            Tile(map_uri(received, 0, _peak(received)),
+                 [head, "mean attention each key receives, scaled", raw_range(received)])]
+
+
+def splits(key: str, v: np.ndarray, meta: Mapping[str, Any]) -> list[Tile]:
+    r, c = v.shape
+    return [Tile(map_uri(v), [f"{key} {r} splits × {c} channels", f"a_0 {raw_range(v[0])}"],
+                 overlay=False, width=2 * SIDE, height=12 * r)]
+
+
+def channel_bars(key: str, v: np.ndarray, top_k: int) -> Bars:
+    """The ``top_k`` largest s(c) of a block (NaN sorts last)."""
+    order = np.argsort(-np.where(np.isnan(v), -np.inf, v), kind="stable")[:top_k]
+    heights = np.clip(np.nan_to_num(v[order], nan=0.0, posinf=1.0, neginf=0.0), 0, 1)
+    caption = f"mean {np.nanmean(v):.2f}" if np.isfinite(v).any() else "no finite values"
+    values = ", ".join(f"{c}: {x:.3f}" for c, x in zip(order.tolist(), v[order].tolist(),
+                                                        strict=True))
+    return Bars(key, caption, [(c, f"{56 - 50 * h:.1f}", f"{50 * h:.1f}")
+                               for c, h in zip(order.tolist(), heights.tolist(), strict=True)],
+                f"s(c) of the top channels: {values}")
+
+
+TILE_KINDS: dict[str, tuple[str, Callable[[str, np.ndarray, Mapping[str, Any]], list[Tile]]]] = {
+    "spatial": ("spatial masks A, fixed 0–1 scale", spatial),
+    "context": ("global-context pooling weights (softmax over positions)", context),
+    "gate": ("gates, fixed 0–1 scale", gate),
+    "attention": ("attention maps softmax(QKᵀ/√d)", attention),
+    "radix": ("split-attention weights a_r(c), fixed 0–1 scale", splits),
+    "paths": ("selective-kernel path weights a_p(c), fixed 0–1 scale", splits),
+}
+
+
+def image_groups(records: list[Any], index: int, top_k: int) -> list[Group]:
+    """The panels of image ``index``: one group per kind, layers in model order."""
+    groups: dict[str, Group] = {}
+    for r in records:
+        v: Tensor = r.value[index]
+        a = v.numpy()
+        if r.kind == "channel":
+            g = groups.setdefault("channel", Group(f"channel weights s(c): the top {top_k} "
+                                                   "of each block, fixed 0–1 axis"))
+            g.bars.append(channel_bars(r.key, a.reshape(-1), top_k))
+        elif r.kind in TILE_KINDS:
+            title, draw = TILE_KINDS[r.kind]
+            groups.setdefault(r.kind, Group(title)).tiles.extend(draw(r.key, a, r.meta))
+    order = ["spatial", "context", "gate", "attention", "channel", "radix", "paths"]
+    return [groups[k] for k in order if k in groups]
+
+
+__all__ = ["Bars", "Group", "Tile", "channel_bars", "image_groups", "raw_range"]

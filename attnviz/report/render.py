@@ -1,0 +1,159 @@
+"""The report page: a context built from a :class:`ReportData`, rendered by the one
+autoescaping Jinja2 template ``report.html.j2`` (shipped in this package, loaded with
+:mod:`importlib.resources`). Self-contained: pictures are data URIs, no script, no style or
+font from the network."""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from importlib.resources import files
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..models import DEMO_MODELS
+from ..models.preprocess import input_spec
+from .figures import image_groups
+from .stats import STAT_FIELDS
+from .tiles import colour_bar_uri, image_uri
+
+if TYPE_CHECKING:
+    from jinja2 import Template
+
+    from .analysis import ReportData
+    from .params import ReportParameters
+
+TEMPLATE = "report.html.j2"
+
+
+def number(value: object, digits: int = 3) -> str:
+    """A table cell: floats to ``digits`` decimals, NaN/Inf spelled out, None empty."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Inf" if value > 0 else "-Inf"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def percent(value: float | None) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value:.1%}"
+
+
+@lru_cache(maxsize=1)
+def template() -> Template:
+    """The page template (autoescaping on, undefined names are errors)."""
+    from jinja2 import Environment, StrictUndefined
+
+    text = files(__package__).joinpath(TEMPLATE).read_text(encoding="utf-8")
+    env = Environment(autoescape=True, undefined=StrictUndefined, trim_blocks=True,
+                      lstrip_blocks=True)
+    env.filters.update(num=number, pct=percent)
+    return env.from_string(text)
+
+
+def _kinds(run: ReportData) -> str:
+    counts: dict[str, int] = {}
+    for info in run.layers_found:
+        counts[info["kind"]] = counts.get(info["kind"], 0) + 1
+    text = ", ".join(f"{n} {k}" for k, n in counts.items()) or "none recorded"
+    return text + (f" (pattern {run.layers!r})" if run.layers else "")
+
+
+def header(run: ReportData, params: ReportParameters) -> list[tuple[str, str]]:
+    """The parameter table at the top of the page."""
+    import attnviz
+
+    spec = input_spec(run.model)
+    norm = ("inside the model" if spec.mean is None else
+            f"mean {', '.join(f'{m:g}' for m in spec.mean)}; std "
+            f"{', '.join(f'{s:g}' for s in spec.std or ())}")
+    shown = min(params.max_figures, len(run))
+    return [
+        ("model", run.model_name), ("device", run.device),
+        ("images", f"{len(run)} analysed, {len(run.bad)} could not be read"),
+        ("attention layers", _kinds(run)),
+        ("input", f"{spec.size}×{spec.size} px, normalisation {norm}"),
+        ("figures", f"for the first {shown} of {len(run)} image(s) (--max-figures "
+                    f"{params.max_figures}); the tables cover all"),
+        ("created", f"{run.created}, analysis {run.seconds:.1f} s"),
+        ("versions", f"attnviz {attnviz.__version__}, torch {torch.__version__}"),
+        ("run", run.run_id),
+    ]
+
+
+def demo_note(run: ReportData) -> str | None:
+    if run.model_name not in DEMO_MODELS:
+        return None
+    classes = ", ".join(getattr(run.model, "class_names", []))
+    return (f"{run.model_name} was trained offline on generated shapes (64 px, classes "
+            f"{classes}); its attention is meaningful on the shapes_* images. Photos are out of "
+            "distribution for it: their predictions and masks show what this small model does "
+            "with unfamiliar input, not what an ImageNet model would attend to. For photos, run "
+            "online with --model resnest50d (timm, ImageNet weights) or pass a checkpoint.")
+
+
+def layer_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """``layer, kind, shape`` and every statistic some row has."""
+    return ["layer", "kind", "shape"] + [f for f in STAT_FIELDS
+                                         if any(r.get(f) is not None for r in rows)]
+
+
+def split_rows(run: ReportData) -> list[dict[str, str]]:
+    """Mean ± sd (over images and channels) of each split weight, per layer."""
+    return [{"layer": key, **{f"split {s}": f"{m:.3f} ± {d:.3f}"
+                              for s, (m, d) in enumerate(means)}}
+            for key, means in run.split_means.items()]
+
+
+def tables(run: ReportData) -> dict[str, Any]:
+    """The summary tables (page and notebook)."""
+    layers = run.layer_table()
+    splits = split_rows(run)
+    return {
+        "layers": layers, "layer_columns": layer_columns(layers),
+        "splits": splits, "split_columns": list(splits[0]) if splits else [],
+        "predictions": [{"#": i + 1, "image": p, "prediction": q.label, "prob": q.prob}
+                        for i, (p, q) in enumerate(zip(run.paths, run.predictions,
+                                                       strict=True))],
+        "bad": run.bad, "non_finite": run.non_finite,
+    }
+
+
+def css_name(i: int) -> str:
+    return f"img{i}"
+
+
+def page_context(run: ReportData, params: ReportParameters,
+                 attribution: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything the template draws."""
+    shown = min(params.max_figures, len(run.images))
+    images = [{"n": i + 1, "path": run.paths[i], "pred": run.predictions[i], "css": css_name(i),
+               "size": tuple(run.images[i].shape[-2:]),
+               "groups": image_groups(run.records, i, params.top_k)} for i in range(shown)]
+    return {
+        "title": f"attnviz report: {run.model_name}", "run_id": run.run_id,
+        "header": header(run, params), "demo_note": demo_note(run),
+        "backgrounds": [(css_name(i), image_uri(run.images[i])) for i in range(shown)],
+        "colour_bar": colour_bar_uri(), "images": images, "n_images": len(run),
+        "tables": tables(run), "attribution": attribution, "top_k": params.top_k,
+    }
+
+
+def render_page(run: ReportData, params: ReportParameters,
+                attribution: dict[str, Any] | None = None) -> str:
+    """The whole page as text."""
+    return template().render(page=page_context(run, params, attribution)).lstrip()
+
+
+def tables_html(run: ReportData) -> str:
+    """The summary tables alone (the report notebook displays them)."""
+    return str(template().module.summary_tables(tables(run)))  # type: ignore[attr-defined]
+
+
+__all__ = ["TEMPLATE", "header", "number", "page_context", "render_page", "tables",
+           "tables_html", "template"]
