@@ -160,13 +160,13 @@ def write_report(
     if params.notebook and not nb_in.is_file():
         raise ParameterError(f"report notebook {os.fspath(nb_in)!r} not found")
     net, _ = load_report_model(params)  # built once; errors before anything is written
-    if log is not None:
-        from ..models import model_device
-
-        name = params.model if isinstance(params.model, str) else type(net).__name__
-        log(f"{len(found[0])} image file(s), model {name}, device {model_device(net)}; "
-            "writing the report ...")
     with _sigterm_raises(), Publication(params.out_dir) as pub:
+        if log is not None:
+            from ..models import model_device
+
+            name = params.model if isinstance(params.model, str) else type(net).__name__
+            log(f"{len(found[0])} image file(s), model {name}, device {model_device(net)}; "
+                "writing the report ...")
         if params.notebook:
             _run_notebook(params, pub, nb_in, timeout)
         else:
