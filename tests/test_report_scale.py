@@ -1,0 +1,52 @@
+"""A 100-image report of the trained demo model: size and figure counts, and --max-figures."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from attnviz import report
+from attnviz.datasets import make_shapes
+
+MAX_BYTES = 8_000_000  # the size goal for 100 images (issue: reports, second version)
+
+
+@pytest.fixture(scope="module")
+def hundred(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("hundred")
+    data = make_shapes(100, seed=11)
+    arr = (data.images * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    for i, a in enumerate(arr):
+        Image.fromarray(a).save(folder / f"shape_{i:03d}.png")
+    return folder
+
+
+def counts(page: str) -> dict[str, int]:
+    return {"sections": page.count("<section>"), "inputs": page.count('class="ov base img'),
+            "masks": page.count('<div class="ov img'), "bars": page.count("<svg ")}
+
+
+@pytest.mark.parametrize(("max_figures", "shown"), [(None, 100), (10, 10), (0, 0)])
+def test_hundred_images(hundred, tmp_path, max_figures, shown):
+    options = {} if max_figures is None else {"max_figures": max_figures}
+    html = report.write_report(hundred, model="demo-cbam", out_dir=tmp_path / "out",
+                               progress=False, **options)
+    size = html.stat().st_size
+    page = html.read_text()
+    # per image with figures: the input, 8 spatial masks over it, 8 blocks of channel bars
+    assert counts(page) == {"sections": shown, "inputs": shown, "masks": 8 * shown,
+                            "bars": 8 * shown}
+    assert size <= MAX_BYTES
+    if shown:
+        assert size / shown < 60_000  # per image with figures, everything included
+    else:
+        assert "No per-image figures" in page and size < 200_000
+    with open(html.parent / "summary.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 100 * 16  # summaries for every image
+    summary = json.loads((html.parent / "summary.json").read_text())
+    assert summary["n_images"] == 100 and len(summary["predictions"]) == 100
+    assert page.count("<tr><td>") >= 100  # the predictions table lists every image
