@@ -114,8 +114,10 @@ def attention_heads(
     index: int = 0,
     alpha: float = 0.5,
     cmap: str = DEFAULT_CMAP,
+    stretch: bool = False,
 ) -> Figure:
-    """The mean over heads and every head, side by side, for one query (fixed 0–1 scale)."""
+    """The mean over heads and every head, side by side, for one query (fixed 0–1 scale;
+    ``stretch=True``: each map to its own range, labelled so)."""
     a = _pick(attn, index, 3)
     qg, kg = _grids(a, q_grid, k_grid)
     img = image_hwc(_pick(image, index, 3)) if image is not None else None
@@ -125,9 +127,12 @@ def attention_heads(
     art = None
     for ax, h in zip(axes, heads, strict=True):
         kmap = key_map(attn, query, qg, kg, h, index)
-        art = draw_key_map(ax, img, kmap, query, qg, alpha, cmap)
+        art = draw_key_map(ax, img, kmap, query, qg, alpha, cmap, stretch)
         ax.set_title(f"{'mean' if h is None else f'head {h}'}\n{range_text(kmap)}", fontsize=7)
-    fig.colorbar(art, ax=list(axes), shrink=0.7, label="key weight (0–1)")
+    if stretch:
+        fig.suptitle("STRETCHED: each map to its own min–max", fontsize=8)
+    else:
+        fig.colorbar(art, ax=list(axes), shrink=0.7, label="key weight (0–1)")
     return fig
 
 

@@ -5,7 +5,8 @@ Each demo model is re-measured on the first N_HELD_OUT images of the held-out sh
 Tolerances: accuracy at most ACCURACY_DROP below the card (3 binomial standard deviations at
 n = 300 and 99.6 % are 0.011); every recorded layer's pointing game and class specificity within
 SCORE_TOL of the card, radix a0 spread within A0_STD_TOL, raw energy-in-box within ENERGY_REL
-(relative) or ENERGY_ABS (for the near-zero energy of masks that do not localise).
+(relative) or ENERGY_ABS (for the near-zero energy of masks that do not localise); the
+attention-on-object ratio of self-attention maps within RATIO_REL (relative).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ SCORE_TOL = 0.06
 A0_STD_TOL = 0.02
 ENERGY_REL = 0.05
 ENERGY_ABS = 0.02
+RATIO_REL = 0.1
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +48,9 @@ def test_demo_checkpoint_matches_its_model_card(name: str, held_out: Shapes) -> 
                 assert abs(getattr(s, key) - c[key]) <= SCORE_TOL, (where, key, getattr(s, key))
         if c["radix_a0_std"] is not None:
             assert abs(s.radix_a0_std - c["radix_a0_std"]) <= A0_STD_TOL, where
+        if c.get("object_attention_ratio") is not None:
+            tol = RATIO_REL * c["object_attention_ratio"]
+            assert abs(s.object_attention_ratio - c["object_attention_ratio"]) <= tol, where
         if c["energy_raw"] is not None:
             tol = max(ENERGY_REL * c["energy_raw"], ENERGY_ABS)
             assert abs(s.energy_raw - c["energy_raw"]) <= tol, where

@@ -50,7 +50,7 @@ def test_data_dir_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 def test_notebook_paths_lessons_first_report_last() -> None:
     names = [p.name for p in notebook_paths()]
     assert names[0] == "00_quickstart.ipynb" and names[-1] == REPORT_NOTEBOOK
-    assert "explorer.ipynb" in names and len(names) == 8
+    assert "explorer.ipynb" in names and len(names) == 10
 
 
 def test_copy_notebooks(tmp_path: Path) -> None:
@@ -71,7 +71,7 @@ def test_copy_notebooks(tmp_path: Path) -> None:
 
 def test_cli_notebooks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["notebooks", str(tmp_path / "nb")]) == 0
-    assert "copied 8 notebooks" in capsys.readouterr().out
+    assert f"copied {len(notebook_paths())} notebooks" in capsys.readouterr().out
     assert cli.main(["notebooks", str(tmp_path / "nb")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("attnviz: error: ") and err.count("\n") == 1
