@@ -3,8 +3,8 @@
     attnviz.attention_explorer.SelfAttentionExplorer(attnviz.load_model("demo-botnet"))
 
 Controls: image, attention layer, head (mean or one), query row and column, opacity, colour
-map. The key map is the recorded row of the attention map for that query (no model run on a
-control change), drawn on the fixed 0–1 scale with its raw range printed.
+map, stretch (labelled). The key map is the recorded row of the attention map for that query
+(no model run on a control change), drawn on the fixed 0–1 scale with its raw range printed.
 """
 
 from __future__ import annotations
@@ -57,15 +57,18 @@ class SelfAttentionExplorer:
         self.opacity = W.FloatSlider(0.6, min=0, max=1, step=0.05, description="opacity",
                                      continuous_update=False)
         self.cmap = W.Dropdown(options=CMAPS, value=DEFAULT_CMAP, description="colour map")
+        self.stretch = W.Checkbox(False, description="stretch to own range (misleading!)",
+                                  indent=False)
         self.caption = W.HTML()
         self.canvas = W.Image(format="png")
         self._sync_controls()
-        for w in (self.head_select, self.row, self.col, self.opacity, self.cmap):
+        for w in (self.head_select, self.row, self.col, self.opacity, self.cmap, self.stretch):
             w.observe(lambda _c: self.render(), names="value")
         for w in (self.image_select, self.layer_select):
             w.observe(lambda _c: (self._sync_controls(), self.render()), names="value")
         self.widget = W.VBox([W.HBox([self.image_select, self.layer_select, self.head_select]),
-                              W.HBox([self.row, self.col]), W.HBox([self.opacity, self.cmap]),
+                              W.HBox([self.row, self.col]),
+                              W.HBox([self.opacity, self.cmap, self.stretch]),
                               self.caption, self.canvas])
         self.render()
 
@@ -114,17 +117,18 @@ class SelfAttentionExplorer:
         return pa.attention_overlay(v.image, r.value, self.query(), self.grid,
                                     r.meta.get("k_grid"), self.head_select.value,
                                     alpha=self.opacity.value, cmap=self.cmap.value,
-                                    title=r.name)
+                                    stretch=self.stretch.value, title=r.name)
 
     def render(self) -> None:
         """Redraw from the cached records (no model run)."""
         km = self.key_map()
         self.canvas.value = figure_png(self.draw(), self.dpi)
         head = self.head_select.value
+        scale = "STRETCHED to own range" if self.stretch.value else "fixed 0–1 scale"
         who = "mean of heads" if head is None else f"head {head}"
         self.caption.value = (f"{self.layer_select.value} · query {self.query()} · {who} · "
                               f"key weights min {km.min():.3g}, max {km.max():.3g} "
-                              "(fixed 0–1 scale)")
+                              f"({scale})")
 
     def _ipython_display_(self) -> None:
         display(self.widget)
