@@ -355,3 +355,17 @@ def test_bad_command_lines_are_one_line_errors(args, expect, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("attnviz: error: ") and "\n" not in err and expect in err, err
     assert not (tmp_path / "o" / "stats.json").exists()
+
+
+def test_missing_extra_is_one_line(monkeypatch, tmp_path):
+    from attnviz import MissingDependencyError
+    from attnviz.stats.perimage import RowWriter
+    from attnviz.stats.webdata import TarShards
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "webdataset", None)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'attnviz\[stats\]'"):
+        RowWriter(tmp_path, 0)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'attnviz\[stats\]'"):
+        TarShards(["a.tar"], 64, 5)
+
