@@ -301,3 +301,20 @@ def test_notebook_failure_exit_1_keeps_the_failed_notebook(few, tmp_path, capsys
     assert "RuntimeError: boom in the report" in err and "Traceback" not in err
     assert "report.failed.ipynb" in err and (out / "report.failed.ipynb").is_file()
     assert not any((out / name).exists() for name in FILES)
+
+
+def test_the_notebook_run_by_hand_publishes_into_out_dir(few, tmp_path):
+    """As a user runs it in JupyterLab: no papermill, no stage; it publishes itself."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(report.default_notebook(), as_version=4)
+    params = nb.cells[1]
+    assert "parameters" in params.metadata["tags"]
+    params.source = (f"parameters = {{'images': [{str(few)!r}], 'model': {MODEL!r}, "
+                     f"'out_dir': 'out', 'max_figures': 2}}\nstage = None")
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == sorted([LOCK_NAME, *FILES])
+    assert (out / "report.html").read_text().count("<section>") == 2
+    assert partials(out) == []
