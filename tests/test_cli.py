@@ -81,7 +81,10 @@ def test_bad_report_parameters(images, a_file, tmp_path, capsys, request, args, 
 
 COMMAND_CASES = [
     (["train", "--data", "/nonexistent"], ["--data '/nonexistent'", "neither 'shapes'"]),
-    (["train", "--steps", "x"], ["--steps", "invalid int"]),
+    (["train", "--steps", "x"], ["--steps", "expected an integer"]),
+    (["train", "--steps", "0"], ["--steps", "must be at least 1"]),
+    (["train", "--lr", "nan"], ["--lr", "must be in (0.0, 10.0]"]),
+    (["train", "--batch-size", "0"], ["--batch-size", "must be at least 1"]),
     (["evaluate", "--n", "0"], ["n >= 1"]),
     (["evaluate", "--model", "nope"], ["unknown model 'nope'"]),
     (["lab", "/nonexistent"], ["notebook folder", "/nonexistent", "not a folder"]),

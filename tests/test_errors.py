@@ -20,6 +20,8 @@ CASES: list[tuple[str, Callable[[], object], type[attnviz.AttnvizError], str]] =
      attnviz.ModelError, "unknown attnviz model 'resnet9000'"),
     ("create_model bad value", lambda: attnviz.create_model("resnet18", num_classes="5"),
      attnviz.ParameterError, "num_classes"),
+    ("create_model unknown option", lambda: attnviz.create_model("resnet18", bogus=3),
+     attnviz.ParameterError, r"unknown option\(s\) \['bogus'\] for BasicBlock"),
     ("create_model unhashable", lambda: attnviz.create_model(["resnet18"]),  # type: ignore
      attnviz.ModelError, "unknown attnviz model"),
     ("sample_images kind", lambda: attnviz.sample_images("cats"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -83,6 +84,7 @@ class ResNet(nn.Module):
         **block_kwargs: object,
     ) -> None:
         super().__init__()
+        _check_block_options(block, block_kwargs)
         self.num_classes = num_classes
         self.normalize = Normalize(*input_norm) if input_norm is not None else nn.Identity()
         self.stem, inplanes = _stem(stem, stem_width, in_chans)
@@ -122,3 +124,13 @@ def _downsample(inplanes: int, out: int, stride: int, avg_down: bool) -> nn.Modu
         )
         return nn.Sequential(pool, nn.Conv2d(inplanes, out, 1, bias=False), nn.BatchNorm2d(out))
     return nn.Sequential(nn.Conv2d(inplanes, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+
+
+def _check_block_options(block: type[nn.Module], options: dict) -> None:
+    """Refuse options no block takes (the blocks would swallow them silently)."""
+    params = inspect.signature(block.__init__).parameters
+    known = {n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        takes = sorted(known - {"self", "inplanes", "planes", "stride", "downsample"})
+        raise ParameterError(f"unknown option(s) {unknown} for {block.__name__}; it takes {takes}")
