@@ -3,8 +3,9 @@
 Columns: ``image`` (path, ``shapes:i`` or ``shard.tar#key``), ``index``, ``rank``, ``label``
 (-1: none), ``pred``, ``prob``, ``layer``, ``kind`` and the features of
 :data:`attnviz.stats.layers.FEATURES` (null where the kind has none). Rows are written in row
-groups as they come, so no process holds its whole table; a process writes parts (a new one
-after every checkpoint) and joins them into ``rank-RRRRR.parquet`` at the end.
+groups as they come, so no process holds its whole table; a process writes parts into the work
+folder's ``parts/`` (a new one after every checkpoint, so a checkpoint always matches whole
+parts) and at the end joins them into ``per_image/rank-RRRRR.parquet``.
 """
 from __future__ import annotations
 
@@ -50,12 +51,16 @@ def final_path(folder: Path, rank: int) -> Path:
 
 
 class RowWriter:
-    """Buffers rows and writes them to ``folder`` as part files of this ``rank``."""
+    """Buffers rows and writes them as part files of this ``rank`` into ``folder``; parts
+    from ``part`` on (written after the last checkpoint) are removed first."""
 
     def __init__(self, folder: Path, rank: int, part: int = 0) -> None:
         _pa()
         self.folder, self.rank, self.part = folder, rank, part
         self.folder.mkdir(parents=True, exist_ok=True)
+        for p in folder.glob(f"rank-{rank:05d}.part-*.parquet"):
+            if int(p.stem.rsplit("-", 1)[1]) >= part:
+                p.unlink()
         self._cols: dict[str, list[np.ndarray]] = {}
         self._rows = 0
         self._writer: Any = None
@@ -117,27 +122,19 @@ class RowWriter:
             self.part += 1
         return self.part
 
-    def finish(self) -> Path:
-        """Join this rank's parts into ``rank-RRRRR.parquet`` (streaming, row group by row
-        group) and return it; an empty file with the schema when there were no rows."""
+    def finish(self, target: Path) -> Path:
+        """Join this rank's parts into ``target/rank-RRRRR.parquet`` (row group by row group,
+        via a temporary file; an empty file with the schema when there were no rows). The
+        parts stay until the work folder goes, so a crash here can still be resumed."""
         _, pq = _pa()
         parts = [part_path(self.folder, self.rank, p) for p in range(self.close_part())]
-        out = final_path(self.folder, self.rank)
-        if len(parts) == 1:
-            os.replace(parts[0], out)
-            return out
-        with pq.ParquetWriter(out, schema()) as writer:
+        target.mkdir(parents=True, exist_ok=True)
+        out = final_path(target, self.rank)
+        tmp = out.with_name(f".{out.name}.tmp")
+        with pq.ParquetWriter(tmp, schema()) as writer:
             for p in parts:
                 f = pq.ParquetFile(p)
                 for g in range(f.num_row_groups):
                     writer.write_table(f.read_row_group(g))
-        for p in parts:
-            p.unlink()
+        os.replace(tmp, out)
         return out
-
-
-def drop_parts_after(folder: Path, rank: int, parts: int) -> None:
-    """Remove this rank's part files written after its last checkpoint (``--resume``)."""
-    for p in folder.glob(f"rank-{rank:05d}.part-*.parquet"):
-        if int(p.stem.rsplit("-", 1)[1]) >= parts:
-            p.unlink()

@@ -34,7 +34,7 @@ from .data import Source, collate, open_source
 from .distributed import Dist, UnpaddedSampler
 from .html import write_html
 from .loop import Inputs, LoopOptions, Pass, progress_bar
-from .perimage import FEATURES, RowWriter, drop_parts_after
+from .perimage import FEATURES, RowWriter
 
 T = TypeVar("T")
 
@@ -97,6 +97,21 @@ def on_main(dist: Dist, fn: Callable[[], T]) -> T:
     result, error = dist.broadcast((result, error))
     if error is not None:
         raise error
+    return result
+
+
+def on_each(dist: Dist, fn: Callable[[], T]) -> T:
+    """``fn()`` on every process; when it fails on any of them, every process raises the
+    first failure (so rank 0 reports an error that only another process met)."""
+    result: Any = None
+    error: AttnvizError | None = None
+    try:
+        result = fn()
+    except AttnvizError as e:
+        error = e
+    failed = [e for e in dist.gather(error) if e is not None]
+    if failed:
+        raise failed[0]
     return result
 
 
@@ -197,16 +212,12 @@ def _run(dist: Dist, dev: torch.device, job: Job) -> Path:
     work, resumed = on_main(dist, lambda: publish.start(job.out, job.resume))
     agg = Aggregate(classes, dev, source.ground_truth)
     ckpt_path = checkpoint.checkpoint_path(work, dist.rank, dist.world)
-    saved = checkpoint.load(ckpt_path, fp) if resumed else None
+    saved = on_each(dist, lambda: checkpoint.load(ckpt_path, fp) if resumed else None)
     prog = Progress()
     if saved is not None:
         prog, state = saved
         agg.load(state)
-    rows = None
-    if job.per_image:
-        folder = work / publish.PER_IMAGE
-        rows = RowWriter(folder, dist.rank, prog.parts)
-        drop_parts_after(folder, dist.rank, prog.parts)
+    rows = RowWriter(work / "parts", dist.rank, prog.parts) if job.per_image else None
     loader, total = make_loader(source, dist, prog, spec.size, outputs, job.batch_size,
                                 job.workers, dev.type == "cuda")
     bar = progress_bar(total, prog.n_seen, dist.world, job.loop.progress)
@@ -217,7 +228,7 @@ def _run(dist: Dist, dev: torch.device, job: Job) -> Path:
                 loader, bar)
     finally:
         bar.close()
-    row_file = rows.finish() if rows is not None else None
+    row_file = rows.finish(work / publish.PER_IMAGE) if rows is not None else None
     for specs in dist.gather([s.to_json() for s in agg.specs()]):
         for d in specs:
             agg.layer(spec_from_json(d))
