@@ -14,9 +14,9 @@ import torch
 from matplotlib.figure import Figure
 
 from .errors import ParameterError
-from .plot import hide_axis
+from .plot import DEFAULT_CMAP, hide_axis
 
-CMAP = "jet"
+CMAP = DEFAULT_CMAP
 _LABELS = {"gradcam": "Grad-CAM", "ig": "Integrated gradients", "saliency": "Saliency",
            "occlusion": "Occlusion"}
 

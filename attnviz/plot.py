@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from .errors import ParameterError
 
-DEFAULT_CMAP = "jet"
+DEFAULT_CMAP = "viridis"  # perceptually uniform (jet hides green shapes and invents edges)
 
 
 # -- helpers ---------------------------------------------------------------------------------

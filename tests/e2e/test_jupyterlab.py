@@ -1,186 +1,198 @@
-"""The bundled explorer.ipynb in a real JupyterLab + headless Chromium: run it, move the layer
-slider and change the image, and check that every change redraws, with no kernel or browser
-errors. Screenshots go to tests/e2e/screenshots/.
+"""The bundled explorer.ipynb in a real JupyterLab + headless Chromium.
+
+Open it (it must not show as modified), run it, move the layer slider and change the image,
+measure the latency from a control change to the new image (printed), save, shut the kernel
+down and reopen: the explorer's last view must show as a still image. A notebook executed
+headless (nbclient, as papermill does) must show its still image too. Screenshots go to
+tests/e2e/screenshots/.
 
     .venv/bin/python -m pytest tests/e2e -m e2e -s     # -s shows the timings
 """
 from __future__ import annotations
 
 import re
+import statistics
 import time
 from pathlib import Path
 
 import pytest
 
-from .conftest import CHROMIUM_ARGS, SCREENSHOTS, LabServer
+from .browser import (
+    JS_FIRST_RENDER,
+    JS_KERNEL_ERRORS,
+    JS_KERNEL_READY,
+    JS_LATENCY_SETUP,
+    JS_NEW_SRC,
+    JS_RUN_ALL,
+    JS_SNAPSHOT_SHOWN,
+    Session,
+)
+from .conftest import LabServer
 
-# the lab_server fixture serves a copy of the bundled explorer.ipynb (conftest: lab_notebooks)
-
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 NOTEBOOK = "explorer.ipynb"
 KERNEL_READY_MS = 45_000
 FIRST_RENDER_MS = 45_000
 REDRAW_MS = 20_000
-
-# Kernel ready = the notebook's session has a kernel that is connected and idle. The toolbar's
-# idle indicator shows up earlier, and a run-all sent then is silently dropped.
-JS_KERNEL_READY = """(path) => {
-  const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-  if (!w || !w.context || w.context.path !== path || !w.context.isReady) return false;
-  const k = w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
-  return !!k && k.connectionStatus === 'connected' && k.status === 'idle';
-}"""
-
-JS_RUN_ALL = """() => {
-  window.__attnvizRunAll = 'pending';
-  window.jupyterapp.commands.execute('notebook:run-all-cells').then(
-    (r) => { window.__attnvizRunAll = 'done: ' + r; },
-    (e) => { window.__attnvizRunAll = 'failed: ' + e; });
-}"""
-
-# Kernel errors: tracebacks on stderr (JupyterLab shows error outputs with the stderr mime type)
-# and any rendered text that mentions an error.
-JS_KERNEL_ERRORS = """() => {
-  const out = [];
-  for (const el of document.querySelectorAll(
-      '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')) {
-    if (el.innerText.includes('Traceback')) out.push(el.innerText);
-  }
-  for (const el of document.querySelectorAll('.jp-RenderedText')) {
-    if (el.innerText.includes('Error')) out.push(el.innerText);
-  }
-  return [...new Set(out)];
-}"""
-
-# The explorer has drawn: its marker says `attnviz-render 1:` and its image has a src that loaded.
-# Kernel errors end the wait early (with the error text) instead of running into the timeout.
-JS_FIRST_RENDER = """() => {
-  const errors = (KERNEL_ERRORS)();
-  if (errors.length) return {errors};
-  const marker = [...document.querySelectorAll('.widget-html code')]
-    .some((el) => el.textContent.includes('attnviz-render 1:'));
-  const img = document.querySelector('img.widget-image');
-  const src = img && img.getAttribute('src');
-  return marker && src && img.complete && img.naturalWidth > 0 ? {src} : false;
-}""".replace("KERNEL_ERRORS", JS_KERNEL_ERRORS)
-
-# The explorer image shows a new, loaded src (it is set just before the marker).
-JS_NEW_SRC = """(old) => {
-  const img = document.querySelector('img.widget-image');
-  const src = img && img.getAttribute('src');
-  return src && src !== old && img.complete && img.naturalWidth > 0 ? src : false;
-}"""
-
-# Regexes for console errors that are not about the notebook or its widgets; explain each one.
-# Empty: with the options in conftest (no news / update check, no outbound DNS) 10 runs in a row
-# logged no console error at all, so every console error fails the test.
-IGNORED_CONSOLE: list[str] = []
+REPS = 6  # latency samples per control
 
 
-def _ignored(text: str) -> bool:
-    return any(re.search(p, text) for p in IGNORED_CONSOLE)
+def _slider(page, label: str):
+    return page.locator(".widget-slider").filter(
+        has=page.locator("label", has_text=re.compile(rf"^{label}$")))
+
+
+def _value(handle) -> int:
+    return round(float(handle.get_attribute("aria-valuenow")))
+
+
+def _latency(page, marker, act, expect_text: re.Pattern) -> float:
+    """Milliseconds from the browser event of ``act()`` to the new image, decoded."""
+    from playwright.sync_api import expect
+
+    n = page.evaluate("() => window.__attnvizLatency.samples.length")
+    act()
+    page.wait_for_function("(n) => window.__attnvizLatency.samples.length > n", arg=n,
+                           timeout=REDRAW_MS, polling=20)
+    expect(marker).to_contain_text(expect_text, timeout=REDRAW_MS)
+    return float(page.evaluate("() => window.__attnvizLatency.samples.at(-1)"))
+
+
+def _open(page, server: LabServer, name: str, reset: bool = True) -> None:
+    page.goto(server.url(f"lab/tree/{name}", "reset" if reset else ""))
+    page.wait_for_function(JS_KERNEL_READY, arg=name, timeout=KERNEL_READY_MS, polling=100)
 
 
 def test_explorer_in_jupyterlab(chromium: Path, lab_server: LabServer, tmp_path: Path) -> None:
-    from playwright.sync_api import Error as PlaywrightError
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    timings = {"server ready": lab_server.started_s}
-    console: list[str] = []
-    stage = "start"
-    page = None
+    timings: dict[str, float] = {"server ready": lab_server.started_s}
+    latency: dict[str, list[float]] = {}
+    with Session(chromium, tmp_path, lab_server) as s:
+        page = s.page
+        s.stage = "kernel ready"
+        t0 = time.perf_counter()
+        _open(page, lab_server, NOTEBOOK)
+        timings["kernel ready"] = time.perf_counter() - t0
+        assert page.evaluate("() => window.jupyterapp.shell.currentWidget.context.model.dirty"
+                             ) is False, "the notebook shows as modified right after opening"
 
-    with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),  # new, empty
-            executable_path=str(chromium),
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1400, "height": 1000},
-        )
-        try:
-            page = context.pages[0] if context.pages else context.new_page()
-            page.on("console", lambda m: console.append(f"console.{m.type}: {m.text} "
-                                                        f"({m.location.get('url', '')})")
-                    if m.type == "error" else None)
-            page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+        s.stage = "first render"
+        t0 = time.perf_counter()
+        page.evaluate(JS_RUN_ALL)
+        first = page.wait_for_function(JS_FIRST_RENDER, timeout=FIRST_RENDER_MS,
+                                       polling=100).json_value()
+        assert "errors" not in first, "the notebook failed:\n" + "\n".join(first["errors"])
+        marker = page.locator(".attnviz-marker")
+        expect(marker).to_have_count(1)
+        expect(marker).to_be_hidden()  # no visible debug line
+        expect(page.locator("img.widget-image")).to_have_count(1)
+        expect(page.locator(".attnviz-snapshot")).to_be_hidden()  # the live widget shows
+        timings["first render"] = time.perf_counter() - t0
+        s.screenshot("explorer-1-first-render")
 
-            stage = "kernel ready"
-            t0 = time.perf_counter()
-            page.goto(lab_server.url(f"lab/tree/{NOTEBOOK}", "reset"))
-            page.wait_for_function(JS_KERNEL_READY, arg=NOTEBOOK, timeout=KERNEL_READY_MS,
-                                   polling=100)
-            timings["kernel ready"] = time.perf_counter() - t0
+        s.stage = "layer slider"
+        handle = _slider(page, "layer").locator(".noUi-handle[role='slider']")
+        start = _value(handle)  # the demo card's best layer
+        t0 = time.perf_counter()
+        handle.focus()
+        page.keyboard.press("ArrowRight")
+        expect(handle).to_have_attribute("aria-valuenow", re.compile(rf"^{start + 1}(\.0*)?$"),
+                                         timeout=REDRAW_MS)
+        expect(marker).to_contain_text(re.compile(rf"attnviz-render \d+: .* layer={start + 1} "),
+                                       timeout=REDRAW_MS)
+        src1 = page.wait_for_function(JS_NEW_SRC, arg=first["src"], timeout=REDRAW_MS,
+                                      polling=50).json_value()
+        timings["slider -> redraw"] = time.perf_counter() - t0
+        s.screenshot("explorer-2-next-layer")
 
-            stage = "first render"
-            t0 = time.perf_counter()
-            page.evaluate(JS_RUN_ALL)
-            first = page.wait_for_function(JS_FIRST_RENDER, timeout=FIRST_RENDER_MS,
-                                           polling=100).json_value()
-            assert "errors" not in first, "the notebook failed:\n" + "\n".join(first["errors"])
-            marker = page.locator(".widget-html code").filter(has_text="attnviz-render")
-            expect(marker).to_have_count(1)
-            expect(marker).to_be_visible()
-            expect(page.locator("img.widget-image")).to_have_count(1)
-            src0 = first["src"]
-            timings["first render"] = time.perf_counter() - t0
-            page.screenshot(path=SCREENSHOTS / "explorer-1-first-render.png")
+        s.stage = "image dropdown"
+        select = page.locator(".widget-dropdown").filter(
+            has=page.locator("label", has_text=re.compile(r"^image$"))).locator("select")
+        names = [t.strip() for t in select.locator("option").all_text_contents()]
+        assert len(names) >= 2, f"the image dropdown needs two images, has {names}"
+        t0 = time.perf_counter()
+        select.select_option(index=1)
+        expect(marker).to_contain_text(
+            re.compile(rf"attnviz-render \d+: image={re.escape(names[1])} layer={start + 1} "),
+            timeout=REDRAW_MS)
+        page.wait_for_function(JS_NEW_SRC, arg=src1, timeout=REDRAW_MS, polling=50)
+        timings["dropdown -> redraw (model run)"] = time.perf_counter() - t0
+        s.screenshot("explorer-3-second-image")
 
-            stage = "layer slider"
-            slider = page.locator(".widget-slider").first
-            expect(slider.locator("label")).to_have_text("layer")
-            handle = slider.locator(".noUi-handle[role='slider']")
-            t0 = time.perf_counter()
+        s.stage = "latency"
+        page.evaluate(JS_LATENCY_SETUP)
+        layer = []
+        for i in range(REPS):  # alternate between the next layer and the opening layer
+            key, want = ("ArrowLeft", start) if i % 2 == 0 else ("ArrowRight", start + 1)
             handle.focus()
-            page.keyboard.press("ArrowRight")
-            expect(handle).to_have_attribute("aria-valuenow", re.compile(r"^1(\.0*)?$"),
-                                             timeout=REDRAW_MS)
-            expect(marker).to_contain_text(re.compile(r"attnviz-render \d+: .* layer=1 "),
-                                           timeout=REDRAW_MS)
-            src1 = page.wait_for_function(JS_NEW_SRC, arg=src0, timeout=REDRAW_MS,
-                                          polling=50).json_value()
-            timings["slider -> redraw"] = time.perf_counter() - t0
-            page.screenshot(path=SCREENSHOTS / "explorer-2-layer-1.png")
+            layer.append(_latency(page, marker, lambda k=key: page.keyboard.press(k),
+                                  re.compile(rf" layer={want} ")))
+        latency["layer"] = layer
+        # now on the layer after the opening one: a channel gate (layer3.1's)
+        channel = _slider(page, "channel").locator(".noUi-handle[role='slider']")
+        expect(channel).to_be_visible()
+        latency["channel"] = [
+            _latency(page, marker, lambda: (channel.focus(), page.keyboard.press("ArrowRight")),
+                     re.compile(rf" channel={i + 1} ")) for i in range(REPS)]
+        handle.focus()
+        page.keyboard.press("ArrowLeft")  # back to the spatial mask
+        expect(marker).to_contain_text(re.compile(rf" layer={start} "), timeout=REDRAW_MS)
+        cmap = page.locator(".widget-dropdown").filter(
+            has=page.locator("label", has_text="colour map")).locator("select")
+        maps = [t.strip() for t in cmap.locator("option").all_text_contents()]
+        order = [maps[(i + 1) % len(maps)] for i in range(REPS)]
+        latency["colour map"] = [
+            _latency(page, marker, lambda m=m: cmap.select_option(m), re.compile(r"attnviz-render"))
+            for m in order]
+        s.screenshot("explorer-4-colour-map")
 
-            stage = "image dropdown"
-            dropdown = page.locator(".widget-dropdown").filter(
-                has=page.locator("label", has_text=re.compile(r"^image$")))
-            select = dropdown.locator("select")
-            names = [t.strip() for t in select.locator("option").all_text_contents()]
-            assert len(names) >= 2, f"the image dropdown needs two images, has {names}"
-            t0 = time.perf_counter()
-            select.select_option(index=1)
-            expect(marker).to_contain_text(
-                re.compile(rf"attnviz-render \d+: image={re.escape(names[1])} layer=1 "),
-                timeout=REDRAW_MS)
-            page.wait_for_function(JS_NEW_SRC, arg=src1, timeout=REDRAW_MS, polling=50)
-            timings["dropdown -> redraw"] = time.perf_counter() - t0
-            page.screenshot(path=SCREENSHOTS / "explorer-3-second-image.png")
+        s.stage = "checks"
+        errors = page.evaluate(JS_KERNEL_ERRORS)
+        assert not errors, "kernel error output:\n" + "\n".join(errors)
+        status = page.locator(".widget-html b[style*='#b00']")  # the explorer's own errors
+        assert status.count() == 0, f"explorer error: {status.all_inner_texts()}"
+        s.check_console()
 
-            stage = "checks"
-            errors = page.evaluate(JS_KERNEL_ERRORS)
-            assert not errors, "kernel error output:\n" + "\n".join(errors)
-            status = page.locator(".widget-html b[style*='#b00']")  # the explorer's own errors
-            assert status.count() == 0, f"explorer error: {status.all_inner_texts()}"
-            run_all = page.evaluate("() => window.__attnvizRunAll")
-            assert run_all is None or not str(run_all).startswith("failed"), run_all
-            widget_errors = [c for c in console if not _ignored(c)]
-            assert not widget_errors, "browser console errors:\n" + "\n".join(widget_errors)
-        except (AssertionError, PlaywrightError) as e:
-            if page is not None:
-                try:
-                    page.screenshot(path=SCREENSHOTS / "explorer-failed.png")
-                except PlaywrightError:
-                    pass
-            raise AssertionError(
-                f"failed at stage {stage!r}: {e}\n--- browser console:\n" + "\n".join(console)
-                + f"\n--- JupyterLab log (tail):\n{lab_server.log_tail()}") from e
-        finally:
-            context.close()
+        s.stage = "save and reopen"
+        last = re.search(r"layer=(\d+)", marker.text_content()).group(1)
+        page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+        page.wait_for_function(
+            "() => !window.jupyterapp.shell.currentWidget.context.model.dirty", timeout=10_000)
+        page.evaluate("() => window.jupyterapp.commands.execute('kernelmenu:shutdown')")
+        page.evaluate("() => window.jupyterapp.commands.execute('application:close-all')")
+        _open(page, lab_server, NOTEBOOK, reset=False)
+        shown = page.wait_for_function(JS_SNAPSHOT_SHOWN, timeout=REDRAW_MS,
+                                       polling=100).json_value()
+        assert re.search(rf"layer {int(last)}: \S+", shown["caption"]), shown
+        assert not page.get_by_text("Error displaying widget").is_visible()
+        s.screenshot("explorer-5-reopened")
 
     print("\ne2e timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
-    ignored = [c for c in console if _ignored(c)]
-    if ignored:
-        print("ignored console messages:\n  " + "\n  ".join(ignored))
+    print("browser latency, control change -> new image decoded (median / max of "
+          f"{REPS}): " + ", ".join(f"{k} {statistics.median(v):.0f} / {max(v):.0f} ms"
+                                   for k, v in latency.items()))
+    for k, v in latency.items():  # loose: a shared 2-core machine; the target is <= 60 ms
+        assert statistics.median(v) < 1000, (k, v)
+
+
+def test_headless_executed_notebook_shows_its_last_view(chromium: Path, lab_server: LabServer,
+                                                        tmp_path: Path) -> None:
+    """nbclient / papermill output, opened in JupyterLab (untrusted: no widget, no script)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(lab_server.notebook_dir / NOTEBOOK, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(lab_server.notebook_dir)}}).execute()
+    nbformat.write(nb, lab_server.notebook_dir / "executed.ipynb")
+    with Session(chromium, tmp_path, lab_server) as s:
+        s.stage = "open executed notebook"
+        _open(s.page, lab_server, "executed.ipynb")
+        shown = s.page.wait_for_function(JS_SNAPSHOT_SHOWN, timeout=REDRAW_MS,
+                                         polling=100).json_value()
+        assert "image shapes_circle.png" in shown["caption"], shown
+        assert not s.page.get_by_text("Error displaying widget").is_visible()
+        s.screenshot("explorer-6-executed-headless")
+        s.check_console()

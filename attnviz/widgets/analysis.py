@@ -1,0 +1,121 @@
+"""The model side of the explorers: one cached forward pass per image *content*.
+
+Analyses are keyed by the image's content digest (see :mod:`.sources`) and kept in a small
+least-recently-used cache, so moving a control never re-runs the model and an image with a
+reused name never shows an earlier image's attention.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import NoAttentionError
+from ..models.preprocess import class_names, input_spec, model_device, prepare
+from ..record import AttentionRecord, AttentionSite, find_attention, record
+
+#: kinds the explorers draw (attention maps and other gates: see the records API)
+DRAWABLE = ("channel", "spatial", "radix", "paths", "context")
+MAX_CACHED = 16  # analyses kept (records of a 64-px demo model: ~0.1 MB each)
+
+
+@dataclass
+class Analysis:
+    """One image's cached forward pass: its records (CPU) and its top predictions."""
+
+    image: torch.Tensor  # (3, H, W) in [0, 1], as shown
+    records: list[AttentionRecord]
+    top: list[tuple[str, float]]
+
+
+def model_card(model: nn.Module) -> dict | None:
+    """The model card of a bundled demo model (set by ``load_model``), else None."""
+    card = getattr(model, "model_card", None)
+    return card if isinstance(card, dict) else None
+
+
+class Analyser:
+    """Runs ``model`` once per image content and caches the recorded weights."""
+
+    def __init__(self, model: nn.Module, layers: str | Sequence[str] | None,
+                 kinds: Sequence[str], max_cached: int = MAX_CACHED) -> None:
+        self.model, self.layers, self.kinds = model.eval(), layers, tuple(kinds)
+        # fails early with a clear message (no attention, bad pattern, bad kind): one watched
+        # pass on a blank image finds hand-written attention too
+        size = input_spec(model).size
+        blank = torch.zeros(1, 3, size, size, device=model_device(model))
+        self.sites: list[AttentionSite] = [
+            s for s in find_attention(model, blank, layers=layers) if s.kind in self.kinds]
+        if not self.sites:
+            raise NoAttentionError(
+                f"{type(model).__name__} has no attention of the kinds this explorer draws "
+                f"({', '.join(self.kinds)})")
+        self.class_names = class_names(model)
+        self.max_cached = max_cached
+        self._cache: OrderedDict[str, Analysis] = OrderedDict()
+        self.forward_count = 0
+
+    def cached(self, digest: str) -> Analysis | None:
+        a = self._cache.get(digest)
+        if a is not None:
+            self._cache.move_to_end(digest)
+        return a
+
+    def get(self, digest: str, load: Callable[[], torch.Tensor]) -> Analysis:
+        """The analysis of the image with content ``digest``; ``load()`` gives its pixels when
+        the model has to run."""
+        a = self.cached(digest)
+        if a is None:
+            a = self._run(load())
+            self._cache[digest] = a
+            while len(self._cache) > self.max_cached:
+                self._cache.popitem(last=False)
+        return a
+
+    def forget(self, digests: Sequence[str]) -> None:
+        for d in digests:
+            self._cache.pop(d, None)
+
+    def _run(self, image: torch.Tensor) -> Analysis:
+        x = prepare(self.model, image)
+        with torch.no_grad(), record(self.model, self.layers, self.kinds) as rec:
+            logits = self.model(x)
+        self.forward_count += 1
+        rec.cpu()
+        probs = torch.softmax(logits.float(), 1)[0].cpu()
+        top = probs.topk(min(3, probs.numel()))
+        names = self.class_names or [str(i) for i in range(probs.numel())]
+        return Analysis(
+            image=image.cpu(),
+            records=rec.latest(),
+            top=[(names[i], float(p)) for p, i in zip(top.values, top.indices, strict=True)],
+        )
+
+    def opening_layer(self, first: Analysis) -> int:
+        """The layer to open on: the demo card's best spatial layer when this explorer draws
+        it, else the spatial mask with the most contrast on the first image, else 0."""
+        names = [r.name for r in first.records]
+        best = ((model_card(self.model) or {}).get("test") or {}).get("best_spatial_layer")
+        if best in names:
+            return names.index(best)
+        spatial = [(float(r.value[0].std()), i) for i, r in enumerate(first.records)
+                   if r.kind == "spatial"]
+        return max(spatial)[1] if spatial else 0
+
+    def out_of_distribution(self, origin: str) -> str | None:
+        """A warning when a demo model (trained on generated shapes) sees a photo or upload."""
+        card = model_card(self.model)
+        if not card or (card.get("data") or {}).get("source") != "shapes":
+            return None
+        if origin == "photo":
+            return ("out of distribution: this demo model was trained only on generated shapes, "
+                    "so its prediction and attention on a photo mean nothing (for photos use "
+                    "ImageNet weights, e.g. load_model('resnest50d', pretrained=True))")
+        if origin == "upload":
+            return ("this demo model was trained only on generated shapes: unless your image "
+                    "looks like them, its prediction and attention mean nothing")
+        return None

@@ -1,0 +1,205 @@
+"""``AttentionExplorer``: the controls, wired to the cached analyses and the figure."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+
+from IPython.display import display
+from matplotlib.figure import Figure
+from torch import nn
+
+from ..errors import AttnvizError, ImageError
+from ..images import MAX_BYTES, check_upload, over_limit
+from ..models.preprocess import input_spec
+from ..record import AttentionRecord
+from .analysis import DRAWABLE, Analyser, Analysis
+from .canvas import ExplorerFigure
+from .common import esc
+from .controls import ExplorerControls, limits_text
+from .snapshot import hide_snapshot_css, snapshot_bundle, widget_bundle
+from .sources import DISPLAY_SIDE, MAX_UPLOADS, ImageStore
+
+
+class AttentionExplorer(ExplorerControls):
+    """Explore every recorded attention weight of ``model`` on a set of images.
+
+    Args:
+        model: any model with supported attention modules (eval mode is set).
+        images: paths, (3,H,W) tensors in [0, 1], a ``{name: image}`` dict, or None for the
+            bundled samples. More can be added through the upload control.
+        layers: optional layer pattern (as in ``attnviz.record``).
+        kinds: optional kinds to show, e.g. ``("spatial",)`` (see :func:`spatial_explorer`).
+        static: leave a static image of the last view in the notebook, below the widget (hidden
+            while the live widget shows): True, False, or "auto" (= True).
+        max_upload_bytes: refuse larger uploads with a message.
+        max_uploads: uploads kept (the oldest is dropped).
+    """
+
+    def __init__(self, model: nn.Module, images: object = None,
+                 layers: str | Sequence[str] | None = None, kinds: Sequence[str] | None = None,
+                 static: bool | str = "auto", max_upload_bytes: int = MAX_BYTES, dpi: int = 80,
+                 max_uploads: int = MAX_UPLOADS) -> None:
+        self.analyser = Analyser(model, layers, tuple(kinds) if kinds is not None else DRAWABLE)
+        self.model, self.sites = self.analyser.model, self.analyser.sites
+        side = max(DISPLAY_SIDE, 2 * input_spec(model).size)
+        self.store = ImageStore(images, side, max_uploads)
+        self.static = static == "auto" or bool(static)
+        self.max_upload_bytes, self.dpi = max_upload_bytes, dpi
+        self.uid = uuid.uuid4().hex[:12]
+        self.fig = ExplorerFigure(dpi)
+        self.render_count, self.last_render_ms = 0, 0.0
+        self._quiet, self._snapshot, self._jpeg = False, None, b""
+        names = [f"{i}: {s.name} ({s.kind})" for i, s in enumerate(self.sites)]
+        super().__init__(self.store.labels, names, self.analyser.kinds,
+                         limits_text(max_upload_bytes, side), self.uid)
+        for w in (self.image_select, self.layer_slider, self.channel_slider, self.opacity,
+                  self.cmap, self.stretch):
+            w.observe(self._on_change, names="value")
+        self.upload.observe(self._on_upload, names="value")
+        try:
+            opening = self.analyser.opening_layer(self.analysis())
+        except AttnvizError:
+            opening = 0  # render() shows the error
+        with self._hold():
+            self.layer_slider.value = opening
+        self.render()
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return self.analyser.kinds
+
+    @property
+    def forward_count(self) -> int:
+        """Forward passes run so far (one per image content)."""
+        return self.analyser.forward_count
+
+    # -- model side (cached by content) ------------------------------------------------------
+    def analysis(self, label: str | None = None) -> Analysis:
+        """The cached forward pass of image ``label`` (runs the model on first use)."""
+        label = label or self.image_select.value
+        return self.analyser.get(self.store.digest(label), lambda: self.store.load(label))
+
+    def add_image(self, name: str, source: object) -> str:
+        """Add an image (path, (3,H,W) tensor, PIL image) under a new label, select it and show
+        it; returns the label (``name``, or ``name (2)`` when the name is taken)."""
+        label = self.store.add(name, source)
+        self._select(label)
+        return label
+
+    def current(self) -> AttentionRecord:
+        return self.analysis().records[self.layer_slider.value]
+
+    @property
+    def figure(self) -> Figure:
+        return self.fig.figure
+
+    @property
+    def weights_axes(self):
+        """The axes showing the current layer's weights."""
+        return self.fig.weights_axes
+
+    # -- drawing -----------------------------------------------------------------------------
+    def draw(self) -> Figure:
+        """Draw the current control values into the figure (no model run if cached)."""
+        a = self.analysis()
+        r = a.records[self.layer_slider.value]
+        body = self.fig.draw(a.image, r, self.view())
+        self.caption.value = f"<b>{esc(r.name)}</b> · {r.kind} · {esc(r.module_type)}<br>{body}"
+        return self.fig.figure
+
+    def _full_render(self) -> bytes:
+        """Draw and encode the current view (JPEG)."""
+        self.draw()
+        return self.fig.render()
+
+    def render(self) -> None:
+        """Re-draw the figure from cached records and update the widgets."""
+        t0 = time.perf_counter()
+        label = self.image_select.value
+        try:
+            a = self.analysis()
+        except AttnvizError as e:
+            self.status.value = f"<b style='color:#b00'>{esc(str(e))}</b>"
+            return
+        r = a.records[self.layer_slider.value]
+        self.fit_to(r.kind, r.value.shape[-1] if r.kind in ("channel", "radix", "paths") else 1)
+        self.prediction.value = "prediction: " + ", ".join(
+            f"<b>{esc(n)}</b> {p:.1%}" if i == 0 else f"{esc(n)} {p:.1%}"
+            for i, (n, p) in enumerate(a.top))
+        ood = self.analyser.out_of_distribution(self.store[label].origin)
+        self.warning.value = f"<b style='color:#a60'>⚠ {esc(ood)}</b>" if ood else ""
+        jpeg = self._full_render()
+        self.canvas.value = jpeg
+        self.render_count += 1
+        state = (f"image={label} layer={self.layer_slider.value} "
+                 f"channel={self.channel_slider.value} opacity={self.opacity.value:.2f}")
+        self.marker.value = (f"<code>attnviz-render {self.render_count}: {esc(state)}</code>"
+                             + hide_snapshot_css(self.uid))
+        self._jpeg = jpeg
+        if self._snapshot is not None:
+            self._snapshot.update(snapshot_bundle(jpeg, self._describe(), self.uid), raw=True)
+        self.last_render_ms = (time.perf_counter() - t0) * 1000
+
+    # -- events ------------------------------------------------------------------------------
+    @contextmanager
+    def _hold(self) -> Iterator[None]:
+        """Change controls without a redraw per change."""
+        quiet, self._quiet = self._quiet, True
+        try:
+            yield
+        finally:
+            self._quiet = quiet
+
+    def _select(self, label: str) -> None:
+        """Show image ``label``: one redraw, never a flash of another image."""
+        with self._hold():
+            self.image_select.options = self.store.labels
+            self.image_select.value = label
+        self.status.value = ""
+        self.render()
+
+    def _on_change(self, change: dict) -> None:
+        if self._quiet:
+            return
+        if change["owner"] is self.image_select or change["owner"] is self.layer_slider:
+            self.status.value = ""
+        self.render()
+
+    def _on_upload(self, change: dict) -> None:
+        files = change["new"]
+        if not files:
+            return
+        f = files[0] if isinstance(files, (list, tuple)) else next(iter(files.values()))
+        name = f["name"] if isinstance(f, Mapping) else getattr(f, "name", "upload")
+        content = bytes(f["content"] if isinstance(f, Mapping) else f.content)
+        self.status.value = f"reading {esc(name)} …"
+        try:
+            if len(content) > self.max_upload_bytes:
+                raise ImageError(f"cannot read image {name}: "
+                                 f"{over_limit(len(content), self.max_upload_bytes, 'MB')} "
+                                 "(the upload limit)")
+            check_upload(content, name)
+            label, dropped = self.store.add_upload(name, content)
+        except AttnvizError as e:  # the message names the file once
+            self.status.value = f"<b style='color:#b00'>{esc(str(e))}</b>"
+            return
+        finally:
+            self.upload.value = ()  # frees the bytes; the same file can be uploaded again
+        self.analyser.forget(dropped)
+        self._select(label)
+
+    # -- display -----------------------------------------------------------------------------
+    def _ipython_display_(self) -> None:
+        display(widget_bundle(self.widget, self.uid), raw=True)
+        if self.static:
+            jpeg = self._jpeg or self._full_render()
+            self._snapshot = display(snapshot_bundle(jpeg, self._describe(), self.uid), raw=True,
+                                     display_id=True)
+
+    def _describe(self) -> str:
+        """The current view in words (for the snapshot)."""
+        return (f"image {self.image_select.value}, layer "
+                f"{self.site_names[self.layer_slider.value]}")
