@@ -63,6 +63,11 @@ def digest(folder: Path) -> dict[str, str]:
     return out
 
 
+def template_hash() -> str:
+    """The bundled report template (the other notebooks may be edited while tests run)."""
+    return hashlib.sha256(report.default_notebook().read_bytes()).hexdigest()
+
+
 def one_error(capsys, code: int, *words: str) -> str:
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
@@ -100,7 +105,7 @@ def wait_for_partial(proc: subprocess.Popen, out: Path, timeout: float = 120) ->
 
 # -- the template and the output folder ----------------------------------------------------------
 def test_template_folder_and_copies_are_refused_and_never_modified(few, tmp_path, capsys):
-    before = digest(notebooks_dir())
+    before = template_hash()
     code = cli.main(["report", str(few), "--model", MODEL, "--out", str(notebooks_dir())])
     one_error(capsys, code, "inside the attnviz package")
     copies = tmp_path / "nbs"
@@ -109,7 +114,7 @@ def test_template_folder_and_copies_are_refused_and_never_modified(few, tmp_path
     one_error(capsys, code, "holds report.ipynb", "did not write")
     code = cli.main(["report", str(few), "--model", MODEL, "--out", ""])
     one_error(capsys, code, "must not be empty")
-    assert digest(notebooks_dir()) == before
+    assert template_hash() == before
     assert not (copies / "report.html").exists()
 
 
@@ -119,12 +124,12 @@ def test_planted_symlinks_are_replaced_not_followed(few, tmp_path, capsys):
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
     template = report.default_notebook()
-    before = digest(notebooks_dir())
+    before = template_hash()
     (out / "report.html").symlink_to(victim)
     (out / "summary.csv").symlink_to(template)
     (out / "summary.json").symlink_to(tmp_path / "dangling")
     assert cli.main(["report", str(few), "--model", MODEL, "--out", str(out)]) == 0
-    assert victim.read_text() == "keep me" and digest(notebooks_dir()) == before
+    assert victim.read_text() == "keep me" and template_hash() == before
     assert not (tmp_path / "dangling").exists()
     for name in FILES:
         assert (out / name).is_file() and not (out / name).is_symlink()
@@ -271,9 +276,11 @@ def test_json_of_nan_values_is_null():
 # -- the notebook mode ---------------------------------------------------------------------------
 def test_notebook_mode_keeps_a_notebook_without_images(few, tmp_path, capsys):
     out = tmp_path / "out"
+    template = template_hash()
     for _ in range(2):  # the second run may replace the notebook the first one wrote
         code = cli.main(["report", str(few), "--model", MODEL, "--out", str(out), "--notebook"])
         assert code == 0, capsys.readouterr().err
+    assert template_hash() == template  # papermill wrote a copy, never the template
     nb = nbformat.read(out / "report.ipynb", as_version=4)
     run_id = json.loads((out / "summary.json").read_text())["run_id"]
     assert nb.metadata["attnviz_report"] == {"run_id": run_id} == {"run_id": run_ids(out)[0]}
