@@ -552,3 +552,30 @@ def test_clear_inside_the_block_is_not_mistaken_for_nothing_recorded():
             assert len(rec.latest()) == 2
             rec.clear()
     assert len(rec) == 0
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_torch_multihead_attention(batch_first):
+    """nn.MultiheadAttention called with need_weights=False (torchvision's ViT): the weights are
+    recomputed from the same call; attn @ V through the module's own projections is its output."""
+    mha = nn.MultiheadAttention(16, 4, batch_first=batch_first).eval()
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = mha
+
+        def forward(self, x):
+            return self.attn(x, x, x, need_weights=False)[0]
+
+    model = Block()
+    x = torch.randn(2, 7, 16) if batch_first else torch.randn(7, 2, 16)
+    with torch.no_grad(), attnviz.record(model) as rec:
+        out = model(x)
+    attn = rec.attention["attn"]
+    assert attn.shape == (2, 4, 7, 7)
+    xb = x if batch_first else x.transpose(0, 1)  # (B, L, E)
+    v = F.linear(xb, mha.in_proj_weight[32:], mha.in_proj_bias[32:]).reshape(2, 7, 4, 4)
+    o = (attn @ v.transpose(1, 2)).transpose(1, 2).reshape(2, 7, 16)
+    expected = mha.out_proj(o)
+    _close(out if batch_first else out.transpose(0, 1), expected, "out = proj(attn @ V)")

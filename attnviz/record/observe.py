@@ -239,12 +239,12 @@ class Observer(TorchFunctionMode):
             w = w.movedim(tag.dim, -1)
         self._emit_map(tag, w, what)
 
-    def _emit_map(self, tag: _Tag, w: Tensor, what: str) -> None:
+    def _emit_map(self, tag: _Tag, w: Tensor, what: str, batch: int | None = None) -> None:
         if w.ndim < 2:
             return
         q, k = w.shape[-2:]
         lead = math.prod(w.shape[:-2])
-        b = self.stack.batch or lead
+        b = batch or self.stack.batch or lead
         if w.ndim == 4 and w.shape[0] == b:
             value = w
         elif lead % b == 0:
@@ -397,6 +397,24 @@ def _on_sdpa(obs: Observer, args, kwargs, out) -> None:
     obs._emit_map(tag, w, "scaled_dot_product_attention weights")
 
 
+def _on_mha(obs: Observer, args, kwargs, out) -> None:
+    """``nn.MultiheadAttention``: the same call again with ``need_weights=True``, per head."""
+    import inspect
+
+    import torch.nn.functional as F
+
+    bound = inspect.signature(F.multi_head_attention_forward).bind(*args, **kwargs)
+    bound.arguments.update(need_weights=True, average_attn_weights=False, dropout_p=0.0)
+    if bound.arguments.get("is_causal") and bound.arguments.get("attn_mask") is None:
+        return  # the causal mask is implied and not passed: nothing exact to recompute from
+    _, w = F.multi_head_attention_forward(*bound.args, **bound.kwargs)
+    if w is None:
+        return
+    w = w if w.ndim == 4 else w[None]
+    tag = _Tag("softmax", next(obs._ids), w, w, obs.stack.producer(), dim=w.ndim - 1)
+    obs._emit_map(tag, w, "nn.MultiheadAttention weights", batch=w.shape[0])
+
+
 def _handlers() -> dict[str, Callable]:
     table: dict[str, Callable] = {}
     for n in ("sigmoid", "sigmoid_", "expit", "hardsigmoid"):
@@ -415,6 +433,7 @@ def _handlers() -> dict[str, Callable]:
     for n in ("matmul", "__matmul__", "__rmatmul__", "bmm", "einsum"):
         table[n] = _on_matmul
     table["scaled_dot_product_attention"] = _on_sdpa
+    table["multi_head_attention_forward"] = _on_mha
     return table
 
 
