@@ -61,6 +61,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/recorder_overhead.py
 	$(BIN)/python benchmarks/widget_latency.py
 	$(BIN)/python benchmarks/report_throughput.py
+	$(BIN)/python benchmarks/stats_throughput.py --model demo-se
+	$(BIN)/python benchmarks/stats_distributed.py --procs 2
+	$(BIN)/python benchmarks/stats_memory.py --n 20000 --per-image
 
 clean:
 	rm -rf $(VENV) reports dist build .pytest_cache .ruff_cache

@@ -26,7 +26,7 @@ shapes:N (generated, with ground truth) or WebDataset tar shards (data-{000..099
 EXIT_CODES = """exit codes:
   0  written (also when some images could not be read: they are counted and listed)
   2  invalid parameters: one line "attnviz: error: ..."
-  130  interrupted (nothing written but the checkpoints: continue with --resume)
+  130  interrupted: nothing written but the checkpoints saved so far (--resume continues)
 """
 
 

@@ -43,7 +43,8 @@ def _table(head: Sequence[str], rows: Iterable[Sequence[object]], left: int = 1)
     th = "".join(f'<th class="{"l" if i < left else ""}">{_e(h)}</th>' for i, h in enumerate(head))
     body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{_e(c)}</td>'
                                     for i, c in enumerate(r)) + "</tr>" for r in rows)
-    return f"<table><tr>{th}</tr>{body}</table>"
+    head_row = f"<tr>{th}</tr>" if any(head) else ""
+    return f"<table>{head_row}{body}</table>"
 
 
 def feature(layer: dict, name: str) -> tuple[float, float] | None:
