@@ -295,3 +295,22 @@ def test_amp_batch_path_records_float32_close_to_fp32(image_dir):
         assert (a.value - b.value).abs().max() < 0.1  # bf16 autocast on the CPU
     agree = (full.logits.argmax(1) == mixed.logits.argmax(1)).float().mean()
     assert agree >= 0.75
+
+
+def test_reader_thread_keeps_order_reraises_and_stops():
+    import threading
+
+    from attnviz.report.inputs import prefetch
+
+    assert list(prefetch(iter(range(50)))) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("bad batch")
+
+    with pytest.raises(ValueError, match="bad batch"):
+        list(prefetch(failing()))
+    it = prefetch(iter(range(10**6)))
+    assert next(it) == 0
+    it.close()  # leaving the loop early stops the reader
+    assert not any(t.name == "attnviz-report-reader" for t in threading.enumerate())

@@ -5,9 +5,10 @@
     run.summaries                                # one row per image and layer (see .stats)
 
 A torch ``DataLoader`` reads and resizes the images (a file that cannot be read becomes an error
-marker, so it never kills its batch; with ``num_workers=0`` a reader thread decodes the next
-batch while the model runs). Summaries are computed batch by batch, so memory does not grow with
-the number of images beyond ``keep``: the images and attention weights held for figures.
+marker, so it never kills its batch; with ``num_workers=0``, when torch leaves a CPU free, a
+reader thread decodes the next batch while the model runs). Summaries are computed batch by
+batch, so memory does not grow with the number of images beyond ``keep``: the images and
+attention weights held for figures.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from ..checks import cpu_count
 from ..models import DEMO_MODELS, load_model
 from ..models.preprocess import class_names, input_spec, model_device, prepare
 from ..models.registry import is_model
@@ -198,6 +200,13 @@ def image_progress(total: int, desc: str, disable: bool = False) -> Any:
                 file=sys.__stderr__, dynamic_ncols=True)
 
 
+def _read_ahead(params: ReportParameters) -> bool:
+    """Decode the next batch in a reader thread while the model runs? Only without DataLoader
+    workers and when torch leaves a CPU free (a reader competing with every intra-op thread
+    slows the forward pass more than it saves)."""
+    return params.num_workers == 0 and torch.get_num_threads() < cpu_count()
+
+
 def analyse(
     images: Any = None,
     model: str | nn.Module | None = None,
@@ -245,7 +254,7 @@ def analyse(
     try:
         # record() checks the layer pattern (NoAttentionError) before any image is read
         with torch.no_grad(), record(net, layers=params.layers) as rec:
-            for idx, batch, bad in (prefetch(loader) if params.num_workers == 0 else loader):
+            for idx, batch, bad in (prefetch(loader) if _read_ahead(params) else loader):
                 if batch is not None:
                     x = prepare(net, batch)
                     if channels_last:
