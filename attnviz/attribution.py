@@ -242,6 +242,8 @@ def integrated_gradients(
     Returns (B, H, W): ``|attribution|`` summed over channels (``reduce="abs"``); ``"sum"`` keeps
     the sign, ``"none"`` returns (B, C, H, W). With ``return_delta`` also Captum's convergence
     delta (B,): Σ attributions − (f(x) − f(baseline)) for the target logit.
+    ``internal_batch_size`` (path points per forward pass) is raised to B when smaller: Captum
+    needs one point of every image per pass (and would warn, then do the same).
     """
     IntegratedGradients = _captum_attr().IntegratedGradients
 
@@ -250,7 +252,8 @@ def integrated_gradients(
     base = baseline.to(x) if isinstance(baseline, Tensor) else float(baseline)
     out = IntegratedGradients(twin).attribute(
         x, baselines=base, target=t, n_steps=n_steps,
-        internal_batch_size=internal_batch_size, return_convergence_delta=return_delta,
+        internal_batch_size=max(internal_batch_size, len(x)),
+        return_convergence_delta=return_delta,
     )
     if return_delta:
         attr, delta = out

@@ -1,19 +1,40 @@
-"""Every teaching notebook runs top to bottom offline (nbclient), committed without outputs."""
+"""Every teaching notebook runs top to bottom offline (nbclient), committed without outputs and
+with the metadata JupyterLab would write (so a notebook does not show as modified on open);
+report.ipynb runs with its default parameters from its own folder; an executed explorer
+notebook keeps a static image of the explorer's last view."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import re
+import shutil
 import time
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from PIL import Image
 
-from attnviz.resources import REPORT_NOTEBOOK, notebook_paths
+from attnviz.resources import REPORT_NOTEBOOK, notebook_paths, notebooks_dir
 
 NOTEBOOKS = [p for p in notebook_paths() if p.name != REPORT_NOTEBOOK]
+MINE = [p for p in NOTEBOOKS if re.match(r"0[0-5]_|explorer", p.name)]  # lessons 00–05
+LESSONS = [p for p in MINE if p.name != "explorer.ipynb"]
 TIME_LIMIT_S = 300  # per cell; the notebooks take well under 60 s on an idle 2-core CPU
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+#: what the kernel reports and JupyterLab writes into a notebook's metadata on open; a notebook
+#: without it is marked modified as soon as its kernel starts
+LANGUAGE_INFO = {
+    "codemirror_mode": {"name": "ipython", "version": 3},
+    "file_extension": ".py",
+    "mimetype": "text/x-python",
+    "name": "python",
+    "nbconvert_exporter": "python",
+    "pygments_lexer": "ipython3",
+}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
@@ -24,6 +45,40 @@ def test_committed_without_outputs(path: Path) -> None:
             assert not cell.get("outputs") and cell.get("execution_count") is None, path.name
 
 
+@pytest.mark.parametrize("path", MINE, ids=[p.stem for p in MINE])
+def test_metadata_is_normalised(path: Path) -> None:
+    nb = json.loads(path.read_text())
+    assert (nb["nbformat"], nb["nbformat_minor"]) == (4, 5)
+    info = nb["metadata"]["language_info"]
+    assert {k: v for k, v in info.items() if k != "version"} == LANGUAGE_INFO, path.name
+    assert re.fullmatch(r"3\.11\.\d+", info["version"]), info
+    ids = [c["id"] for c in nb["cells"]]
+    assert len(set(ids)) == len(ids) and all(re.fullmatch(r"[\w-]{1,64}", i) for i in ids)
+    assert "set_num_threads" not in path.read_text()  # leave threads to torch
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=[p.stem for p in LESSONS])
+def test_lessons_end_with_exercises_and_hidden_solutions(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    assert any("## Exercises" in c.source for c in nb.cells if c.cell_type == "markdown")
+    solutions = [c for c in nb.cells if "solution" in c.metadata.get("tags", [])]
+    assert solutions and all(c.metadata["jupyter"] == {"outputs_hidden": True,
+                                                       "source_hidden": True}
+                             for c in solutions)
+
+
+def _execute(nb: nbformat.NotebookNode, folder: Path) -> float:
+    client = NotebookClient(nb, timeout=TIME_LIMIT_S, kernel_name="python3",
+                            resources={"metadata": {"path": str(folder)}})
+    t0 = time.perf_counter()
+    client.execute()
+    return time.perf_counter() - t0
+
+
+def _outputs(nb: nbformat.NotebookNode) -> list[dict]:
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -31,22 +86,48 @@ def test_notebook_runs(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ATTNVIZ_DATA", raising=False)  # the package's own files
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(
-        nb,
-        timeout=TIME_LIMIT_S,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(path.parent)}},
-    )
-    t0 = time.perf_counter()
-    client.execute()
-    elapsed = time.perf_counter() - t0
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    elapsed = _execute(nb, path.parent)
+    outputs = _outputs(nb)
     errors = [o for o in outputs if o.get("output_type") == "error"]
     assert not errors, errors
-    pngs = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert pngs, f"{path.name} produced no figure"
+    stderr = [o["text"] for o in outputs if o.get("name") == "stderr"]
+    assert path not in MINE or not stderr, f"{path.name} printed to stderr (a pink box): {stderr}"
+    images = [o for o in outputs if {"image/png", "image/jpeg"} & set(o.get("data", {}))]
+    assert images, f"{path.name} produced no figure"
     if "from attnviz.widgets import" in path.read_text():
-        mime = "application/vnd.jupyter.widget-view+json"
-        widgets = [o for o in outputs if mime in o.get("data", {})]
+        widgets = [o for o in outputs if WIDGET_MIME in o.get("data", {})]
         assert widgets, f"{path.name}: the explorer widget was not displayed"
-    print(f"{path.name}: {elapsed:.1f} s, {len(pngs)} figures")
+    print(f"{path.name}: {elapsed:.1f} s, {len(images)} figures")
+
+
+@pytest.mark.slow
+def test_executed_explorer_keeps_a_static_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reopened without a kernel, the widget cannot show: the next output is its last view."""
+    monkeypatch.delenv("ATTNVIZ_STATIC", raising=False)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    path = notebooks_dir() / "explorer.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    _execute(nb, path.parent)
+    saved = nbformat.reads(nbformat.writes(nb), as_version=4)  # as written to disk
+    outputs = _outputs(saved)
+    at = next(i for i, o in enumerate(outputs) if WIDGET_MIME in o.get("data", {}))
+    snapshot = outputs[at + 1]["data"]
+    jpeg = base64.b64decode(snapshot["image/jpeg"])
+    assert Image.open(io.BytesIO(jpeg)).size == (640, 272)
+    assert f'src="data:image/jpeg;base64,{snapshot["image/jpeg"]}"' in snapshot["text/html"]
+    assert "last view of the explorer: image shapes_circle.png" in snapshot["text/plain"]
+
+
+@pytest.mark.slow
+def test_report_notebook_runs_with_its_defaults_from_its_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As after `attnviz notebooks DEST` and Run All in JupyterLab: the kernel runs in the
+    notebook's folder, with no parameters injected."""
+    monkeypatch.delenv("ATTNVIZ_DATA", raising=False)
+    copy = Path(shutil.copy(notebooks_dir() / REPORT_NOTEBOOK, tmp_path))
+    monkeypatch.chdir(tmp_path)
+    nb = nbformat.read(copy, as_version=4)
+    _execute(nb, tmp_path)
+    errors = [o for o in _outputs(nb) if o.get("output_type") == "error"]
+    assert not errors, errors
+    assert (tmp_path / "reports" / "summary.csv").is_file()
