@@ -61,6 +61,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/recorder_overhead.py
 	$(BIN)/python benchmarks/widget_latency.py
 	$(BIN)/python benchmarks/report_throughput.py
+	$(BIN)/python benchmarks/report_throughput.py --model seresnet50 --n 64
+	$(BIN)/python benchmarks/report_wall.py
 	$(BIN)/python benchmarks/stats_throughput.py --model demo-se
 	$(BIN)/python benchmarks/stats_distributed.py --procs 2
 	$(BIN)/python benchmarks/stats_memory.py --n 20000 --per-image
