@@ -81,8 +81,9 @@ def attention_stats(value: Tensor, meta: Mapping[str, Any]) -> dict[str, Tensor]
 
 
 def _basic(flat: Tensor) -> dict[str, Tensor]:
-    return {"mean": flat.mean(1), "min": flat.amin(1), "max": flat.amax(1),
-            "std": flat.std(1, correction=0)}
+    std, mean = torch.std_mean(flat, 1, correction=0)
+    low, high = torch.aminmax(flat, dim=1)
+    return {"mean": mean, "min": low, "max": high, "std": std}
 
 
 def layer_stats(kind: str, value: Tensor,
@@ -116,8 +117,8 @@ def layer_stats(kind: str, value: Tensor,
             stats["peak_x"] = ((peak % w).float() + 0.5) / w
             stats["share_above_half"] = (flat > 0.5).float().mean(1)
     out: dict[str, list[float | None]] = {f: [None] * n for f in STAT_FIELDS}
-    for key, t in stats.items():
-        out[key] = [float(x) for x in t.tolist()]
+    values = torch.stack(list(stats.values())).double().tolist()  # one conversion per layer
+    out.update(zip(stats, values, strict=True))
     return out
 
 
