@@ -62,11 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _stats(argv: list[str]) -> int:
+    from ..checks import cpu_count
+    from ..models.user import model_options
     from .document import read_stats
     from .run import dataset_stats
 
     args = build_parser().parse_args(argv)
-    from ..models.user import model_options
+    if args.workers > cpu_count() and env_rank() == 0:
+        print(f"attnviz: note: --workers {args.workers} is more than the {cpu_count()} CPU(s) "
+              f"here; using {cpu_count()}", file=sys.stderr)
 
     path = dataset_stats(
         args.data, args.model, args.out, model_options=model_options(args), layers=args.layers,

@@ -189,6 +189,9 @@ def dataset_stats(
     dev = resolve_device(device)
     dist = Dist.start(dev.type)
     try:
+        if dev.type == "cuda" and dist.world > 1 and dev.index is not None:
+            raise ParameterError(f"--device {device} under torchrun would put every process on "
+                                 "one GPU: pass --device cuda (each process takes its local GPU)")
         if dev.type == "cuda" and dev.index is None:
             dev = torch.device("cuda", dist.local_rank)
         job.loop.progress = job.loop.progress and dist.main
