@@ -77,14 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                          description=REPORT_HELP, epilog=EXIT_CODES, formatter_class=fmt)
     rep.add_argument("images", nargs="+", metavar="IMAGES",
                      help="image files, folders (their image files) or glob patterns")
-    rep.add_argument("--model", default="demo-cbam",
-                     help="demo model (demo-cbam, demo-se, demo-resnest, offline), a timm "
-                          "name (its pretrained ImageNet weights: needs the network unless "
-                          "--checkpoint is given) or an attnviz architecture with --checkpoint "
-                          "(default: %(default)s)")
-    rep.add_argument("--checkpoint", default=None, metavar="PATH",
-                     help="local weights file for the architecture --model names")
+    from .models.user import add_model_arguments
     from .report.params import add_report_arguments
+
+    add_model_arguments(rep)  # --model (a name or your own file.py:factory), --checkpoint, ...
 
     add_report_arguments(rep, _int_at_least)  # --layers, --out, --max-figures, ... defined once
     sub.add_parser("train", add_help=False,

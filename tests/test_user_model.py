@@ -128,3 +128,34 @@ def test_evaluate_runs_on_a_file_factory(model_py, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "layer1.0.ca" in out and "layer1.0.sa" in out and "random init" in out
+
+
+def test_report_on_your_own_model(model_py, tmp_path, capsys):
+    """`attnviz report --model file.py:factory --checkpoint ...`: the report holds its layers."""
+    import json
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for i, p in enumerate(attnviz.sample_images("shapes")[:2]):
+        (images / f"s{i}.png").write_bytes(Path(p).read_bytes())
+    trained = tutorial_cbam_resnet(8, 1)
+    ckpt = _weights(tmp_path, trained, "best.pt", wrap="module.")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("circle\nsquare\ntriangle\nstar\ncross\n")
+    out = tmp_path / "out"
+    code = cli.main(["report", str(images), "--model", f"{model_py}:build", "--checkpoint",
+                     str(ckpt), "--input-size", "48", "--mean", "0.5", "--std", "0.25",
+                     "--labels", str(labels), "--out", str(out), "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    capsys.readouterr()
+    text = (out / "summary.csv").read_text()
+    assert "layer1.0.ca" in text and "layer1.0.sa" in text, text[:300]
+    assert json.loads((out / "summary.json").read_text())
+    html = (out / "report.html").read_text()
+    assert "mynet.py:build" in html
+    assert "48×48 px, normalisation mean 0.5, 0.5, 0.5; std 0.25, 0.25, 0.25" in html
+    code = cli.main(["report", str(images), "--model", f"{model_py}:broken", "--out",
+                     str(tmp_path / "o2")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [f"attnviz: error: {model_py}:broken raised RuntimeError: "
+                                 "no GPU here"]

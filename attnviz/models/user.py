@@ -152,7 +152,11 @@ def parse_floats(text: str | float | Sequence[float] | None, what: str) -> tuple
 def add_model_arguments(parser: Any, default: str = "demo-cbam") -> None:
     """``--model``, ``--checkpoint`` and the your-own-model options, for every command."""
     parser.add_argument("--model", default=default, metavar="MODEL",
-                        help="demo name, attnviz/timm name, file.py:factory or package.module:attr")
+                        help="a demo model (demo-cbam, demo-se, demo-resnest, demo-botnet: "
+                             "offline), a timm name (its pretrained ImageNet weights: needs the "
+                             "network unless --checkpoint is given), an attnviz architecture, or "
+                             "your own path/to/file.py:factory or package.module:attr "
+                             "(default: %(default)s)")
     parser.add_argument("--checkpoint", default=None, metavar="PATH",
                         help="weights file (.safetensors preferred; .pt/.pth weights-only)")
     parser.add_argument("--model-args", default=None, metavar="JSON",
