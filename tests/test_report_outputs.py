@@ -325,3 +325,23 @@ def test_the_notebook_run_by_hand_publishes_into_out_dir(few, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == sorted([LOCK_NAME, *FILES])
     assert (out / "report.html").read_text().count("<section>") == 2
     assert partials(out) == []
+
+
+def test_an_output_folder_behind_a_symlink_is_staged_next_to_its_target(few, tmp_path,
+                                                                       monkeypatch):
+    target = tmp_path / "elsewhere" / "reports"
+    target.mkdir(parents=True)
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    seen: list[Path] = []
+    real = report.running.write_outputs
+
+    def spy(run, params, folder):
+        seen.append(Path(folder))
+        return real(run, params, folder)
+
+    monkeypatch.setattr(report.running, "write_outputs", spy)
+    report.write_report(few, model=MODEL, out_dir=link, progress=False)
+    assert seen[0].parent == target.parent and seen[0].name.startswith(".reports.attnviz-partial")
+    assert sorted(p.name for p in target.iterdir()) == sorted([LOCK_NAME, *FILES])
+    assert link.is_symlink() and partials(target) == []

@@ -5,10 +5,11 @@
   of it).
 * :class:`Publication`: takes ``OUT/.attnviz-report.lock`` (``flock``; a second run into the same
   folder is refused at once with one line), writes into a fresh private folder next to ``OUT``
-  (``.OUT.attnviz-partial-*``, inside ``OUT`` when its parent is not writable) and, at the end,
-  moves every file into ``OUT`` by ``rename`` — which replaces a planted symlink instead of
-  following it — with Ctrl-C and SIGTERM held back for those few renames. Report files of an
-  earlier run that this run does not write are removed then, so ``OUT`` never mixes two runs.
+  (``.OUT.attnviz-partial-*``; inside ``OUT`` when its parent is not writable or on another
+  file system) and, at the end, moves every file into ``OUT`` by ``rename`` — which replaces a
+  planted symlink instead of following it — with Ctrl-C and SIGTERM held back for those few
+  renames. Report files of an earlier run that this run does not write are removed then, so
+  ``OUT`` never mixes two runs.
   A failure, Ctrl-C or kill before that leaves ``OUT`` as it was; a later run removes the
   partial folder.
 """
@@ -105,11 +106,7 @@ class Publication:
         self._lock()
         try:
             self._remove_stale()
-            try:
-                self.stage = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.{PARTIAL}",
-                                                   dir=self.out.parent))
-            except OSError:  # the parent is not writable: stage inside OUT
-                self.stage = Path(tempfile.mkdtemp(prefix=f".{PARTIAL}", dir=self.out))
+            self.stage = self._make_stage()
         except BaseException:
             self._unlock()
             raise
@@ -122,6 +119,15 @@ class Publication:
                 shutil.rmtree(self.stage, ignore_errors=True)
         finally:
             self._unlock()
+
+    def _make_stage(self) -> Path:
+        """A private folder next to ``out`` (its real location, on the same file system, so
+        that publishing is a rename), else inside ``out``."""
+        real = Path(os.path.realpath(self.out))
+        with contextlib.suppress(OSError):
+            if os.stat(real.parent).st_dev == os.stat(real).st_dev:
+                return Path(tempfile.mkdtemp(prefix=f".{real.name}.{PARTIAL}", dir=real.parent))
+        return Path(tempfile.mkdtemp(prefix=f".{PARTIAL}", dir=self.out))
 
     def _lock(self) -> None:
         import fcntl
@@ -150,7 +156,8 @@ class Publication:
 
     def _remove_stale(self) -> None:
         """Partial folders of earlier runs that were killed (the lock says none is running)."""
-        for folder, prefix in ((self.out.parent, f".{self.out.name}.{PARTIAL}"),
+        real = Path(os.path.realpath(self.out))
+        for folder, prefix in ((real.parent, f".{real.name}.{PARTIAL}"),
                                (self.out, f".{PARTIAL}")):
             with contextlib.suppress(OSError):
                 for entry in os.scandir(folder):
