@@ -16,6 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
+from report_helpers import figure_counts
 
 import attnviz
 from attnviz import cli, report
@@ -151,11 +152,6 @@ def test_parameters_are_defined_once():
         report.validate(images=["x.png"], max_figure=3)
 
 
-def _figures(page: str) -> dict[str, int]:
-    return {"sections": page.count("<section>"), "inputs": page.count('class="ov base img'),
-            "overlays": page.count('<div class="ov img'), "svg": page.count("<svg ")}
-
-
 def test_cli_report_in_process(image_dir, tmp_path, capsys):
     out = tmp_path / "out"
     code = cli.main(
@@ -190,7 +186,7 @@ def test_cli_report_in_process(image_dir, tmp_path, capsys):
     assert {r["kind"] for r in rows} == {"channel", "spatial"}
     # per image: the input, 8 spatial masks over it, 8 blocks of channel bars
     n = len(good)
-    assert _figures(page) == {"sections": n, "inputs": n, "overlays": 8 * n, "svg": 8 * n}
+    assert figure_counts(page) == {"sections": n, "inputs": n, "overlays": 8 * n, "svg": 8 * n}
 
 
 def test_real_command_with_attribution_and_a_mathtext_file_name(image_dir, tmp_path):

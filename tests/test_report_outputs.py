@@ -18,25 +18,15 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
-from PIL import Image
+from report_helpers import write_shapes
 
 from attnviz import cli, report
-from attnviz.datasets import make_shapes
 from attnviz.report.files import csv_cell
 from attnviz.report.publish import LOCK_NAME
 from attnviz.resources import copy_notebooks, notebooks_dir
 
 MODEL = "demo_cbam_resnet"
 FILES = ["report.html", "summary.csv", "summary.json"]
-
-
-def write_shapes(folder: Path, n: int, prefix: str = "img") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    data = make_shapes(n, seed=3)
-    arr = (data.images * 255).round().byte().permute(0, 2, 3, 1).numpy()
-    for i, a in enumerate(arr):
-        Image.fromarray(a).save(folder / f"{prefix}_{i:04d}.png")
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -7,27 +7,16 @@ import json
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from report_helpers import figure_counts, write_shapes
 
 from attnviz import report
-from attnviz.datasets import make_shapes
 
 MAX_BYTES = 8_000_000  # the size goal for 100 images (issue: reports, second version)
 
 
 @pytest.fixture(scope="module")
 def hundred(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("hundred")
-    data = make_shapes(100, seed=11)
-    arr = (data.images * 255).round().byte().permute(0, 2, 3, 1).numpy()
-    for i, a in enumerate(arr):
-        Image.fromarray(a).save(folder / f"shape_{i:03d}.png")
-    return folder
-
-
-def counts(page: str) -> dict[str, int]:
-    return {"sections": page.count("<section>"), "inputs": page.count('class="ov base img'),
-            "masks": page.count('<div class="ov img'), "bars": page.count("<svg ")}
+    return write_shapes(tmp_path_factory.mktemp("hundred"), 100, seed=11)
 
 
 @pytest.mark.parametrize(("max_figures", "shown"), [(None, 100), (10, 10), (0, 0)])
@@ -38,8 +27,8 @@ def test_hundred_images(hundred, tmp_path, max_figures, shown):
     size = html.stat().st_size
     page = html.read_text()
     # per image with figures: the input, 8 spatial masks over it, 8 blocks of channel bars
-    assert counts(page) == {"sections": shown, "inputs": shown, "masks": 8 * shown,
-                            "bars": 8 * shown}
+    assert figure_counts(page) == {"sections": shown, "inputs": shown, "overlays": 8 * shown,
+                                   "svg": 8 * shown}
     assert size <= MAX_BYTES
     if shown:
         assert size / shown < 60_000  # per image with figures, everything included
