@@ -52,6 +52,8 @@ class TrainConfig:
 
 DEMOS: dict[str, TrainConfig] = {
     "demo-cbam": TrainConfig(model="demo_cbam_resnet", steps=2200, mask_penalty=1e-2),
+    # the same without the mask penalty: what the penalty does (notebook 04)
+    "demo-cbam-plain": TrainConfig(model="demo_cbam_resnet", steps=2200),
     "demo-se": TrainConfig(model="demo_se_resnet", steps=1400),
     "demo-resnest": TrainConfig(model="demo_resnest", steps=1400),
     "demo-botnet": TrainConfig(model="demo_botnet", steps=1400),

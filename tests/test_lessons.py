@@ -111,6 +111,10 @@ def test_projection_enlarges_text_once() -> None:
     lessons.enlarge(fig, 1.5)
     lessons.enlarge(fig, 1.5)  # a figure shown twice is not enlarged twice
     assert title.get_fontsize() == pytest.approx(1.5 * size)
-    lessons.projection(True)  # outside IPython: only remembered, no error
+    lessons.projection()  # outside IPython: only remembered, no error
+    from attnviz.lessons.projection import _STATE
+
+    assert _STATE["scale"] == 1.6
     lessons.projection(False)
+    assert _STATE["scale"] == 1.0
     assert np.isfinite(size)

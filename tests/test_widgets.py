@@ -264,6 +264,8 @@ def test_demo_model_opens_on_its_best_layer_and_warns_on_photos() -> None:
     assert ex.warning.value == ""
     ex.image_select.value = images[1].name
     assert "out of distribution" in ex.warning.value
+    _upload(ex, "mine.png", _png_bytes(64, shape="star"))
+    assert "trained only on generated shapes" in ex.warning.value
 
 
 def test_radix_model_and_headless_switch(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,7 +17,7 @@ from .preprocess import set_preprocess
 from .registry import create_model, is_model, list_models
 from .user import is_user_spec, load_user_model, parse_floats, read_labels
 
-DEMO_MODELS = ("demo-cbam", "demo-se", "demo-resnest", "demo-botnet")
+DEMO_MODELS = ("demo-cbam", "demo-cbam-plain", "demo-se", "demo-resnest", "demo-botnet")
 
 
 def demo_card(name: str) -> dict:

@@ -13,7 +13,8 @@ from torch import nn
 
 
 def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
-    """Kernel size from the ECA formula: the nearest odd integer at or above |log2(C)/γ + b/γ|."""
+    """Kernel size from the ECA formula: the odd integer nearest to t = |log2(C)/γ + b/γ|, ties
+    going up (the official code: truncate t, then add 1 if even); C = 64 gives t = 3.5, k = 3."""
     t = int(abs(math.log2(channels) / gamma + b / gamma))
     return t if t % 2 else t + 1
 
