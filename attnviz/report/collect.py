@@ -16,7 +16,7 @@ from .stats import SPLIT_KINDS, STAT_FIELDS, SplitMeans, layer_stats, nonfinite_
 #: file names listed per non-finite finding (the count covers all)
 EXAMPLES = 5
 #: summaries are computed once this many images (or bytes of weights) are pending
-STATS_IMAGES = 64
+STATS_IMAGES = 256
 STATS_BYTES = 64 * 2**20
 
 
