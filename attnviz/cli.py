@@ -17,8 +17,8 @@ from .terminal import one_line, shown
 EXIT_CODES = """exit codes:
   0  report written (also when some images could not be read: they are listed in the
      report's "could not read" section and a warning line is printed)
-  1  the report failed (with --notebook: the failing cell's exception is printed and the
-     partly executed notebook kept as OUT/report.failed.ipynb); OUT is left as it was
+  1  the report failed: the report files in OUT are left as they were (with --notebook, the
+     failing cell's exception is printed and the notebook kept as OUT/report.failed.ipynb)
   2  invalid parameters (unknown model, no images matched, a layer pattern matching no
      attention module, a bad device, --top-k < 1, an output folder in use by another
      report or holding the report template, ...): one line "attnviz: error: ..."
