@@ -102,12 +102,16 @@ class AttentionExplorer(ExplorerControls):
         return self.fig.weights_axes
 
     # -- drawing -----------------------------------------------------------------------------
-    def draw(self) -> Figure:
-        """Draw the current control values into the figure (no model run if cached)."""
+    def _compose(self) -> str:
+        """Draw the current control values into the figure; returns the caption (HTML)."""
         a = self.analysis()
         r = a.records[self.layer_slider.value]
         body = self.fig.draw(a.image, r, self.view())
-        self.caption.value = f"<b>{esc(r.name)}</b> · {r.kind} · {esc(r.module_type)}<br>{body}"
+        return f"<b>{esc(r.name)}</b> · {r.kind} · {esc(r.module_type)}<br>{body}"
+
+    def draw(self) -> Figure:
+        """Draw the current control values into the figure (no model run if cached)."""
+        self.caption.value = self._compose()
         return self.fig.figure
 
     def _full_render(self) -> bytes:
@@ -116,7 +120,8 @@ class AttentionExplorer(ExplorerControls):
         return self.fig.render()
 
     def render(self) -> None:
-        """Re-draw the figure from cached records and update the widgets."""
+        """Re-draw the figure from cached records and update the widgets: the image first
+        (what the user waits for; the front end applies updates in order), then the text."""
         t0 = time.perf_counter()
         label = self.image_select.value
         try:
@@ -125,20 +130,23 @@ class AttentionExplorer(ExplorerControls):
             self.status.value = f"<b style='color:#b00'>{esc(str(e))}</b>"
             return
         r = a.records[self.layer_slider.value]
-        self.fit_to(r.kind, r.value.shape[-1] if r.kind in ("channel", "radix", "paths") else 1)
+        caption = self._compose()
+        jpeg = self._jpeg = self.fig.render()
+        self.canvas.value = jpeg
+        self.caption.value = caption
+        with self._hold():  # a smaller channel range clamps the channel: no second redraw
+            self.fit_to(r.kind, r.value.shape[-1] if r.kind in ("channel", "radix", "paths")
+                        else 1)
         self.prediction.value = "prediction: " + ", ".join(
             f"<b>{esc(n)}</b> {p:.1%}" if i == 0 else f"{esc(n)} {p:.1%}"
             for i, (n, p) in enumerate(a.top))
         ood = self.analyser.out_of_distribution(self.store[label].origin)
         self.warning.value = f"<b style='color:#a60'>⚠ {esc(ood)}</b>" if ood else ""
-        jpeg = self._full_render()
-        self.canvas.value = jpeg
         self.render_count += 1
         state = (f"image={label} layer={self.layer_slider.value} "
                  f"channel={self.channel_slider.value} opacity={self.opacity.value:.2f}")
         self.marker.value = (f"<code>attnviz-render {self.render_count}: {esc(state)}</code>"
                              + hide_snapshot_css(self.uid))
-        self._jpeg = jpeg
         if self._snapshot is not None:
             self._snapshot.update(snapshot_bundle(jpeg, self._describe(), self.uid), raw=True)
         self.last_render_ms = (time.perf_counter() - t0) * 1000

@@ -196,3 +196,54 @@ def test_headless_executed_notebook_shows_its_last_view(chromium: Path, lab_serv
         assert not s.page.get_by_text("Error displaying widget").is_visible()
         s.screenshot("explorer-6-executed-headless")
         s.check_console()
+
+
+FLOOR_CELL = '''
+import io
+import ipywidgets as W
+import numpy as np
+from PIL import Image
+
+def frame(seed):
+    pixels = np.random.default_rng(seed).integers(0, 255, (272, 640, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=92)
+    return buf.getvalue()
+
+frames = [frame(0), frame(1)]
+slider = W.IntSlider(0, 0, 10, description="layer", continuous_update=False)
+image = W.Image(value=frames[0], format="jpeg")
+slider.observe(lambda change: setattr(image, "value", frames[change["new"] % 2]), names="value")
+W.VBox([slider, image])
+'''
+
+
+def test_bare_widget_round_trip(chromium: Path, lab_server: LabServer, tmp_path: Path) -> None:
+    """The floor under the explorer's latency: a slider that swaps two ready JPEGs of the
+    explorer's size, no drawing (printed next to the explorer's numbers)."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(FLOOR_CELL)]
+    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python",
+                                 "name": "python3"}
+    nbformat.write(nb, lab_server.notebook_dir / "floor.ipynb")
+    with Session(chromium, tmp_path, lab_server) as s:
+        page = s.page
+        s.stage = "open"
+        _open(page, lab_server, "floor.ipynb")
+        page.evaluate(JS_RUN_ALL)
+        page.wait_for_function(JS_NEW_SRC, arg="", timeout=FIRST_RENDER_MS, polling=100)
+        page.evaluate(JS_LATENCY_SETUP)
+        handle = _slider(page, "layer").locator(".noUi-handle[role='slider']")
+        samples = []
+        for i in range(REPS):
+            n = page.evaluate("() => window.__attnvizLatency.samples.length")
+            handle.focus()
+            page.keyboard.press("ArrowRight" if i % 2 == 0 else "ArrowLeft")
+            page.wait_for_function("(n) => window.__attnvizLatency.samples.length > n", arg=n,
+                                   timeout=REDRAW_MS, polling=20)
+            samples.append(float(page.evaluate("() => window.__attnvizLatency.samples.at(-1)")))
+        s.check_console()
+    print(f"\nbare widget round trip (slider -> ready JPEG decoded, median / max of {REPS}): "
+          f"{statistics.median(samples):.0f} / {max(samples):.0f} ms")
