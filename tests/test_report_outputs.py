@@ -168,8 +168,9 @@ def test_a_run_stopped_midway_leaves_the_previous_report(few, many, tmp_path, si
                             stderr=subprocess.PIPE, text=True)
     stage = wait_for_partial(proc, out)
     proc.send_signal(sig)
-    assert proc.wait(timeout=120) == code, proc.communicate()
-    assert digest(out) == previous  # nothing new, nothing half-written, same run
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert digest(out) == previous, err  # nothing new, nothing half-written, same run
     if sig == signal.SIGKILL:  # only a kill leaves the staging folder, hidden and named so
         assert stage.exists() and stage.name.startswith(".out.attnviz-partial-")
     else:

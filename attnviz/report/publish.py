@@ -106,14 +106,19 @@ class Publication:
         self._lock()
         try:
             self._remove_stale()
-            self.stage = self._make_stage()
+            with _signals_held():  # a Ctrl-C / SIGTERM now still finds self.stage set
+                self.stage = self._make_stage()
         except BaseException:
-            self._unlock()
+            self._close()
             raise
         return self
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
                  tb: TracebackType | None) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        """Remove the staging folder (whatever is left in it) and release the lock."""
         try:
             if self.stage.name:
                 shutil.rmtree(self.stage, ignore_errors=True)
