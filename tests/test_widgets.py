@@ -242,7 +242,7 @@ def test_snapshot_keeps_the_last_view(explorer: AttentionExplorer,
         shown.append(obj)
         return Handle() if display_id else None
 
-    monkeypatch.setattr("attnviz.widgets.explorer.display", fake_display)
+    monkeypatch.setattr("attnviz.widgets.snapshot.display", fake_display)
     ex = AttentionExplorer(explorer.model, make_shapes(2, seed=3).images)
     ex._ipython_display_()
     widget, snap = shown[:2]

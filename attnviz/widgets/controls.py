@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import ipywidgets as W
 
 from .. import plot
 from ..images import MAX_PIXELS
 from .canvas import View
-from .common import CMAPS
+from .common import CMAPS, esc
 
 #: which layer kinds each optional control acts on; a control that acts on none of an
 #: explorer's kinds is not shown at all, one that does not act on the current layer is hidden
@@ -34,6 +35,7 @@ class ExplorerControls:
     def __init__(self, labels: Sequence[str], site_names: Sequence[str],
                  kinds: Sequence[str], limits: str, uid: str) -> None:
         self.site_names = list(site_names)
+        self._quiet = False  # True while controls are changed without a redraw
         self.image_select = W.Dropdown(options=list(labels), description="image")
         self.upload = W.FileUpload(accept="image/*", multiple=False, description="your image",
                                    layout=W.Layout(width="auto"))
@@ -82,3 +84,22 @@ class ExplorerControls:
         for name, kinds in USES.items():
             getattr(self, name).layout.visibility = "visible" if kind in kinds else "hidden"
         self.layer_label.value = self.site_names[self.layer_slider.value]
+
+    @contextmanager
+    def _hold(self) -> Iterator[None]:
+        """Change controls without a redraw per change (observers check ``_quiet``)."""
+        quiet, self._quiet = self._quiet, True
+        try:
+            yield
+        finally:
+            self._quiet = quiet
+
+    def show_text(self, caption: str, top: Sequence[tuple[str, float]], warning: str | None,
+                  marker: str) -> None:
+        """Caption, prediction, out-of-distribution warning and the hidden marker."""
+        self.caption.value = caption
+        self.prediction.value = "prediction: " + ", ".join(
+            f"<b>{esc(n)}</b> {p:.1%}" if i == 0 else f"{esc(n)} {p:.1%}"
+            for i, (n, p) in enumerate(top))
+        self.warning.value = f"<b style='color:#a60'>⚠ {esc(warning)}</b>" if warning else ""
+        self.marker.value = marker

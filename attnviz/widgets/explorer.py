@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
-from IPython.display import display
 from matplotlib.figure import Figure
 from torch import nn
 
-from ..errors import AttnvizError, ImageError
-from ..images import MAX_BYTES, check_upload, over_limit
+from ..errors import AttnvizError
+from ..images import MAX_BYTES
 from ..models.preprocess import input_spec
 from ..record import AttentionRecord
 from .analysis import DRAWABLE, Analyser, Analysis
 from .canvas import ExplorerFigure
 from .common import esc
 from .controls import ExplorerControls, limits_text
-from .snapshot import hide_snapshot_css, snapshot_bundle, widget_bundle
-from .sources import DISPLAY_SIDE, MAX_UPLOADS, ImageStore
+from .snapshot import Snapshot, hide_snapshot_css
+from .sources import DISPLAY_SIDE, MAX_UPLOADS, ImageStore, read_upload
 
 
 class AttentionExplorer(ExplorerControls):
@@ -51,7 +49,7 @@ class AttentionExplorer(ExplorerControls):
         self.uid = uuid.uuid4().hex[:12]
         self.fig = ExplorerFigure(dpi)
         self.render_count, self.last_render_ms = 0, 0.0
-        self._quiet, self._snapshot, self._jpeg = False, None, b""
+        self._jpeg, self.snapshot = b"", Snapshot(self.uid)
         names = [f"{i}: {s.name} ({s.kind})" for i, s in enumerate(self.sites)]
         super().__init__(self.store.labels, names, self.analyser.kinds,
                          limits_text(max_upload_bytes, side), self.uid)
@@ -133,34 +131,19 @@ class AttentionExplorer(ExplorerControls):
         caption = self._compose()
         jpeg = self._jpeg = self.fig.render()
         self.canvas.value = jpeg
-        self.caption.value = caption
         with self._hold():  # a smaller channel range clamps the channel: no second redraw
             self.fit_to(r.kind, r.value.shape[-1] if r.kind in ("channel", "radix", "paths")
                         else 1)
-        self.prediction.value = "prediction: " + ", ".join(
-            f"<b>{esc(n)}</b> {p:.1%}" if i == 0 else f"{esc(n)} {p:.1%}"
-            for i, (n, p) in enumerate(a.top))
-        ood = self.analyser.out_of_distribution(self.store[label].origin)
-        self.warning.value = f"<b style='color:#a60'>⚠ {esc(ood)}</b>" if ood else ""
         self.render_count += 1
         state = (f"image={label} layer={self.layer_slider.value} "
                  f"channel={self.channel_slider.value} opacity={self.opacity.value:.2f}")
-        self.marker.value = (f"<code>attnviz-render {self.render_count}: {esc(state)}</code>"
-                             + hide_snapshot_css(self.uid))
-        if self._snapshot is not None:
-            self._snapshot.update(snapshot_bundle(jpeg, self._describe(), self.uid), raw=True)
+        self.show_text(caption, a.top, self.analyser.out_of_distribution(self.store[label].origin),
+                       f"<code>attnviz-render {self.render_count}: {esc(state)}</code>"
+                       + hide_snapshot_css(self.uid))
+        self.snapshot.update(jpeg, self._describe())
         self.last_render_ms = (time.perf_counter() - t0) * 1000
 
     # -- events ------------------------------------------------------------------------------
-    @contextmanager
-    def _hold(self) -> Iterator[None]:
-        """Change controls without a redraw per change."""
-        quiet, self._quiet = self._quiet, True
-        try:
-            yield
-        finally:
-            self._quiet = quiet
-
     def _select(self, label: str) -> None:
         """Show image ``label``: one redraw, never a flash of another image."""
         with self._hold():
@@ -177,20 +160,13 @@ class AttentionExplorer(ExplorerControls):
         self.render()
 
     def _on_upload(self, change: dict) -> None:
-        files = change["new"]
-        if not files:
+        upload = read_upload(change["new"])
+        if upload is None:
             return
-        f = files[0] if isinstance(files, (list, tuple)) else next(iter(files.values()))
-        name = f["name"] if isinstance(f, Mapping) else getattr(f, "name", "upload")
-        content = bytes(f["content"] if isinstance(f, Mapping) else f.content)
+        name, content = upload
         self.status.value = f"reading {esc(name)} …"
         try:
-            if len(content) > self.max_upload_bytes:
-                raise ImageError(f"cannot read image {name}: "
-                                 f"{over_limit(len(content), self.max_upload_bytes, 'MB')} "
-                                 "(the upload limit)")
-            check_upload(content, name)
-            label, dropped = self.store.add_upload(name, content)
+            label, dropped = self.store.add_upload(name, content, self.max_upload_bytes)
         except AttnvizError as e:  # the message names the file once
             self.status.value = f"<b style='color:#b00'>{esc(str(e))}</b>"
             return
@@ -201,13 +177,10 @@ class AttentionExplorer(ExplorerControls):
 
     # -- display -----------------------------------------------------------------------------
     def _ipython_display_(self) -> None:
-        display(widget_bundle(self.widget, self.uid), raw=True)
-        if self.static:
-            jpeg = self._jpeg or self._full_render()
-            self._snapshot = display(snapshot_bundle(jpeg, self._describe(), self.uid), raw=True,
-                                     display_id=True)
+        jpeg = (self._jpeg or self._full_render()) if self.static else None
+        self.snapshot.show(self.widget, jpeg, self._describe())
 
     def _describe(self) -> str:
-        """The current view in words (for the snapshot)."""
+        """The current view in words (for the still image)."""
         return (f"image {self.image_select.value}, layer "
                 f"{self.site_names[self.layer_slider.value]}")

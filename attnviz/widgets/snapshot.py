@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 
+from IPython.display import display
+
 from .common import esc
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -42,3 +44,23 @@ def widget_bundle(widget: object, uid: str) -> dict[str, object]:
     bundle = dict(widget._repr_mimebundle_())  # type: ignore[attr-defined]
     bundle["text/plain"] = f"attnviz explorer {uid} (live while its kernel runs)"
     return {k: v for k, v in bundle.items() if k in (WIDGET_MIME, "text/plain")}
+
+
+class Snapshot:
+    """The explorer's two outputs: the live widget, then its last view (kept up to date)."""
+
+    def __init__(self, uid: str) -> None:
+        self.uid = uid
+        self._handle = None
+
+    def show(self, widget: object, jpeg: bytes | None, caption: str) -> None:
+        """Display the widget and, if ``jpeg`` is given, the still image below it."""
+        display(widget_bundle(widget, self.uid), raw=True)
+        if jpeg is not None:
+            self._handle = display(snapshot_bundle(jpeg, caption, self.uid), raw=True,
+                                   display_id=True)
+
+    def update(self, jpeg: bytes, caption: str) -> None:
+        """Replace the still image (no-op before :meth:`show`)."""
+        if self._handle is not None:
+            self._handle.update(snapshot_bundle(jpeg, caption, self.uid), raw=True)

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..errors import ParameterError
-from ..images import load_pil
+from ..errors import ImageError, ParameterError
+from ..images import MAX_BYTES, check_upload, load_pil, over_limit
 from ..resources import data_dir
 
 DISPLAY_SIDE = 512  # long side kept for display and analysis (at least twice the model input)
@@ -157,9 +157,15 @@ class ImageStore:
         self._entries[label] = ImageEntry(label, source, origin or "yours", digest)
         return label
 
-    def add_upload(self, name: str, content: bytes) -> tuple[str, list[str]]:
-        """Decode, shrink and add an upload; returns its label and the digests dropped to keep
-        at most ``max_uploads`` (the same content uploaded again returns its existing label)."""
+    def add_upload(self, name: str, content: bytes, max_bytes: int = MAX_BYTES
+                   ) -> tuple[str, list[str]]:
+        """Check, decode, shrink and add an upload; returns its label and the digests dropped to
+        keep at most ``max_uploads`` (the same content uploaded again returns its existing
+        label). Raises :class:`ImageError` naming the file once."""
+        if len(content) > max_bytes:
+            raise ImageError(f"cannot read image {name}: "
+                             f"{over_limit(len(content), max_bytes, 'MB')} (the upload limit)")
+        check_upload(content, name)
         digest = hashlib.sha256(content).hexdigest()
         for e in self._entries.values():
             if e.origin == "upload" and e.digest == digest:
@@ -171,3 +177,12 @@ class ImageStore:
         for e in dropped:
             del self._entries[e.label]
         return label, [e.digest for e in dropped]
+
+
+def read_upload(files: object) -> tuple[str, bytes] | None:
+    """``(name, content)`` of the first file in a ``FileUpload`` value (ipywidgets 7 or 8)."""
+    if not files:
+        return None
+    f = files[0] if isinstance(files, (list, tuple)) else next(iter(files.values()))  # type: ignore[attr-defined]
+    name = f["name"] if isinstance(f, Mapping) else getattr(f, "name", "upload")
+    return name, bytes(f["content"] if isinstance(f, Mapping) else f.content)
