@@ -44,17 +44,26 @@ def _dilate(objects: torch.Tensor, tolerance: int) -> torch.Tensor:
 
 
 def pointing_hits(maps: torch.Tensor, objects: torch.Tensor, tolerance: int = 3) -> torch.Tensor:
-    """Per image: does the upsampled map peak inside the object (grown by ``tolerance`` px)?"""
-    up = upsample(maps.cpu(), tuple(objects.shape[-2:]))
-    n, h, w = up.shape
-    idx = up.reshape(n, -1).argmax(1)
-    grown = _dilate(objects.cpu(), tolerance).reshape(n, -1)
-    return grown[torch.arange(n), idx]
+    """Per image: does the upsampled map peak inside the object (grown by ``tolerance`` px)?
+    (N,) bool, on the maps' device (no copy to the CPU, no loop over images)."""
+    up = upsample(maps, tuple(objects.shape[-2:]))
+    idx = up.flatten(1).argmax(1)
+    grown = _dilate(objects.to(up.device), tolerance).flatten(1)
+    return grown.gather(1, idx[:, None])[:, 0]
 
 
 def pointing_game(maps: torch.Tensor, objects: torch.Tensor, tolerance: int = 3) -> float:
     """Share of images whose map peaks on the object (chance ≈ object area share)."""
     return pointing_hits(maps, objects, tolerance).float().mean().item()
+
+
+def box_masks(objects: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) object masks → (N, H, W) masks of their bounding boxes (empty stays empty)."""
+    objects = objects.bool()
+    rows, cols = objects.any(2), objects.any(1)  # (N, H), (N, W)
+    rows_in = rows.flip(1).cummax(1).values.flip(1) & rows.cummax(1).values
+    cols_in = cols.flip(1).cummax(1).values.flip(1) & cols.cummax(1).values
+    return rows_in[:, :, None] & cols_in[:, None, :]
 
 
 def energy_in_box(
@@ -64,14 +73,12 @@ def energy_in_box(
 
     1.0 means no preference (a uniform map); higher means the mass sits on the object.
     ``subtract_min`` first removes each map's minimum (the flat floor of a saturated mask).
+    Computed on the maps' device.
     """
-    up = upsample(maps.cpu(), tuple(objects.shape[-2:])).clamp_min(0)
+    up = upsample(maps, tuple(objects.shape[-2:])).clamp_min(0)
     if subtract_min:
         up = up - up.flatten(1).min(1).values[:, None, None]
-    boxes = boxes_from_masks(objects.cpu())
-    inside = torch.zeros_like(up, dtype=torch.bool)
-    for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
-        inside[i, y0:y1, x0:x1] = True
+    inside = box_masks(objects.to(up.device))
     total = up.flatten(1).sum(1).clamp_min(1e-12)
     share = (up * inside).flatten(1).sum(1) / total
     area = inside.flatten(1).float().mean(1).clamp_min(1e-12)

@@ -23,7 +23,7 @@ from attnviz.datasets import CLASSES, make_shapes
 from attnviz.examples import HandCoordAttention, HandMHSA, Net
 from attnviz.models import set_preprocess
 from attnviz.record import record
-from attnviz.stats import SCHEMA, arrays, dataset_stats, groundtruth, read_stats
+from attnviz.stats import SCHEMA, arrays, dataset_stats, read_stats
 from attnviz.stats.distributed import UnpaddedSampler
 from attnviz.stats.moments import Moments
 from attnviz.stats.publish import WORK
@@ -134,7 +134,9 @@ def test_unpadded_sampler_reads_every_item_once(n, world):
     assert resumed == shares[0][1:]
 
 
-def test_device_localisation_equals_metrics():
+def test_vectorised_localisation_equals_a_per_image_loop():
+    """metrics.pointing_hits / energy_in_box (batched, on the maps' device) against a plain
+    per-image reference, an empty mask included."""
     g = torch.Generator().manual_seed(1)
     maps = torch.rand(16, 8, 8, generator=g)
     objects = torch.zeros(16, 64, 64, dtype=torch.bool)
@@ -142,10 +144,19 @@ def test_device_localisation_equals_metrics():
         y, x = torch.randint(0, 48, (2,), generator=g).tolist()
         objects[i, y:y + 3 + i, x:x + 16] = True
     objects[3] = False  # an empty mask
-    hits = groundtruth.pointing_hits(maps, objects)
-    assert torch.equal(hits, metrics.pointing_hits(maps, objects))
-    torch.testing.assert_close(groundtruth.energy_in_box(maps, objects),
-                               metrics.energy_in_box(maps, objects))
+    up = metrics.upsample(maps, (64, 64))
+    grown = torch.nn.functional.max_pool2d(objects[:, None].float(), 7, 1, 3)[:, 0] > 0
+    hits, energy = [], []
+    for i in range(16):
+        r, c = divmod(int(up[i].argmax()), 64)
+        hits.append(bool(grown[i, r, c]))
+        x0, y0, x1, y1 = metrics.boxes_from_masks(objects[i:i + 1])[0].tolist()
+        box = torch.zeros(64, 64, dtype=torch.bool)
+        box[y0:y1, x0:x1] = True
+        share = (up[i] * box).sum() / up[i].sum()
+        energy.append(float(share / box.float().mean().clamp_min(1e-12)))
+    assert metrics.pointing_hits(maps, objects).tolist() == hits
+    torch.testing.assert_close(metrics.energy_in_box(maps, objects), torch.tensor(energy))
 
 
 def test_arrays_round_trip():

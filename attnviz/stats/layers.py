@@ -23,7 +23,6 @@ import torch
 from torch import Tensor
 
 from .. import metrics
-from . import groundtruth
 from .moments import Moments
 
 #: Per-image feature columns (a layer fills those its kind defines; the others stay empty).
@@ -142,8 +141,8 @@ class MapStats(LayerStats):
         out["peak_y"] = (torch.div(peak, w, rounding_mode="floor").float() + 0.5) / h
         out["peak_x"] = ((peak % w).float() + 0.5) / w
         if self.ground_truth and info.objects is not None:
-            out["pointing"] = groundtruth.pointing_hits(v, info.objects).float()
-            out["energy"] = groundtruth.energy_in_box(v, info.objects)
+            out["pointing"] = metrics.pointing_hits(v, info.objects).float()
+            out["energy"] = metrics.energy_in_box(v, info.objects)
         return out
 
     def _accumulate(self, v: Tensor, info: BatchInfo) -> None:
