@@ -59,6 +59,7 @@ dist: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/recorder_overhead.py
+	$(BIN)/python benchmarks/attention_coverage.py
 	$(BIN)/python benchmarks/widget_latency.py
 	$(BIN)/python benchmarks/report_throughput.py
 	$(BIN)/python benchmarks/report_throughput.py --model seresnet50 --n 64
