@@ -76,6 +76,20 @@ def draw_key_map(ax: Axes, image: np.ndarray | None, kmap: np.ndarray, query: tu
     return art
 
 
+def _key_panels(image, attn, query, q_grid, k_grid, heads, index, alpha, cmap, stretch,
+                panel: tuple[float, float]):
+    """One key-map panel per entry of ``heads`` (None = mean of heads), side by side."""
+    a = _pick(attn, index, 3)
+    qg, kg = _grids(a, q_grid, k_grid)
+    img = image_hwc(_pick(image, index, 3)) if image is not None else None
+    fig = Figure(figsize=(panel[0] * len(heads), panel[1]), layout="constrained")
+    axes = list(np.atleast_1d(fig.subplots(1, len(heads))))
+    maps = [key_map(attn, query, qg, kg, h, index) for h in heads]
+    art = [draw_key_map(ax, img, m, query, qg, alpha, cmap, stretch)
+           for ax, m in zip(axes, maps, strict=True)][-1]
+    return fig, axes, maps, art
+
+
 def attention_overlay(
     image: torch.Tensor | None,
     attn: torch.Tensor,
@@ -90,13 +104,8 @@ def attention_overlay(
     title: str | None = None,
 ) -> Figure:
     """Where one query pixel looks: its key weights over the image (fixed 0–1 scale)."""
-    a = _pick(attn, index, 3)
-    qg, kg = _grids(a, q_grid, k_grid)
-    kmap = key_map(attn, query, qg, kg, head, index)
-    img = image_hwc(_pick(image, index, 3)) if image is not None else None
-    fig = Figure(figsize=(4.2, 3.6), layout="constrained")
-    ax = fig.subplots()
-    art = draw_key_map(ax, img, kmap, query, qg, alpha, cmap, stretch)
+    fig, (ax,), (kmap,), art = _key_panels(image, attn, query, q_grid, k_grid, [head], index,
+                                           alpha, cmap, stretch, (4.2, 3.6))
     fig.colorbar(art, ax=ax, shrink=0.8, label="key weight (stretched)" if stretch else
                  "key weight (0–1)")
     who = "mean of heads" if head is None else f"head {head}"
@@ -118,21 +127,15 @@ def attention_heads(
 ) -> Figure:
     """The mean over heads and every head, side by side, for one query (fixed 0–1 scale;
     ``stretch=True``: each map to its own range, labelled so)."""
-    a = _pick(attn, index, 3)
-    qg, kg = _grids(a, q_grid, k_grid)
-    img = image_hwc(_pick(image, index, 3)) if image is not None else None
-    heads = [None, *range(a.shape[0])]
-    fig = Figure(figsize=(2.3 * len(heads), 2.6), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(heads)))
-    art = None
-    for ax, h in zip(axes, heads, strict=True):
-        kmap = key_map(attn, query, qg, kg, h, index)
-        art = draw_key_map(ax, img, kmap, query, qg, alpha, cmap, stretch)
+    heads = [None, *range(_pick(attn, index, 3).shape[0])]
+    fig, axes, maps, art = _key_panels(image, attn, query, q_grid, k_grid, heads, index,
+                                       alpha, cmap, stretch, (2.3, 2.6))
+    for ax, h, kmap in zip(axes, heads, maps, strict=True):
         ax.set_title(f"{'mean' if h is None else f'head {h}'}\n{range_text(kmap)}", fontsize=7)
     if stretch:
         fig.suptitle("STRETCHED: each map to its own min–max", fontsize=8)
     else:
-        fig.colorbar(art, ax=list(axes), shrink=0.7, label="key weight (0–1)")
+        fig.colorbar(art, ax=axes, shrink=0.7, label="key weight (0–1)")
     return fig
 
 
