@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from .adapters import ADAPTERS, Adapter, find_adapter, supported_types
-from .observe import sdpa_weights
-from .recorder import Recorder, find_attention, record
+from .find import find_attention
+from .ops import sdpa_weights
+from .recorder import Recorder, record
 from .records import KINDS, AttentionRecord, RecordSet
 from .sites import AttentionSite, SiteList
 
