@@ -23,7 +23,10 @@ from .models import DEMO_MODELS, create_model, list_models, load_model, resolve_
 from .record import AttentionRecord, Recorder, find_attention, record, supported_types
 from .samples import data_dir, sample_images
 
-_LAZY = ("attribution", "datasets", "evaluate", "images", "metrics", "plot", "train", "widgets")
+_LAZY = (
+    "agreement", "attribution", "datasets", "evaluate", "images", "metrics", "plot", "train",
+    "widgets",
+)
 
 
 def __getattr__(name: str) -> object:
