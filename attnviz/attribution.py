@@ -7,7 +7,7 @@
 
 Every map is a detached float32 CPU tensor of shape (B, h, w): Grad-CAM on the grid of its layer,
 pixel methods (integrated gradients, saliency, occlusion) on the image grid.
-:mod:`attnviz.agreement` (also reachable as ``attribution.agreement`` etc.) aligns them to a
+:mod:`attnviz.agreement` aligns them to a
 mask grid and scores how well they agree.
 
 In-place ops: Captum runs on a cached deep copy of the model in which every ``inplace`` attribute
@@ -341,18 +341,6 @@ def attribute(
         else:
             out[m] = occlusion(model, xd, t, **kw)
     return out
-
-
-_AGREEMENT = ("agreement", "agreement_table", "align", "attention_mask", "format_agreement")
-
-
-def __getattr__(name: str) -> object:
-    """The agreement functions live in :mod:`attnviz.agreement`; reachable from here too."""
-    if name in _AGREEMENT:
-        from . import agreement
-
-        return getattr(agreement, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [

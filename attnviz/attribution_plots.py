@@ -91,7 +91,7 @@ def plot_attention_vs_attribution(
 
 
 def plot_agreement(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> Figure:
-    """Bar chart of :func:`attnviz.attribution.agreement_table` rows: per method, Spearman ρ
+    """Bar chart of :func:`attnviz.agreement.agreement_table` rows: per method, Spearman ρ
     (± std), top-k IoU and the attribution's pointing game; the attention mask's own pointing
     game is a dashed line."""
     if not rows:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .checks import cpu_count
+from .commands import CommandParser, UsageError, int_at_least, run_command
 from .terminal import one_line, shown
 
 EXIT_CODES = """exit codes:
@@ -31,35 +32,6 @@ report (figures embedded, nothing loaded from the network) to OUT/report.html, n
 OUT/summary.csv (one row per image and attention layer) and OUT/summary.json (and, with
 --notebook, OUT/report.ipynb). The files are written aside and published together; a second
 report into the same OUT while one runs is refused."""
-
-
-class UsageError(Exception):
-    """A command-line mistake argparse found."""
-
-
-class CommandParser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors raise :class:`UsageError` (one line, exit 2)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(message)
-
-
-def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        if high is not None and value > high:
-            digits = str(value)
-            got = digits if len(digits) <= 12 else f"{digits[:6]}... ({len(digits)} digits)"
-            raise argparse.ArgumentTypeError(f"must be at most {high}, got {got}")
-        return value
-
-    parse.__name__ = f"integer >= {low}"
-    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_model_arguments(rep)  # --model (a name or your own file.py:factory), --checkpoint, ...
 
-    add_report_arguments(rep, _int_at_least)  # --layers, --out, --max-figures, ... defined once
+    add_report_arguments(rep, int_at_least)  # --layers, --out, --max-figures, ... defined once
     sub.add_parser("train", add_help=False,
                    help="train a model on the shapes data (`attnviz train --help`)")
     sub.add_parser("evaluate", add_help=False,
@@ -111,27 +83,6 @@ def _delegate(module: str, func: str = "main") -> Callable[[list[str]], int | No
 DELEGATES = {"train": _delegate("train"), "evaluate": _delegate("evaluate"),
              "lab": _delegate("lab"), "notebooks": _delegate("resources"),
              "stats": _delegate("stats"), "stats-html": _delegate("stats.cli", "html_main")}
-
-
-def _err(message: object) -> None:
-    print(f"attnviz: error: {one_line(message)}", file=sys.stderr)
-
-
-def run_command(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = None) -> int:
-    """Run a command's ``main(argv)``: usage mistakes and AttnvizErrors become one line
-    ``attnviz: error: ...`` and exit code 2, Ctrl-C exit code 130, ``--help`` 0."""
-    from .errors import AttnvizError
-
-    try:
-        return int(main(list(sys.argv[1:] if argv is None else argv)) or 0)
-    except SystemExit as e:  # argparse's --help / --version, or a command's own exit
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    except (UsageError, AttnvizError) as e:
-        _err(e)
-        return 2
-    except KeyboardInterrupt:
-        print("attnviz: interrupted", file=sys.stderr)
-        return 130
 
 
 def _size(n: int) -> str:

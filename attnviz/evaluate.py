@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from . import metrics
-from .cli import CommandParser, run_command
+from .commands import CommandParser, run_command
 from .datasets import Shapes, make_shapes
 from .models.preprocess import model_device, prepare
 from .record import record

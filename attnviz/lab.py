@@ -187,7 +187,7 @@ def serve(cmd: Sequence[str], env: Mapping[str, str], stop_timeout: float = 15.0
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``attnviz lab [DIR] [--port N] [--browser]``; returns the exit code."""
-    from .cli import CommandParser, UsageError
+    from .commands import CommandParser, UsageError
 
     parser = CommandParser(
         prog="attnviz lab",
@@ -224,6 +224,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from .cli import run_command
+    from .commands import run_command
 
     raise SystemExit(run_command(main))

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .checks import check_out_dir, check_path_text
-from .cli import CommandParser, UsageError, _int_at_least, run_command
+from .commands import CommandParser, UsageError, int_at_least, run_command
 from .datasets import make_shapes
 from .errors import ParameterError
 from .evaluate import TEST_SEED, evaluate, format_table, random_baseline
@@ -228,16 +228,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--demo", choices=[*DEMOS, "all"], help="reproduce a bundled demo model")
     p.add_argument("--model", default="demo_cbam_resnet", help="attnviz architecture name")
     p.add_argument("--data", default="shapes", help="'shapes' or an ImageFolder directory")
-    p.add_argument("--steps", type=_int_at_least(1, 10**7), default=None)
-    p.add_argument("--batch-size", type=_int_at_least(1, 4096), default=64)
+    p.add_argument("--steps", type=int_at_least(1, 10**7), default=None)
+    p.add_argument("--batch-size", type=int_at_least(1, 4096), default=64)
     p.add_argument("--lr", type=_float_in(0.0, 10.0, low_open=True), default=2e-3)
     p.add_argument("--mask-penalty", type=_float_in(0.0, 1e3), default=0.0)
-    p.add_argument("--seed", type=_int_at_least(0), default=0)
-    p.add_argument("--size", type=_int_at_least(16, 1024), default=64)
-    p.add_argument("--n-train", type=_int_at_least(1, 10**7), default=30000)
-    p.add_argument("--threads", type=_int_at_least(1, 1024), default=1)
+    p.add_argument("--seed", type=int_at_least(0), default=0)
+    p.add_argument("--size", type=int_at_least(16, 1024), default=64)
+    p.add_argument("--n-train", type=int_at_least(1, 10**7), default=30000)
+    p.add_argument("--threads", type=int_at_least(1, 1024), default=1)
     p.add_argument("--device", default="auto")
-    p.add_argument("--eval-n", type=_int_at_least(0, 10**6), default=2000)
+    p.add_argument("--eval-n", type=int_at_least(0, 10**6), default=2000)
     p.add_argument("--out", default="runs")
     p.add_argument("--name", default=None)
     p.add_argument("--fp32", action="store_true", help="save fp32 weights (default fp16)")

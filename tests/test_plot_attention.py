@@ -116,7 +116,7 @@ def test_directional_and_full_gates_draw_the_record():
 
 
 def test_self_attention_explorer_draws_the_recorded_row():
-    from attnviz.attention_explorer import SelfAttentionExplorer
+    from attnviz.widgets import SelfAttentionExplorer
 
     model = attnviz.create_model("demo_botnet").eval()
     images = attnviz.datasets.make_shapes(2, seed=5).images

@@ -82,6 +82,21 @@ def _first_line(e: BaseException) -> str:
     return one_line(text.splitlines()[0]) if text else type(e).__name__
 
 
+def import_object(spec: str) -> Any:
+    """The object ``file.py:attr`` / ``package.module:attr`` names (its module is imported, so
+    its top-level code runs, as with ``python file.py``)."""
+    m = _SPEC.match(spec)
+    if m is None:
+        raise ParameterError(f"{spec!r} is not of the form path/to/file.py:name or "
+                             "package.module:name")
+    obj: Any = _import(m["target"])
+    for part in m["attr"].split("."):
+        if not hasattr(obj, part):
+            raise ModelError(f"{m['target']!r} has no attribute {m['attr']!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
 def load_user_model(spec: str, model_args: str | dict | None = None) -> nn.Module:
     """Import ``spec`` and call it with ``model_args``; the result must be an ``nn.Module``."""
     m = _SPEC.match(spec)
@@ -89,11 +104,7 @@ def load_user_model(spec: str, model_args: str | dict | None = None) -> nn.Modul
         raise ParameterError(f"model {spec!r} is not of the form path/to/file.py:factory or "
                              "package.module:factory")
     args = parse_model_args(model_args)
-    obj: Any = _import(m["target"])
-    for part in m["attr"].split("."):
-        if not hasattr(obj, part):
-            raise ModelError(f"{m['target']!r} has no attribute {m['attr']!r}")
-        obj = getattr(obj, part)
+    obj = import_object(spec)
     if isinstance(obj, nn.Module):
         model = obj
     elif callable(obj):

@@ -137,12 +137,6 @@ class ReportData:
             "rows": self.summaries,
         }
 
-    def write_summaries(self, out_dir: str) -> tuple[Any, Any]:
-        """Write ``summary.csv`` and ``summary.json`` into ``out_dir`` (see :mod:`.files`)."""
-        from .files import write_summaries
-
-        return write_summaries(self, out_dir)
-
 
 def predictions(model: nn.Module, logits: Tensor, k: int = 3) -> list[Prediction]:
     """Top-``k`` predictions per row of ``logits`` (non-finite rows: index -1)."""

@@ -51,14 +51,14 @@ def attribution_section(run: ReportData, max_images: int = 8,
                           "mask A to set against Grad-CAM / integrated gradients.")
     if out["skipped"]:
         return out
-    from .. import attribution
+    from .. import agreement, attribution
 
     name = attribution_layer(spatial)
     x = prepare(run.model, run.images[:n])
     maps = attribution.attribute(run.model, x, methods=methods, mask_layer=name)
     mask = spatial[name][:n]
     rows = [{"method": m, **{k: float(v.mean()) for k, v in
-                             attribution.agreement(mask, a).items()}} for m, a in maps.items()]
+                             agreement.agreement(mask, a).items()}} for m, a in maps.items()]
     images = []
     for i in range(n):
         m = mask[i].numpy()

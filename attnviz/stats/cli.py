@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ..checks import MAX_BATCH_SIZE
-from ..cli import CommandParser, UsageError, run_command
+from ..commands import CommandParser, UsageError, run_command
 from ..errors import AttnvizError
 from ..terminal import one_line, shown
 from .distributed import env_rank

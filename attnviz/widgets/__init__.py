@@ -10,7 +10,7 @@ saved notebook still shows it without a kernel (and papermill / nbclient runs sa
 
 Modules: ``sources`` (images, uploads, content digests), ``analysis`` (cached forward passes),
 ``canvas`` (the figure), ``controls`` (the widgets), ``explorer`` (the wiring), ``snapshot``
-(the static image).
+(the static image), ``self_attention`` (the query → key explorer).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from torch import nn  # noqa: E402
 from .analysis import DRAWABLE, Analysis  # noqa: E402
 from .common import CMAPS, figure_png, headless  # noqa: E402
 from .explorer import AttentionExplorer  # noqa: E402
+from .self_attention import SelfAttentionExplorer  # noqa: E402
 from .sources import _as_images  # noqa: E402, F401  (re-exported)
 
 
@@ -57,6 +58,7 @@ __all__ = [
     "DRAWABLE",
     "Analysis",
     "AttentionExplorer",
+    "SelfAttentionExplorer",
     "W",
     "channel_explorer",
     "display",

@@ -1,6 +1,6 @@
 """Explore self-attention maps: pick a query pixel, see where it looks.
 
-    attnviz.attention_explorer.SelfAttentionExplorer(attnviz.load_model("demo-botnet"))
+    attnviz.widgets.SelfAttentionExplorer(attnviz.load_model("demo-botnet"))
 
 Controls: image, attention layer, head (mean or one), query row and column, opacity, colour
 map, stretch (labelled). The key map is the recorded row of the attention map for that query
@@ -11,16 +11,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import ipywidgets as W
 import torch
+from IPython.display import display
 from torch import nn
 
-from . import plot_attention as pa
-from .errors import NoAttentionError
-from .images import load_image
-from .models.preprocess import input_spec, model_device, prepare
-from .plot import DEFAULT_CMAP
-from .record import AttentionRecord, find_attention, record
-from .widgets import CMAPS, W, _as_images, display, figure_png, headless
+from .. import plot_attention as pa
+from ..errors import NoAttentionError
+from ..images import load_image
+from ..models.preprocess import input_spec, model_device, prepare
+from ..plot import DEFAULT_CMAP
+from ..record import AttentionRecord, find_attention, record
+from .common import CMAPS, figure_png, headless
+from .sources import _as_images
 
 
 @dataclass
