@@ -27,7 +27,7 @@ output is a :class:`~attnviz.errors.ParameterError`. Models whose ``forward`` ta
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,9 +167,36 @@ class Output:
         onehot.scatter_add_(1, pred, torch.ones_like(pred, dtype=onehot.dtype))
         return onehot / pred.shape[1]
 
+    def top(self, names: Sequence[str] | None = None, k: int = 3,
+            ) -> list[list[tuple[str, float]]]:
+        """Per image, the ``k`` best ``(class name, value)`` (see :func:`top_classes`)."""
+        scores = self.image_scores()
+        return [] if scores is None else top_classes(scores, self.kind, names, k)
+
     def take(self, rows: slice | Tensor) -> Output:
         """The same output for a subset of the batch."""
         return Output(self.kind, None if self.logits is None else self.logits[rows], self.source)
+
+
+def class_name(names: Sequence[str] | None, j: int) -> str:
+    """The name of output ``j`` (``"class j"`` beyond the known names)."""
+    return names[j] if names is not None and 0 <= j < len(names) else f"class {j}"
+
+
+def top_classes(scores: Tensor, kind: str, names: Sequence[str] | None = None, k: int = 3,
+                ) -> list[list[tuple[str, float]]]:
+    """Per row of ``scores`` (:meth:`Output.image_scores`, (N, classes)), the ``k`` best
+    ``(class name, value)``: softmax probabilities of classifier logits, class shares of a dense
+    prediction as they are. A row with a NaN or infinite value gives an empty list."""
+    if scores.numel() == 0:
+        return [[] for _ in range(scores.shape[0])]
+    scores = scores.float()
+    probs = scores.softmax(1) if kind == CLASSIFIER else scores
+    finite = torch.isfinite(scores).all(1).tolist()
+    top = probs.topk(min(k, probs.shape[1]), 1)
+    return [[(class_name(names, j), v) for j, v in zip(idx, vals, strict=True)] if ok else []
+            for ok, idx, vals in zip(finite, top.indices.tolist(), top.values.tolist(),
+                                     strict=True)]
 
 
 def _classify(t: Any, batch: int | None) -> str | None:
@@ -262,4 +289,5 @@ def call_model(model: nn.Module, x: Tensor) -> Any:
 
 
 __all__ = ["CLASSIFIER", "DENSE", "KINDS", "NONE", "NO_PREDICTION", "Output", "OutputSelector",
-           "call_model", "describe", "interpret", "takes_pixel_values"]
+           "call_model", "class_name", "describe", "interpret", "takes_pixel_values",
+           "top_classes"]

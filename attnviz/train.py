@@ -13,6 +13,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from .commands import CommandParser, UsageError, int_at_least, run_command
 from .datasets import make_shapes
 from .errors import ParameterError
 from .evaluate import TEST_SEED, evaluate, format_table, random_baseline
-from .models import create_model, save_weights
+from .models import create_model, save_weights, set_preprocess
 from .record import record
 
 
@@ -87,10 +88,19 @@ def fit(
     seed: int = 0,
     progress: bool = True,
     desc: str = "train",
+    classes: Sequence[str] | None = None,
 ) -> nn.Module:
     """Train any classifier ``model`` (on its device) with AdamW, warm-up + cosine schedule and
     random flips; ``mask_penalty`` adds λ · Σ mean(A) over its spatial masks (recorded with
-    :func:`attnviz.record`, so a hand-written CBAM works too). Returns ``model`` in eval mode."""
+    :func:`attnviz.record`, so a hand-written CBAM works too). Returns ``model`` in eval mode.
+
+    The preprocessing it trained with travels with the model: its input side is the images'
+    side, with no normalisation (the images are fed as they are), and ``classes`` become its
+    class names; explorers and reports use them, and :func:`attnviz.models.save_weights` stores
+    them in the checkpoint, from which :func:`attnviz.load_model` restores them."""
+    set_preprocess(model, int(images.shape[-1]), normalize=False)
+    if classes is not None:
+        model.class_names = [str(c) for c in classes]  # type: ignore[attr-defined]
     device = next(model.parameters()).device
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     warmup = max(1, steps // 20)
@@ -149,7 +159,7 @@ def train(
     model = create_model(cfg.model, num_classes=len(classes), **cfg.builder_kwargs).to(device)
     t0 = time.time()
     fit(model, images, labels, cfg.steps, cfg.batch_size, cfg.lr, cfg.weight_decay,
-        cfg.mask_penalty, cfg.seed, progress, f"train {cfg.model}")
+        cfg.mask_penalty, cfg.seed, progress, f"train {cfg.model}", classes=classes)
     train_seconds = time.time() - t0
     model.eval()
     card: dict = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..terminal import one_line
+from .preprocess import InputSpec
 
 SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
@@ -124,6 +126,28 @@ def read_class_names(path: str | os.PathLike) -> list[str] | None:
     return names
 
 
+def read_preprocess(path: str | os.PathLike) -> InputSpec | None:
+    """The preprocessing a model was trained with, stored in a safetensors header by
+    :func:`save_weights` (``input``: ``{"size", "mean", "std"}``, mean / std null when the model
+    takes [0, 1] images as they are); None when there is none."""
+    raw = read_metadata(path).get("input")
+    if raw is None:
+        return None
+    try:
+        d = json.loads(raw)
+        size = int(d["size"])
+        mean = None if d.get("mean") is None else tuple(float(v) for v in d["mean"])
+        std = None if d.get("std") is None else tuple(float(v) for v in d["std"])
+        ok = 8 <= size <= 8192 and (mean is None) == (std is None) and all(
+            len(v) == 3 and all(math.isfinite(x) for x in v) for v in (mean, std) if v is not None)
+    except (ValueError, TypeError, KeyError):
+        ok = False
+    if not ok:
+        raise CheckpointError(f"checkpoint {str(path)!r}: its 'input' metadata is not "
+                              f"{{size, mean, std}} (got {one_line(raw)[:80]!r})")
+    return InputSpec(size, mean, std)
+
+
 _WRAPPERS = ("module.", "model.", "_orig_mod.")  # DataParallel/DDP, Lightning, torch.compile
 
 
@@ -175,14 +199,23 @@ def save_weights(
     metadata: dict[str, object] | None = None,
     half: bool = False,
 ) -> Path:
-    """Write ``model``'s state dict as safetensors (optionally fp16) with JSON-able metadata."""
+    """Write ``model``'s state dict as safetensors (optionally fp16) with JSON-able metadata;
+    the model's preprocessing (``input``) and class names (``classes``) go with it unless
+    ``metadata`` sets them."""
     from safetensors.torch import save_file
 
     state = {
         k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
         for k, v in model.state_dict().items()
     }
-    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
+    meta_in: dict[str, object] = dict(metadata or {})
+    spec = getattr(model, "attnviz_input", None)  # the preprocessing travels with the weights
+    if isinstance(spec, InputSpec):
+        meta_in.setdefault("input", {"size": spec.size, "mean": spec.mean, "std": spec.std})
+    names = getattr(model, "class_names", None)
+    if names:
+        meta_in.setdefault("classes", list(names))
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta_in.items()}
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(p), metadata=meta)

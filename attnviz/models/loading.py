@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -12,7 +13,7 @@ from torch import nn
 from ..errors import ModelError, ParameterError
 from ..samples import data_dir
 from ..terminal import one_line
-from .checkpoints import load_weights, read_class_names
+from .checkpoints import load_weights, read_class_names, read_preprocess
 from .preprocess import set_preprocess
 from .registry import create_model, is_model, list_models
 from .user import is_user_spec, load_user_model, parse_floats, read_labels
@@ -114,8 +115,12 @@ def load_model(
         model = create_model(name, **kwargs)
         if checkpoint is not None:
             load_weights(model, checkpoint)
+        else:
+            _mark_random(model, name)
     else:
         model = _timm_model(name, pretrained, checkpoint, **kwargs)
+        if not pretrained and checkpoint is None:
+            _mark_random(model, name)
     if checkpoint is not None and name in DEMO_MODELS:
         load_weights(model, checkpoint)
     names = read_class_names(checkpoint) if checkpoint is not None else None
@@ -124,11 +129,27 @@ def load_model(
         model.class_names = names  # type: ignore[attr-defined]
     elif names is not None and not hasattr(model, "class_names"):
         model.class_names = names  # type: ignore[attr-defined]
+    saved = read_preprocess(checkpoint) if checkpoint is not None else None
+    if saved is not None:  # what attnviz.train.fit trained with travels with its checkpoint
+        set_preprocess(model, saved.size, saved.mean, saved.std, normalize=saved.mean is not None)
     if input_size is not None or mean is not None or std is not None:
         if input_size is not None and (not isinstance(input_size, int) or input_size < 8):
             raise ParameterError(f"input_size must be an integer of at least 8, got {input_size!r}")
         set_preprocess(model, input_size, parse_floats(mean, "mean"), parse_floats(std, "std"))
     return model.eval().to(dev)
+
+
+_WARNED: set[str] = set()
+
+
+def _mark_random(model: nn.Module, name: str) -> None:
+    """Mark ``model`` as having random weights (pages and explorers say so) and warn once per
+    name."""
+    model.attnviz_random_weights = True  # type: ignore[attr-defined]
+    if name not in _WARNED:
+        _WARNED.add(name)
+        warnings.warn(f"{name!r} has random weights (no checkpoint, no pretrained weights): its "
+                      "attention is that of initialisation", stacklevel=3)
 
 
 def _timm_model(

@@ -31,13 +31,19 @@ Preprocess = InputSpec
 
 def set_preprocess(model: nn.Module, size: int | None = None,
                    mean: tuple[float, ...] | None = None,
-                   std: tuple[float, ...] | None = None) -> InputSpec:
-    """Override the input side and normalisation of ``model`` (unset parts keep their default)."""
+                   std: tuple[float, ...] | None = None, *,
+                   normalize: bool | None = None) -> InputSpec:
+    """Override the input side and normalisation of ``model`` (unset parts keep their default).
+
+    ``normalize=False``: the model takes [0, 1] images as they are (what
+    :func:`attnviz.train.fit` trains with); ``True`` with no mean / std: ImageNet's."""
     base = input_spec(model)
     spec = InputSpec(int(size) if size is not None else base.size,
                      tuple(mean) if mean is not None else base.mean,
                      tuple(std) if std is not None else base.std)
-    if (spec.mean is None) != (spec.std is None):
+    if normalize is False:
+        spec = InputSpec(spec.size, None, None)
+    elif (spec.mean is None) != (spec.std is None) or (normalize and spec.mean is None):
         spec = InputSpec(spec.size, spec.mean or IMAGENET_MEAN, spec.std or IMAGENET_STD)
     model.attnviz_input = spec  # type: ignore[attr-defined]
     return spec
@@ -63,30 +69,36 @@ def input_spec(model: nn.Module) -> InputSpec:
     return InputSpec(int(size or 224), IMAGENET_MEAN, IMAGENET_STD)
 
 
+def resize(image: torch.Tensor, size: int) -> torch.Tensor:
+    """(3, H, W) or (B, 3, H, W) [0, 1] images → side ``size``, float32: bilinear with
+    antialiasing. The one resize of model inputs (reports, stats, explorers, ``prepare``)."""
+    if tuple(image.shape[-2:]) == (size, size):
+        return image.float()
+    batch = image[None] if image.ndim == 3 else image
+    out = F.interpolate(batch.float(), size=(size, size), mode="bilinear", antialias=True,
+                        align_corners=False)
+    return out[0] if image.ndim == 3 else out
+
+
+def normalize(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A batch of [0, 1] images of the model's size → normalised as ``model`` expects (on the
+    device of ``x``)."""
+    spec = input_spec(model)
+    if spec.mean is None or spec.std is None:
+        return x
+    mean = torch.tensor(spec.mean, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, device=x.device).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
 def prepare(model: nn.Module, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
     """[0, 1] images ((3,H,W), a list of them, or (B,3,H,W)) → the batch ``model`` expects,
-    on the model's device."""
-    spec = input_spec(model)
+    on the model's device: :func:`resize`, then :func:`normalize`."""
+    size = input_spec(model).size
     if isinstance(images, torch.Tensor) and images.ndim == 3:
         images = [images]
-    batch = [
-        F.interpolate(
-            im[None].float(),
-            size=(spec.size, spec.size),
-            mode="bilinear",
-            antialias=True,
-            align_corners=False,
-        )[0]
-        if im.shape[-2:] != (spec.size, spec.size)
-        else im.float()
-        for im in images
-    ]
-    x = torch.stack(batch)
-    if spec.mean is not None:
-        mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
-        std = torch.tensor(spec.std).view(1, -1, 1, 1)
-        x = (x - mean) / std
-    return x.to(model_device(model))
+    x = torch.stack([resize(im, size) for im in images])
+    return normalize(model, x.to(model_device(model)))
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -179,6 +179,13 @@ def add_model_arguments(parser: Any, default: str = "demo-cbam") -> None:
     parser.add_argument("--std", default=None, metavar="S", help="normalisation std (as --mean)")
     parser.add_argument("--labels", default=None, metavar="FILE",
                         help="class names, one a line")
+    parser.add_argument("--output", default=None, metavar="KEY|INDEX|FILE.py:FN",
+                        help="which part of the model's output holds the logits: a dict key or "
+                             "attribute (logits), a tuple index (0), or a function of the output "
+                             "(default: found automatically; no class prediction when none)")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="allow an architecture without trained weights (pages say "
+                             "'random weights' at the top)")
 
 
 def model_options(args: Any) -> dict[str, Any]:

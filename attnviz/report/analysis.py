@@ -25,11 +25,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ..checks import cpu_count
-from ..models import DEMO_MODELS, load_model
-from ..models.preprocess import class_names, input_spec, model_device, prepare
-from ..models.registry import is_model
-from ..models.user import is_user_spec
-from ..record import AttentionRecord, find_attention, record
+from ..engine import forward, load_for_run, probe, random_weights_note
+from ..models.preprocess import class_names, input_spec, model_device, normalize
+from ..outputs import CLASSIFIER, NO_PREDICTION, NONE, OutputSelector, top_classes
+from ..record import AttentionRecord, record
 from .collect import Collector
 from .inputs import ImageFiles, collate_images, collect_images, prefetch
 from .params import ReportParameters, validate
@@ -52,6 +51,10 @@ class ReportData:
     """Everything :func:`analyse` found; tensors are on the CPU, images in model order.
 
     ``paths``, ``logits``, ``predictions`` and ``summaries`` cover every image read;
+    ``logits`` are the per-image scores of :meth:`attnviz.outputs.Output.image_scores`
+    ((N, classes): a classifier's logits, a dense prediction's class shares; (N, 0) when the
+    model makes no class prediction, ``output_kind`` ``"none"``). ``random_weights``: the
+    banner when the model's weights are those of its initialisation.
     ``images`` and ``records`` (one :class:`AttentionRecord` per layer, keyed by
     ``(record.key, record.kind)``) only the first ``keep`` of them. ``layers_found`` describes
     every recorded layer; ``bad`` lists ``(path, reason)`` for inputs that could not be read;
@@ -73,6 +76,10 @@ class ReportData:
     split_means: dict[str, list[tuple[float, float]]]
     seconds: float
     layers: str | None = None
+    output_kind: str = CLASSIFIER
+    predicted_maps: Tensor | None = None
+    output_source: str = "output"
+    random_weights: str | None = None
     created: str = field(default_factory=lambda: _dt.datetime.now().strftime("%Y-%m-%d %H:%M"))
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
 
@@ -120,6 +127,8 @@ class ReportData:
         return {
             "run_id": self.run_id,
             "model": self.model_name,
+            "output": {"kind": self.output_kind, "source": self.output_source},
+            "random_weights": self.random_weights is not None,
             "device": self.device,
             "layers": self.layers,
             "created": self.created,
@@ -138,48 +147,31 @@ class ReportData:
         }
 
 
-def predictions(model: nn.Module, logits: Tensor, k: int = 3) -> list[Prediction]:
-    """Top-``k`` predictions per row of ``logits`` (non-finite rows: index -1)."""
-    if logits.numel() == 0:
-        return []
-    names = class_names(model) or []
-
-    def name(j: int) -> str:
-        return names[j] if j < len(names) else f"class {j}"
-
-    probs = logits.float().softmax(1)
-    top = probs.topk(min(k, probs.shape[1]), 1)
-    finite = torch.isfinite(logits).all(1).tolist()
+def predictions(model: nn.Module, logits: Tensor, k: int = 3,
+                kind: str = CLASSIFIER) -> list[Prediction]:
+    """Top-``k`` predictions per row of the per-image scores ``logits`` (see
+    :func:`attnviz.outputs.top_classes`); non-finite rows: index -1; ``kind`` ``"none"``: no
+    class prediction."""
+    if kind == NONE:
+        return [Prediction(-1, NO_PREDICTION, None, []) for _ in range(logits.shape[0])]
+    names = class_names(model)
     out = []
-    for ok, vals, idx in zip(finite, top.values.tolist(), top.indices.tolist(), strict=True):
-        if not ok:
+    for row, top in zip(logits, top_classes(logits, kind, names, k), strict=True):
+        if not top:
             out.append(Prediction(-1, "not finite (NaN/Inf logits)", None, []))
             continue
-        out.append(Prediction(idx[0], name(idx[0]), vals[0],
-                              [(name(j), v) for j, v in zip(idx, vals, strict=True)]))
+        out.append(Prediction(int(row.argmax()), top[0][0], top[0][1], top))
     return out
 
 
 def load_report_model(params: ReportParameters) -> tuple[nn.Module, str]:
-    """Build (or move) the model once, in eval mode on its device, and check with one watched
-    forward pass of a blank image that it has attention (matching ``params.layers``)."""
-    model, dev_text = params.model, params.device
-    if isinstance(model, nn.Module):
-        from ..models import resolve_device
-
-        net = model if dev_text == "auto" else model.to(resolve_device(dev_text))
-        name = type(model).__name__
-    else:
-        # A timm name without a checkpoint means its ImageNet weights: a report of random
-        # weights would show nothing. attnviz architectures and your own models stay as built.
-        pretrained = (params.checkpoint is None and model not in DEMO_MODELS
-                      and not is_model(model) and not is_user_spec(model))
-        net = load_model(model, pretrained=pretrained, device=dev_text, **params.model_options())
-        name = model
-    net.eval()
-    size = input_spec(net).size
-    find_attention(net, torch.zeros(1, 3, size, size, device=model_device(net)),
-                   layers=params.layers)
+    """Build (or move) the model once, in eval mode on its device (:func:`load_for_run`: a
+    model with random weights is refused without ``random_weights``), and check with one
+    watched forward pass of a blank image that it has attention (matching ``params.layers``) and
+    that ``params.output`` fits its output."""
+    net, name = load_for_run(params.model, params.device, random_weights=params.random_weights,
+                             **params.model_options())
+    probe(net, params.layers, params.output)
     return net, name
 
 
@@ -233,6 +225,8 @@ def analyse(
         net, name = load_report_model(params)
     else:
         name = params.model if isinstance(params.model, str) else type(net).__name__
+    selector = OutputSelector.parse(params.output)
+    kinds: dict[str, str] = {}
     dev = model_device(net)
     size = input_spec(net).size
     channels_last = dev.type == "cuda"
@@ -243,19 +237,18 @@ def analyse(
         num_workers=params.num_workers, collate_fn=collate_images, pin_memory=channels_last,
     )
     col = Collector(paths, len(paths) if keep is None else keep)
-    amp_dtype = torch.float16 if dev.type == "cuda" else torch.bfloat16
     bar = image_progress(len(paths), "attention", disable=not progress)
     try:
         # record() checks the layer pattern (NoAttentionError) before any image is read
         with torch.no_grad(), record(net, layers=params.layers) as rec:
             for idx, batch, bad in (prefetch(loader) if _read_ahead(params) else loader):
                 if batch is not None:
-                    x = prepare(net, batch)
+                    x = normalize(net, batch.to(dev))
                     if channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)
-                    with torch.autocast(dev.type, dtype=amp_dtype, enabled=params.amp):
-                        logits = net(x)
-                    col.add(idx, batch, logits.float().cpu(), rec.latest())
+                    out = forward(net, x, selector, params.amp)
+                    kinds.setdefault(out.kind, out.source)
+                    col.add(idx, batch, out, rec.latest())
                     rec.clear()
                 col.add_bad(bad)
                 bar.update(len(idx) + len(bad))
@@ -263,13 +256,17 @@ def analyse(
     finally:
         bar.close()
     logits_all = col.logits()
+    kind = next(iter(kinds), NONE)
     return ReportData(
         model_name=name, model=net, device=str(dev), paths=col.good_paths,
-        images=col.images(size), logits=logits_all, predictions=predictions(net, logits_all),
+        images=col.images(size), logits=logits_all,
+        predictions=predictions(net, logits_all, kind=kind),
         records=[replace(r, call=0) for r in col.records()], layers_found=col.layers_found,
         bad=col.bad + [(str(i), why) for i, why in missed], summaries=col.summaries,
         non_finite=col.non_finite(), split_means=col.splits.table(),
-        seconds=time.perf_counter() - t0, layers=params.layers,
+        seconds=time.perf_counter() - t0, layers=params.layers, output_kind=kind,
+        output_source=kinds.get(kind, ""), predicted_maps=col.predicted_maps(),
+        random_weights=random_weights_note(net),
     )
 
 

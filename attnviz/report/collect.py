@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..outputs import DENSE, Output
 from ..record import AttentionRecord
 from .stats import SPLIT_KINDS, STAT_FIELDS, SplitMeans, layer_stats, nonfinite_images
 
@@ -32,6 +33,7 @@ class Collector:
         self.splits = SplitMeans()
         self._images: list[Tensor] = []
         self._logits: list[Tensor] = []
+        self._pred_maps: list[Tensor] = []
         self._first: dict[tuple[str, str], AttentionRecord] = {}
         self._chunks: dict[tuple[str, str], list[Tensor]] = {}
         self._bad_logits: list[str] = []
@@ -52,18 +54,23 @@ class Collector:
                 info[g] = list(r.meta[g])
         self.layers_found.append(info)
 
-    def add(self, idx: Sequence[int], batch: Tensor, logits: Tensor,
+    def add(self, idx: Sequence[int], batch: Tensor, output: Output,
             records: Sequence[AttentionRecord]) -> None:
-        """One forward pass: its image indices, images, logits (CPU) and records."""
+        """One forward pass: its image indices, images, interpreted output and records."""
         names = [self.paths[i] for i in idx]
         start = len(self.good_paths)
         self.good_paths.extend(names)
-        self._logits.append(logits)
+        scores = output.image_scores()
+        self._logits.append(scores.cpu() if scores is not None else torch.zeros(len(names), 0))
         kept = max(0, min(len(names), self.keep - start))
         if kept:
             self._images.append(batch[:kept].cpu())
-        self._bad_logits += [n for n, b in zip(names, (~torch.isfinite(logits).all(1)).tolist(),
-                                                strict=True) if b]
+            pred = output.predicted()
+            if output.kind == DENSE and pred is not None:
+                self._pred_maps.append(pred[:kept].cpu())
+        if output.logits is not None:
+            bad = (~torch.isfinite(output.logits.flatten(1)).all(1)).tolist()
+            self._bad_logits += [n for n, b in zip(names, bad, strict=True) if b]
         values = []
         for r in records:
             v = r.value.detach().float().cpu()
@@ -121,6 +128,10 @@ class Collector:
 
     def logits(self) -> Tensor:
         return torch.cat(self._logits) if self._logits else torch.zeros(0, 0)
+
+    def predicted_maps(self) -> Tensor | None:
+        """(keep, H, W) predicted class maps of a dense output, else None."""
+        return torch.cat(self._pred_maps) if self._pred_maps else None
 
     def images(self, size: int) -> Tensor:
         return torch.cat(self._images) if self._images else torch.zeros(0, 3, size, size)

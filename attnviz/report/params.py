@@ -41,6 +41,10 @@ class ReportParameters:
     mean: str | tuple[float, ...] | None = _opt(None, "normalisation mean (default: the model's)")
     std: str | tuple[float, ...] | None = _opt(None, "normalisation std (default: the model's)")
     labels: str | tuple[str, ...] | None = _opt(None, "class names: a file, one name a line")
+    output: str | int | None = _opt(None, "which part of the model's output holds the logits: a "
+                                          "key, an index or file.py:fn (None: automatic)")
+    random_weights: bool = _opt(False, "allow a model without trained weights (the page says "
+                                       "so at the top)")
     layers: str | None = _opt(None, "only attention modules whose name matches this glob "
                                     "(e.g. 'layer3*'; 're:...' for a regex)", "--layers", "PAT")
     device: str = _opt("auto", "auto (CUDA when present), cpu, cuda, cuda:1, ... "
@@ -148,6 +152,10 @@ def validate(params: ReportParameters | None = None, *, out: bool = True,
         ckpt = check_path_text("checkpoint", p.checkpoint)
         if not Path(ckpt).expanduser().is_file():
             raise ParameterError(f"checkpoint {ckpt!r} is not a file")
+    if p.output is not None:
+        from ..outputs import OutputSelector
+
+        OutputSelector.parse(p.output)
     if p.attribution:
         require("captum", extra="attribution", feature="attribution")
     p = replace(p, images=_check_images(p.images), num_workers=workers)

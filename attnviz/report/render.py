@@ -14,9 +14,10 @@ import torch
 
 from ..models import DEMO_MODELS
 from ..models.preprocess import input_spec
+from ..outputs import CLASSIFIER, DENSE, NO_PREDICTION, NONE
 from .figures import image_groups
 from .stats import STAT_FIELDS
-from .tiles import colour_bar_uri, image_uri
+from .tiles import colour_bar_uri, image_uri, map_uri
 
 if TYPE_CHECKING:
     from jinja2 import Template
@@ -64,6 +65,16 @@ def _kinds(run: ReportData) -> str:
     return text + (f" (pattern {run.layers!r})" if run.layers else "")
 
 
+#: what the page says about the model's output, by kind (see :mod:`attnviz.outputs`)
+OUTPUT_TEXT = {
+    CLASSIFIER: "class logits: predictions per image",
+    DENSE: "dense prediction (B, classes, H, W): the predicted class map is shown beside the "
+           "attention; 'prediction' is the class covering most of the image",
+    NONE: f"{NO_PREDICTION}: the model's output is not class logits (use --output to pick "
+          "them); every attention weight is still shown",
+}
+
+
 def header(run: ReportData, params: ReportParameters) -> list[tuple[str, str]]:
     """The parameter table at the top of the page."""
     import attnviz
@@ -77,6 +88,8 @@ def header(run: ReportData, params: ReportParameters) -> list[tuple[str, str]]:
         ("model", run.model_name), ("device", run.device),
         ("images", f"{len(run)} analysed, {len(run.bad)} could not be read"),
         ("attention layers", _kinds(run)),
+        ("output", OUTPUT_TEXT[run.output_kind] + (f" ({run.output_source})"
+                                                   if run.output_kind != NONE else "")),
         ("input", f"{spec.size}×{spec.size} px, normalisation {norm}"),
         ("figures", f"for the first {shown} of {len(run)} image(s) (--max-figures "
                     f"{params.max_figures}); the tables cover all"),
@@ -124,6 +137,18 @@ def tables(run: ReportData) -> dict[str, Any]:
     }
 
 
+def _predicted_map(run: ReportData, i: int) -> dict[str, Any] | None:
+    """The predicted class map of image ``i`` of a dense output: one cell per output pixel,
+    colour = class index on the page's colour map (0 → K-1)."""
+    maps = run.predicted_maps
+    if maps is None or i >= len(maps):
+        return None
+    k = max(1, run.logits.shape[1] - 1)
+    m = maps[i]
+    return {"uri": map_uri(m.float().numpy() / k), "shape": tuple(m.shape),
+            "classes": run.logits.shape[1]}
+
+
 def css_name(i: int) -> str:
     return f"img{i}"
 
@@ -134,10 +159,12 @@ def page_context(run: ReportData, params: ReportParameters,
     shown = min(params.max_figures, len(run.images))
     images = [{"n": i + 1, "path": run.paths[i], "pred": run.predictions[i], "css": css_name(i),
                "size": tuple(run.images[i].shape[-2:]),
+               "predicted_map": _predicted_map(run, i),
                "groups": image_groups(run.records, i, params.top_k)} for i in range(shown)]
     return {
         "title": f"attnviz report: {run.model_name}", "run_id": run.run_id,
         "header": header(run, params), "demo_note": demo_note(run),
+        "random_weights": run.random_weights, "output_kind": run.output_kind,
         "backgrounds": [(css_name(i), image_uri(run.images[i])) for i in range(shown)],
         "colour_bar": colour_bar_uri(), "images": images, "n_images": len(run),
         "tables": tables(run), "attribution": attribution, "top_k": params.top_k,

@@ -1,10 +1,11 @@
 """Pictures for the report, composed with numpy and PIL at native resolution (no matplotlib).
 
 A map (spatial mask, gate, attention row, split weights, ...) becomes a palette PNG with one
-pixel per cell: values are quantised to 128 steps of the colour map (``jet``, as
-:mod:`attnviz.plot` uses), NaN / infinite cells are grey. The page scales it up without
-smoothing (CSS ``image-rendering: pixelated``) and lays it over the input image, which is stored
-once per image; one shared colour bar explains the scale. Masks therefore stay lossless and tiny.
+pixel per cell: values are quantised to 128 steps of the one default colour map
+(:data:`attnviz.plot.DEFAULT_CMAP`, viridis, as every figure and explorer uses); NaN / infinite
+cells are grey. The page scales it up without smoothing (CSS ``image-rendering: pixelated``) and
+lays it over the input image, which is stored once per image; one shared colour bar explains
+the scale. Masks therefore stay lossless and tiny.
 """
 
 from __future__ import annotations
@@ -24,14 +25,6 @@ NAN_RGB = (128, 128, 128)
 #: input images with a longer side than this are stored as JPEG (quality 90), others as PNG
 PNG_MAX_SIDE = 96
 
-# matplotlib's "jet" (the default colour map of attnviz.plot), as (position, value) knots
-_JET = {
-    "r": ((0, 0), (0.35, 0), (0.66, 1), (0.89, 1), (1, 0.5)),
-    "g": ((0, 0), (0.125, 0), (0.375, 1), (0.64, 1), (0.91, 0), (1, 0)),
-    "b": ((0, 0.5), (0.11, 1), (0.34, 1), (0.65, 0), (1, 0)),
-}
-
-
 #: colour steps from 0 to 1 (index LEVELS is the NaN grey)
 LEVELS = 128
 
@@ -39,8 +32,11 @@ LEVELS = 128
 @lru_cache(maxsize=1)
 def palette() -> bytes:
     """RGB palette: indices 0..LEVELS-1 the colour map from 0 to 1, LEVELS the NaN grey."""
-    x = np.linspace(0, 1, LEVELS)
-    rgb = np.stack([np.interp(x, *zip(*_JET[c], strict=True)) for c in "rgb"], 1)
+    from matplotlib import colormaps
+
+    from ..plot import DEFAULT_CMAP
+
+    rgb = colormaps[DEFAULT_CMAP].resampled(LEVELS)(np.arange(LEVELS))[:, :3]
     return np.round(rgb * 255).astype(np.uint8).tobytes() + bytes(NAN_RGB)
 
 

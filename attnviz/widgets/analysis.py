@@ -10,12 +10,15 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
+from ..engine import forward
 from ..errors import NoAttentionError
 from ..models.preprocess import class_names, input_spec, model_device, prepare
+from ..outputs import CLASSIFIER, NO_PREDICTION, NONE, OutputSelector
 from ..record import AttentionRecord, AttentionSite, find_attention, record
 
 #: kinds the explorers draw (attention maps and other gates: see the records API)
@@ -30,6 +33,15 @@ class Analysis:
     image: torch.Tensor  # (3, H, W) in [0, 1], as shown
     records: list[AttentionRecord]
     top: list[tuple[str, float]]
+    output_kind: str = CLASSIFIER  # see attnviz.outputs: classifier, dense or none
+
+    def prediction_text(self) -> str:
+        """``prediction: ...`` for a classifier, ``predicted map: ...`` (class shares) for a
+        dense output, ``no class prediction`` otherwise."""
+        if self.output_kind == NONE or not self.top:
+            return NO_PREDICTION
+        head = "prediction" if self.output_kind == CLASSIFIER else "predicted map"
+        return f"{head}: " + ", ".join(f"{n} {p:.1%}" for n, p in self.top)
 
 
 def model_card(model: nn.Module) -> dict | None:
@@ -42,8 +54,9 @@ class Analyser:
     """Runs ``model`` once per image content and caches the recorded weights."""
 
     def __init__(self, model: nn.Module, layers: str | Sequence[str] | None,
-                 kinds: Sequence[str], max_cached: int = MAX_CACHED) -> None:
+                 kinds: Sequence[str], max_cached: int = MAX_CACHED, output: Any = None) -> None:
         self.model, self.layers, self.kinds = model.eval(), layers, tuple(kinds)
+        self.output = OutputSelector.parse(output)
         # fails early with a clear message (no attention, bad pattern, bad kind): one watched
         # pass on a blank image finds hand-written attention too
         size = input_spec(model).size
@@ -83,17 +96,12 @@ class Analyser:
     def _run(self, image: torch.Tensor) -> Analysis:
         x = prepare(self.model, image)
         with torch.no_grad(), record(self.model, self.layers, self.kinds) as rec:
-            logits = self.model(x)
+            out = forward(self.model, x, self.output)
         self.forward_count += 1
         rec.cpu()
-        probs = torch.softmax(logits.float(), 1)[0].cpu()
-        top = probs.topk(min(3, probs.numel()))
-        names = self.class_names or [str(i) for i in range(probs.numel())]
-        return Analysis(
-            image=image.cpu(),
-            records=rec.latest(),
-            top=[(names[i], float(p)) for p, i in zip(top.values, top.indices, strict=True)],
-        )
+        top = out.top(self.class_names)
+        return Analysis(image=image.cpu(), records=rec.latest(), top=top[0] if top else [],
+                        output_kind=out.kind)
 
     def opening_layer(self, first: Analysis) -> int:
         """The layer to open on: the demo card's best spatial layer when this explorer draws

@@ -94,12 +94,11 @@ class ExplorerControls:
         finally:
             self._quiet = quiet
 
-    def show_text(self, caption: str, top: Sequence[tuple[str, float]], warning: str | None,
+    def show_text(self, caption: str, prediction: str, warning: str | None,
                   marker: str) -> None:
-        """Caption, prediction, out-of-distribution warning and the hidden marker."""
+        """Caption, prediction (:meth:`Analysis.prediction_text`), warning (out of
+        distribution, random weights) and the hidden marker."""
         self.caption.value = caption
-        self.prediction.value = "prediction: " + ", ".join(
-            f"<b>{esc(n)}</b> {p:.1%}" if i == 0 else f"{esc(n)} {p:.1%}"
-            for i, (n, p) in enumerate(top))
+        self.prediction.value = esc(prediction)
         self.warning.value = f"<b style='color:#a60'>⚠ {esc(warning)}</b>" if warning else ""
         self.marker.value = marker

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from matplotlib.figure import Figure
 from torch import nn
 
+from ..engine import random_weights_note
 from ..errors import AttnvizError
 from ..images import MAX_BYTES
 from ..models.preprocess import input_spec
@@ -34,13 +35,17 @@ class AttentionExplorer(ExplorerControls):
             while the live widget shows): True, False, or "auto" (= True).
         max_upload_bytes: refuse larger uploads with a message.
         max_uploads: uploads kept (the oldest is dropped).
+        output: which part of the model's output holds the logits (see
+            :func:`attnviz.outputs.interpret`); None: found automatically. A model without
+            class prediction (detector, feature extractor) shows "no class prediction".
     """
 
     def __init__(self, model: nn.Module, images: object = None,
                  layers: str | Sequence[str] | None = None, kinds: Sequence[str] | None = None,
                  static: bool | str = "auto", max_upload_bytes: int = MAX_BYTES, dpi: int = 80,
-                 max_uploads: int = MAX_UPLOADS) -> None:
-        self.analyser = Analyser(model, layers, tuple(kinds) if kinds is not None else DRAWABLE)
+                 max_uploads: int = MAX_UPLOADS, output: object = None) -> None:
+        self.analyser = Analyser(model, layers, tuple(kinds) if kinds is not None else DRAWABLE,
+                                 output=output)
         self.model, self.sites = self.analyser.model, self.analyser.sites
         side = max(DISPLAY_SIDE, 2 * input_spec(model).size)
         self.store = ImageStore(images, side, max_uploads)
@@ -137,7 +142,9 @@ class AttentionExplorer(ExplorerControls):
         self.render_count += 1
         state = (f"image={label} layer={self.layer_slider.value} "
                  f"channel={self.channel_slider.value} opacity={self.opacity.value:.2f}")
-        self.show_text(caption, a.top, self.analyser.out_of_distribution(self.store[label].origin),
+        warning = (random_weights_note(self.model)
+                   or self.analyser.out_of_distribution(self.store[label].origin))
+        self.show_text(caption, a.prediction_text(), warning,
                        f"<code>attnviz-render {self.render_count}: {esc(state)}</code>"
                        + hide_snapshot_css(self.uid))
         self.snapshot.update(jpeg, self._describe())
