@@ -10,12 +10,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..errors import ImageError, ParameterError
 from ..images import load_image
+from ..models.preprocess import resize
 from ..resources import data_dir
 from ..scan import find_images
 from ..terminal import shown
@@ -30,14 +30,6 @@ def _reason(e: BaseException, path: str) -> str:
         if text.startswith(prefix):
             return text[len(prefix):]
     return text if isinstance(e, ImageError) else f"{type(e).__name__}: {text}"
-
-
-def resize(image: Tensor, size: int) -> Tensor:
-    """(3, H, W) → (3, size, size), as :func:`attnviz.models.preprocess.prepare` resizes."""
-    if tuple(image.shape[-2:]) == (size, size):
-        return image.float()
-    return F.interpolate(image[None].float(), size=(size, size), mode="bilinear",
-                         antialias=True, align_corners=False)[0]
 
 
 class ImageFiles(Dataset):

@@ -12,16 +12,20 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..outputs import CLASSIFIER, Output
 from ..record import AttentionRecord
 from .layers import BatchInfo, LayerSpec, LayerStats, make_layer
 from .moments import DTYPE
 
 COUNTS = ("images", "labelled", "correct")
+#: the one group of a model without class prediction on data without labels
+ALL_IMAGES = "all images"
 
 
 @dataclass(frozen=True)
 class ClassInfo:
-    """``names`` of the groups; ``grouping`` is ``"label"`` or ``"prediction"``;
+    """``names`` of the groups; ``grouping`` is ``"label"``, ``"prediction"`` or ``"single"``
+    (no class prediction and no labels: one group);
     ``to_output[k]`` the model output of label k (-1: none), None when accuracy is undefined;
     ``mapping`` says how labels were matched to outputs."""
 
@@ -69,14 +73,25 @@ class Aggregate:
                                           self.ground_truth)
         return self.layers[key]
 
-    def update(self, records: Sequence[AttentionRecord], logits: Tensor, labels: Tensor,
+    def update(self, records: Sequence[AttentionRecord], output: Output, labels: Tensor,
                objects: Tensor | None = None) -> BatchResult:
-        """Add one batch: ``logits`` (B, outputs), ``labels`` (B,) with -1 for none, and the
-        batch's records (each (B, ...))."""
-        probs = logits.float().softmax(1)
-        prob, pred = probs.max(1)
+        """Add one batch: the model's interpreted ``output`` (a classifier's logits, a dense
+        prediction's class shares, or no prediction: ``pred`` -1, ``prob`` NaN), ``labels``
+        (B,) with -1 for none, and the batch's records (each (B, ...))."""
+        scores = output.image_scores()
+        if scores is None:
+            pred = torch.full_like(labels, -1)
+            prob = torch.full(labels.shape, float("nan"), device=labels.device)
+        else:
+            probs = scores.softmax(1) if output.kind == CLASSIFIER else scores
+            prob, pred = probs.max(1)
         has = labels >= 0
-        group = torch.where(has, labels, pred) if self.classes.grouping == "label" else pred
+        if self.classes.grouping == "single":
+            group = torch.zeros_like(labels)
+        elif self.classes.grouping == "label":
+            group = torch.where(has, labels, pred.clamp_min(0))
+        else:
+            group = pred
         ones = torch.ones_like(group, dtype=DTYPE)
         self.counts["images"].index_add_(0, group, ones)
         self.counts["unlabelled"] += (~has).sum()

@@ -73,7 +73,8 @@ def _stats(argv: list[str]) -> int:
               f"here; using {cpu_count()}", file=sys.stderr)
 
     path = dataset_stats(
-        args.data, args.model, args.out, model_options=model_options(args), layers=args.layers,
+        args.data, args.model, args.out, model_options=model_options(args), output=args.output,
+        random_weights=args.random_weights, layers=args.layers,
         batch_size=args.batch_size, workers=args.workers, device=args.device, amp=args.amp,
         per_image=args.per_image, resume=args.resume, save_every=args.save_every,
         progress=not args.no_progress)

@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 from ..datasets import CLASSES, ShapesDataset
 from ..errors import ParameterError
 from ..images import load_image
+from ..models.preprocess import resize
 from ..scan import IMAGE_SUFFIXES, find_images, glob_paths
 
 SHAPES_SEED = 1  # the held-out stream of attnviz.evaluate (training uses seed 0)
@@ -65,7 +66,7 @@ class FileItems(Dataset):
         path = self.paths[i]
         label = self.labels[i] if self.labels is not None else -1
         try:
-            out = item(path, i, load_image(path, size=self.size), label)
+            out = item(path, i, resize(load_image(path), self.size), label)
         except Exception as e:  # one bad file is listed, never fatal
             out = item(path, i, label=label, reason=failure(e, path))
         out["pos"] = pos

@@ -14,10 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.model import RANDOM_WEIGHTS
+from ..outputs import CLASSIFIER, NO_PREDICTION, NONE
 from . import figures
 from .document import read_stats
 
-STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
+STYLE = """.alarm{background:#fde8e8;border:3px solid #c00;padding:4px 12px}
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:2px 8px;
 text-align:right;font-size:13px}th{background:#f3f3f3}td.l,th.l{text-align:left}
 img{max-width:100%}h2{border-bottom:1px solid #ddd;margin-top:1.8em}.note{color:#666}"""
@@ -139,6 +142,8 @@ def _overview(doc: dict) -> str:
     rows = [("model", m["name"]), ("checkpoint", m["checkpoint"] or "–"),
             ("data", f"{d['kind']}: {' '.join(d['spec'])}"),
             ("images", f"{d['n_images']} read, {d['n_bad']} could not be read"),
+            ("output", NO_PREDICTION if m.get("output_kind") == NONE else
+                       str(m.get("output_kind", CLASSIFIER))),
             ("top-1 accuracy", acc),
             ("run", f"{r['world_size']} process(es), {r['backend'] or 'no collectives'}, "
                     f"{r['device']}, {r['seconds']:.1f} s, {r['images_per_s']:.1f} images/s"),
@@ -171,8 +176,13 @@ def render(doc: dict[str, Any]) -> str:
             + _attention(by_kind.get("attention", [])) + _gates(by_kind.get("gate", []))
             + _problems(doc))
     title = f"Attention statistics: {doc['model']['name']}"
+    banner = ""
+    if doc["model"].get("random_weights"):
+        banner = (f"<div class='alarm' id='random-weights'><b>Random weights.</b> "
+                  f"{_e(RANDOM_WEIGHTS)}.</div>")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_e(title)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>{_e(title)}</h1>{body}</body></html>\n")
+            f"<style>{STYLE}</style></head><body><h1>{_e(title)}</h1>{banner}{body}"
+            "</body></html>\n")
 
 
 def write_html(stats_json: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:

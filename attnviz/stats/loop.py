@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..models.preprocess import InputSpec
+from ..engine import forward
+from ..models.preprocess import normalize
 from ..record import record
 from . import checkpoint
 from .aggregate import Aggregate
@@ -37,23 +38,18 @@ class LoopOptions:
 
 
 class Inputs:
-    """[0, 1] image batches → what the model takes, on its device."""
+    """[0, 1] image batches → what the model takes, on its device
+    (:func:`attnviz.models.preprocess.normalize`), and the ``--output`` selector."""
 
-    def __init__(self, spec: InputSpec, device: torch.device) -> None:
-        self.device = device
+    def __init__(self, net: nn.Module, device: torch.device, output: Any = None) -> None:
+        self.net, self.device, self.output = net, device, output
         self.cuda = device.type == "cuda"
-        self.mean = self.std = None
-        if spec.mean is not None and spec.std is not None:
-            self.mean = torch.tensor(spec.mean, device=device).view(1, -1, 1, 1)
-            self.std = torch.tensor(spec.std, device=device).view(1, -1, 1, 1)
 
     def to_device(self, t: torch.Tensor) -> torch.Tensor:
         return t.to(self.device, non_blocking=self.cuda)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.to_device(images).float()
-        if self.mean is not None:
-            x = (x - self.mean) / self.std
+        x = normalize(self.net, self.to_device(images).float())
         return x.contiguous(memory_format=torch.channels_last) if self.cuda else x
 
 
@@ -78,8 +74,6 @@ class Pass:
         self.net, self.inputs, self.agg, self.progress = net, inputs, aggregate, progress
         self.rows, self.options = rows, options
         self.save_to, self.fingerprint = save_to, fingerprint
-        cuda = inputs.device.type == "cuda"
-        self.amp_dtype = torch.float16 if cuda else torch.bfloat16
 
     def save(self) -> None:
         """Checkpoint: finish the per-image part, then write the partial sums."""
@@ -89,14 +83,13 @@ class Pass:
 
     def _step(self, batch: dict[str, Any], rec: Any) -> None:
         x = self.inputs(batch["image"])
-        with torch.autocast(x.device.type, dtype=self.amp_dtype, enabled=self.options.amp):
-            logits = self.net(x)
+        out = forward(self.net, x, self.inputs.output, self.options.amp)
         records = rec.latest()
         rec.clear()
         labels = self.inputs.to_device(batch["label"])
         masks = batch["mask"]
         objects = self.inputs.to_device(masks) if masks is not None else None
-        result = self.agg.update(records, logits.float(), labels, objects)
+        result = self.agg.update(records, out, labels, objects)
         if self.rows is not None:
             self.rows.add(batch["name"], batch["index"], batch["label"], result)
 

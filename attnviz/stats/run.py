@@ -21,14 +21,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..checks import MAX_BATCH_SIZE, cap_workers, check_int, check_out_dir
+from ..engine import is_random, load_for_run, probe
 from ..errors import AttnvizError, ParameterError
-from ..models import DEMO_MODELS, load_model, resolve_device
-from ..models.preprocess import class_names, input_spec, model_device
-from ..models.registry import is_model
-from ..models.user import is_user_spec
-from ..record import record
+from ..models import resolve_device
+from ..models.preprocess import class_names, input_spec
+from ..outputs import OutputSelector
 from . import checkpoint, document, publish
-from .aggregate import Aggregate, ClassInfo, spec_from_json
+from .aggregate import ALL_IMAGES, Aggregate, ClassInfo, spec_from_json
 from .checkpoint import Progress
 from .data import Source, collate, open_source
 from .distributed import Dist, UnpaddedSampler
@@ -39,36 +38,14 @@ from .perimage import FEATURES, RowWriter
 T = TypeVar("T")
 
 
-def load_net(model: str | nn.Module, device: torch.device,
-             options: dict[str, Any] | None = None) -> tuple[nn.Module, str]:
-    """The model in eval mode on ``device``, and its name. A timm name without a checkpoint
-    means its pretrained weights (as in ``attnviz report``)."""
-    if isinstance(model, nn.Module):
-        return model.to(device).eval(), type(model).__name__
-    if not isinstance(model, str) or not model:
-        raise ParameterError(f"model must be a model name or an nn.Module, got {model!r}")
-    options = dict(options or {})
-    ckpt = options.get("checkpoint")
-    if ckpt is not None and not Path(ckpt).is_file():
-        raise ParameterError(f"checkpoint {os.fspath(ckpt)!r} is not a file")
-    pretrained = (ckpt is None and model not in DEMO_MODELS and not is_model(model)
-                  and not is_user_spec(model))
-    return load_model(model, pretrained=pretrained, device=device, **options), model
-
-
-def probe(net: nn.Module, size: int, layers: str | None) -> int:
-    """One forward pass of a blank image inside a recording: raises NoAttentionError when the
-    model (or ``layers``) has no attention; returns the number of outputs."""
-    x = torch.zeros(1, 3, size, size, device=model_device(net))
-    with torch.no_grad(), record(net, layers=layers):
-        logits = net(x)
-    if logits.ndim != 2:
-        raise ParameterError(f"the model returns {tuple(logits.shape)}, not (batch, classes)")
-    return int(logits.shape[1])
-
-
-def class_info(source: Source, net: nn.Module, outputs: int) -> ClassInfo:
-    """Groups for the per-class statistics and how labels map to the model's outputs."""
+def class_info(source: Source, net: nn.Module, outputs: int | None) -> ClassInfo:
+    """Groups for the per-class statistics and how labels map to the model's outputs
+    (``outputs`` None: the model makes no class prediction; groups are the data's labels, or
+    one group of all images)."""
+    if outputs is None:
+        if source.classes is not None:
+            return ClassInfo(tuple(source.classes), "label")
+        return ClassInfo((ALL_IMAGES,), "single")
     model_names = class_names(net) or [str(i) for i in range(outputs)]
     if len(model_names) != outputs:
         model_names = [str(i) for i in range(outputs)]
@@ -115,7 +92,7 @@ def on_each(dist: Dist, fn: Callable[[], T]) -> T:
     return result
 
 
-def make_loader(source: Source, dist: Dist, progress: Progress, size: int, outputs: int,
+def make_loader(source: Source, dist: Dist, progress: Progress, size: int, outputs: int | None,
                 batch_size: int, workers: int, pin: bool) -> tuple[DataLoader, int | None]:
     """This process's DataLoader and its number of items (None: not known, tar shards)."""
     common = dict(batch_size=batch_size, collate_fn=collate, pin_memory=pin)
@@ -139,6 +116,8 @@ class Job:
     model: str | nn.Module
     out: Path
     model_options: dict[str, Any]
+    output: Any
+    random_weights: bool
     batch_size: int
     workers: int
     per_image: bool
@@ -152,6 +131,8 @@ def dataset_stats(
     out: str | os.PathLike = "stats",
     *,
     model_options: dict[str, Any] | None = None,
+    output: Any = None,
+    random_weights: bool = False,
     layers: str | None = None,
     batch_size: int = 64,
     workers: int = 0,
@@ -169,6 +150,10 @@ def dataset_stats(
         data: an ImageFolder tree, image files / folders / globs, ``"shapes:N"`` or tar shards.
         model: anything ``--model`` accepts, or a model; ``model_options`` are passed to
             :func:`attnviz.load_model` (``checkpoint``, ``input_size``, ``labels``, ...).
+        output: which part of the model's output holds the logits (see
+            :func:`attnviz.outputs.interpret`; None: automatic). Without class prediction the
+            groups are the data's labels, or one group of all images.
+        random_weights: allow an architecture without trained weights (stats.html says so).
         layers: only attention modules whose name matches (``"layer4*"``).
         batch_size, workers: of each process's DataLoader.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` (under torchrun: the process's local GPU).
@@ -184,7 +169,8 @@ def dataset_stats(
             or not 0 <= save_every < float("inf"):
         raise ParameterError(f"save_every must be a number of seconds >= 0, got {save_every!r}")
     job = Job([data] if isinstance(data, str) else [os.fspath(d) for d in data], model,
-              check_out_dir(out), dict(model_options or {}), batch_size, cap_workers(workers),
+              check_out_dir(out), dict(model_options or {}), OutputSelector.parse(output),
+              random_weights, batch_size, cap_workers(workers),
               per_image, resume, LoopOptions(layers, amp, float(save_every), progress, on_batch))
     dev = resolve_device(device)
     dist = Dist.start(dev.type)
@@ -201,12 +187,14 @@ def dataset_stats(
 
 
 def _run(dist: Dist, dev: torch.device, job: Job) -> Path:
-    net, name = load_net(job.model, dev, job.model_options)
+    net, name = load_for_run(job.model, dev, random_weights=job.random_weights,
+                             **job.model_options)
     if dev.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
     spec = input_spec(net)
     layers, amp = job.loop.layers, job.loop.amp
-    outputs = probe(net, spec.size, layers)
+    kind = probe(net, layers, job.output)
+    outputs = kind.classes
     source = on_main(dist, lambda: open_source(job.data, spec.size))
     classes = class_info(source, net, outputs)
     fp = checkpoint.fingerprint(data=source.spec, kind=source.kind, n=source.n, model=name,
@@ -227,7 +215,7 @@ def _run(dist: Dist, dev: torch.device, job: Job) -> Path:
     try:
         with warnings.catch_warnings():  # a process whose images were all unreadable
             warnings.filterwarnings("ignore", message="no forward pass")
-            Pass(net, Inputs(spec, dev), agg, prog, rows, job.loop, ckpt_path, fp).run(
+            Pass(net, Inputs(net, dev, job.output), agg, prog, rows, job.loop, ckpt_path, fp).run(
                 loader, bar)
     finally:
         bar.close()
@@ -244,7 +232,8 @@ def _run(dist: Dist, dev: torch.device, job: Job) -> Path:
                "batch_size": job.batch_size, "workers": job.workers, "layers": layers}
         model_json = {"name": name, "checkpoint": _text(job.model_options.get("checkpoint")),
                       "input_size": spec.size, "mean": spec.mean, "std": spec.std,
-                      "outputs": outputs}
+                      "outputs": outputs, "output_kind": kind.kind,
+                      "random_weights": is_random(net)}
         doc = document.build(agg, model=model_json, data=_data_json(source, everyone),
                              run={**run, **_timing(agg, everyone)},
                              per_image=_rows_json(everyone) if job.per_image else None)

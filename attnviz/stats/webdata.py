@@ -15,6 +15,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from ..errors import MissingDependencyError
 from ..images import load_image
+from ..models.preprocess import resize
 from .data import Item, failure, item
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "ppm", "gif")
@@ -57,7 +58,7 @@ def decode_sample(sample: dict, size: int, classes: int) -> Item:
     if bad_label:
         return item(name, -1, reason=bad_label)
     try:
-        return item(name, -1, load_image(sample[key], size=size, name=name), label)
+        return item(name, -1, resize(load_image(sample[key], name=name), size), label)
     except Exception as e:  # one bad sample is listed, never fatal
         return item(name, -1, label=label, reason=failure(e, name))
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..engine import forward
 from ..errors import NoAttentionError
-from ..models.preprocess import class_names, input_spec, model_device, prepare
+from ..models.preprocess import class_names, input_spec, model_device, normalize
 from ..outputs import CLASSIFIER, NO_PREDICTION, NONE, OutputSelector
 from ..record import AttentionRecord, AttentionSite, find_attention, record
 
@@ -78,12 +78,14 @@ class Analyser:
             self._cache.move_to_end(digest)
         return a
 
-    def get(self, digest: str, load: Callable[[], torch.Tensor]) -> Analysis:
-        """The analysis of the image with content ``digest``; ``load()`` gives its pixels when
-        the model has to run."""
+    def get(self, digest: str,
+            load: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> Analysis:
+        """The analysis of the image with content ``digest``; ``load()`` gives, when the model
+        has to run, the image as shown and the model's input, (3, S, S) in [0, 1], resized from
+        the full image by :func:`attnviz.models.preprocess.resize` as reports and stats do."""
         a = self.cached(digest)
         if a is None:
-            a = self._run(load())
+            a = self._run(*load())
             self._cache[digest] = a
             while len(self._cache) > self.max_cached:
                 self._cache.popitem(last=False)
@@ -93,8 +95,8 @@ class Analyser:
         for d in digests:
             self._cache.pop(d, None)
 
-    def _run(self, image: torch.Tensor) -> Analysis:
-        x = prepare(self.model, image)
+    def _run(self, image: torch.Tensor, pixels: torch.Tensor) -> Analysis:
+        x = normalize(self.model, pixels[None].to(model_device(self.model)))
         with torch.no_grad(), record(self.model, self.layers, self.kinds) as rec:
             out = forward(self.model, x, self.output)
         self.forward_count += 1

@@ -83,7 +83,9 @@ class AttentionExplorer(ExplorerControls):
     def analysis(self, label: str | None = None) -> Analysis:
         """The cached forward pass of image ``label`` (runs the model on first use)."""
         label = label or self.image_select.value
-        return self.analyser.get(self.store.digest(label), lambda: self.store.load(label))
+        size = input_spec(self.model).size
+        return self.analyser.get(self.store.digest(label), lambda: (
+            self.store.load(label), self.store.model_input(label, size)))
 
     def add_image(self, name: str, source: object) -> str:
         """Add an image (path, (3,H,W) tensor, PIL image) under a new label, select it and show

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import ImageError, ParameterError
-from ..images import MAX_BYTES, check_upload, load_pil, over_limit
+from ..images import MAX_BYTES, check_upload, load_image, load_pil, over_limit
+from ..models.preprocess import resize
 from ..resources import data_dir
 
 DISPLAY_SIDE = 512  # long side kept for display and analysis (at least twice the model input)
@@ -133,6 +134,15 @@ class ImageStore:
         if isinstance(src, torch.Tensor):
             return fit(src.detach().float().cpu(), self.side)
         return pil_to_tensor(load_pil(src, name=label), self.side)  # type: ignore[arg-type]
+
+    def model_input(self, label: str, size: int) -> torch.Tensor:
+        """The image of ``label`` as the model sees it: (3, size, size) in [0, 1], resized from
+        the full image (not the shown one) by :func:`attnviz.models.preprocess.resize`, as
+        ``attnviz report`` and ``attnviz stats`` resize it."""
+        src = self._entries[label].source
+        if isinstance(src, torch.Tensor):
+            return resize(src.detach().float().cpu(), size)
+        return resize(load_image(src, name=label), size)  # type: ignore[arg-type]
 
     def _unique(self, name: str) -> str:
         label, n = name, 1
