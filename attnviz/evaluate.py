@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import sys
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -15,7 +16,9 @@ from torch import nn
 from . import metrics
 from .commands import CommandParser, run_command
 from .datasets import Shapes, make_shapes
+from .engine import forward
 from .models.preprocess import model_device, prepare
+from .outputs import CLASSIFIER, NO_PREDICTION
 from .record import record
 
 TEST_SEED = 1  # held-out stream; training uses seed 0
@@ -43,7 +46,7 @@ class LayerScore:
 
 @dataclass
 class Evaluation:
-    accuracy: float
+    accuracy: float | None  # None: the model makes no class prediction (see attnviz.outputs)
     n: int
     layers: list[LayerScore] = field(default_factory=list)
 
@@ -85,16 +88,23 @@ def _scores(kind: str, v: torch.Tensor, data: Shapes, grid=None) -> dict[str, fl
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Shapes, batch_size: int = 250) -> Evaluation:
-    """Accuracy and per-layer attention scores of ``model`` on ``data``."""
+def evaluate(model: nn.Module, data: Shapes, batch_size: int = 250,
+             output: Any = None) -> Evaluation:
+    """Accuracy (None without class prediction) and per-layer attention scores of ``model`` on
+    ``data``; ``output`` picks the logits (see :func:`attnviz.outputs.interpret`)."""
     device = model_device(model)
-    logits = []
+    scores: list[torch.Tensor] = []
+    classifier = True
     with record(model, heads="mean") as rec:
         for i in range(0, len(data.labels), batch_size):
             x = prepare(model, data.images[i : i + batch_size]).to(device)
-            logits.append(model(x).cpu())
+            out = forward(model, x, output)
+            classifier = classifier and out.kind == CLASSIFIER
+            if out.logits is not None and out.kind == CLASSIFIER:
+                scores.append(out.logits.cpu())
         rec.cpu()
-    result = Evaluation(metrics.accuracy(torch.cat(logits), data.labels), len(data.labels))
+    accuracy = metrics.accuracy(torch.cat(scores), data.labels) if classifier else None
+    result = Evaluation(accuracy, len(data.labels))
     grids = {r.key: r.meta.get("k_grid") for r in rec.records if r.kind == "attention"}
     for kind in ("spatial", "channel", "radix", "attention"):
         for name, value in rec.by_kind(kind).items():
@@ -121,9 +131,12 @@ def format_table(trained: Evaluation, baseline: Evaluation | None = None) -> str
     def f(v: float | None) -> str:
         return "   -  " if v is None else f"{v:6.3f}"
 
+    def acc(e: Evaluation) -> str:
+        return NO_PREDICTION if e.accuracy is None else f"{e.accuracy:.4f}"
+
     lines = [
-        f"accuracy: trained {trained.accuracy:.4f}"
-        + (f" | random init {baseline.accuracy:.4f}" if baseline else "")
+        f"accuracy: trained {acc(trained)}"
+        + (f" | random init {acc(baseline)}" if baseline else "")
         + f"  (n={trained.n})"
     ]
     head = (
@@ -163,7 +176,7 @@ def format_table(trained: Evaluation, baseline: Evaluation | None = None) -> str
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .models import load_model
+    from .engine import load_for_run, probe, random_weights_note
     from .models.user import add_model_arguments, model_options
 
     p = CommandParser(prog="attnviz evaluate", description=__doc__.splitlines()[0])
@@ -172,9 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
-    model = load_model(args.model, device=args.device, **model_options(args))
+    model, _ = load_for_run(args.model, args.device, random_weights=args.random_weights,
+                            **model_options(args))
     data = make_shapes(args.n, seed=TEST_SEED, size=args.size)
-    print(format_table(evaluate(model, data), evaluate(random_baseline(model), data)))
+    probe(model, output=args.output)  # no attention / an --output that does not fit: one line
+    if random_weights_note(model):
+        print(f"note: {random_weights_note(model)}")
+    print(format_table(evaluate(model, data, output=args.output),
+                       evaluate(random_baseline(model), data, output=args.output)))
     return 0
 
 
