@@ -13,7 +13,7 @@ import attnviz
 from attnviz import cli, report
 from attnviz.checks import MAX_BATCH_SIZE, cap_workers, cpu_count
 
-MODEL = "demo_cbam_resnet"
+MODEL = "demo-cbam"  # trained weights (an architecture alone is refused without --random-weights)
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from attnviz.images import load_image
 from attnviz.models.preprocess import prepare
 from attnviz.report.params import ReportParameters
 
-MODEL = "demo_cbam_resnet"
+MODEL = "demo-cbam"  # trained weights (an architecture alone is refused without --random-weights)
 BAD = {  # file name -> a word its reason must contain
     "empty.png": "empty",
     "notes.jpg": "not an image",
@@ -219,10 +219,10 @@ def test_real_command_with_attribution_and_a_mathtext_file_name(image_dir, tmp_p
 
 
 def test_attribution_needs_a_spatial_mask(image_dir):
-    run = report.analyse(image_dir / "shapes_*.png", "demo_se_resnet", device="cpu", progress=False)
+    run = report.analyse(image_dir / "shapes_*.png", "demo-se", device="cpu", progress=False)
     section = report.attribution_section(run)
     assert "no spatial attention mask" in section["skipped"]
-    assert "demo_se_resnet" in section["skipped"]
+    assert "demo-se" in section["skipped"]
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from attnviz.report.files import csv_cell
 from attnviz.report.publish import LOCK_NAME
 from attnviz.resources import copy_notebooks, notebooks_dir
 
-MODEL = "demo_cbam_resnet"
+MODEL = "demo-cbam"  # trained weights (an architecture alone is refused without --random-weights)
 FILES = ["report.html", "summary.csv", "summary.json"]
 
 
