@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from .errors import ParameterError, require
 from .models.preprocess import model_device
+from .outputs import OutputSelector, call_model, class_scores
 
 Target = int | Tensor | None
 
@@ -113,7 +114,19 @@ def clear_cache() -> None:
     _COPIES.clear()
 
 
-def _prepare(model: nn.Module, x: Tensor) -> tuple[nn.Module, Tensor]:
+class Scores:
+    """Captum's forward function: the model's (B, classes) class scores
+    (:func:`attnviz.outputs.class_scores`: a classifier's logits; for a dense prediction, each
+    class's logit summed over its predicted region), whatever the model returns."""
+
+    def __init__(self, twin: nn.Module, output: Any = None) -> None:
+        self.twin, self.output = twin, OutputSelector.parse(output)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return class_scores(call_model(self.twin, x), x.shape[0], self.output)
+
+
+def _prepare(model: nn.Module, x: Tensor, output: Any = None) -> tuple[Scores, Tensor]:
     if not isinstance(model, nn.Module):
         raise ParameterError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(x, Tensor) or x.ndim != 4:
@@ -123,10 +136,10 @@ def _prepare(model: nn.Module, x: Tensor) -> tuple[nn.Module, Tensor]:
         warnings.warn("attribution on a model in train mode (BatchNorm uses batch statistics); "
                       "call model.eval() first", RuntimeWarning, stacklevel=3)
     twin = attribution_model(model)
-    return twin, x.detach().to(model_device(twin), torch.float32)
+    return Scores(twin, output), x.detach().to(model_device(twin), torch.float32)
 
 
-def _target(twin: nn.Module, x: Tensor, target: Target) -> Tensor:
+def _target(twin: Scores, x: Tensor, target: Target) -> Tensor:
     """Target class per image, shape (B,): the predicted class when ``target`` is None."""
     b = x.shape[0]
     if target is None:
@@ -204,6 +217,7 @@ def gradcam(
     layer: str | nn.Module,
     target: Target = None,
     relu: bool = True,
+    output: Any = None,
 ) -> Tensor:
     """Grad-CAM (Captum ``LayerGradCam``) at ``layer`` of ``model``: (B, h, w) on the layer grid.
 
@@ -215,9 +229,9 @@ def gradcam(
     LayerGradCam = _captum_attr().LayerGradCam
 
     name = _layer_name(model, layer)
-    twin, x = _prepare(model, x)
+    twin, x = _prepare(model, x, output)
     t = _target(twin, x, target)
-    cam = LayerGradCam(twin, twin.get_submodule(name))
+    cam = LayerGradCam(twin, twin.twin.get_submodule(name))
     out = cam.attribute(x, target=t, relu_attributions=relu)
     if out.ndim != 4:
         raise ParameterError(f"layer {name!r} output is not a (B, C, h, w) feature map")
@@ -233,6 +247,7 @@ def integrated_gradients(
     baseline: float | Tensor = 0.0,
     reduce: str = "abs",
     return_delta: bool = False,
+    output: Any = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Integrated gradients from ``baseline`` (a value or tensor like ``x``) to ``x``.
 
@@ -244,7 +259,7 @@ def integrated_gradients(
     """
     IntegratedGradients = _captum_attr().IntegratedGradients
 
-    twin, x = _prepare(model, x)
+    twin, x = _prepare(model, x, output)
     t = _target(twin, x, target)
     base = baseline.to(x) if isinstance(baseline, Tensor) else float(baseline)
     out = IntegratedGradients(twin).attribute(
@@ -258,12 +273,13 @@ def integrated_gradients(
     return _reduce(out, reduce)
 
 
-def saliency(model: nn.Module, x: Tensor, target: Target = None, reduce: str = "abs") -> Tensor:
+def saliency(model: nn.Module, x: Tensor, target: Target = None, reduce: str = "abs",
+             output: Any = None) -> Tensor:
     """Gradient saliency ∂logit/∂x (Captum ``Saliency``): (B, H, W), |gradient| summed over
     channels (``reduce`` as in :func:`integrated_gradients`)."""
     Saliency = _captum_attr().Saliency
 
-    twin, x = _prepare(model, x)
+    twin, x = _prepare(model, x, output)
     t = _target(twin, x, target)
     x = x.clone().requires_grad_(True)
     return _reduce(Saliency(twin).attribute(x, target=t, abs=False), reduce)
@@ -278,6 +294,7 @@ def occlusion(
     baseline: float = 0.0,
     perturbations_per_eval: int = 16,
     reduce: str = "mean",
+    output: Any = None,
 ) -> Tensor:
     """Occlusion (Captum ``Occlusion``): drop of the target logit when a ``window``² patch (all
     channels) is set to ``baseline``, averaged over the windows covering each pixel.
@@ -287,7 +304,7 @@ def occlusion(
     """
     Occlusion = _captum_attr().Occlusion
 
-    twin, x = _prepare(model, x)
+    twin, x = _prepare(model, x, output)
     t = _target(twin, x, target)
     c = x.shape[1]
     with torch.no_grad():
@@ -313,13 +330,16 @@ def attribute(
     target: Target = None,
     layer: str | nn.Module | None = None,
     options: Mapping[str, Mapping[str, Any]] | None = None,
+    output: Any = None,
 ) -> dict[str, Tensor]:
     """Several attribution maps of the same batch: ``{method: (B, h, w)}``.
 
     ``methods``: from ``gradcam``, ``ig``, ``saliency``, ``occlusion``. Grad-CAM uses ``layer``,
     else the block of ``mask_layer`` (:func:`layer_for_mask`). ``target`` None → the predicted
     class, computed once. ``options``: keyword arguments per method, e.g. ``{"ig": {"n_steps":
-    64}}``.
+    64}}``. ``output``: which part of the model's output holds the logits (see
+    :func:`attnviz.outputs.interpret`); a dense prediction's target is the summed score of a
+    class over its predicted region; a model without class prediction is a ParameterError.
     """
     methods = [_method(m) for m in ([methods] if isinstance(methods, str) else methods)]
     options = dict(options or {})
@@ -327,19 +347,19 @@ def attribute(
         if mask_layer is None:
             raise ParameterError("gradcam needs mask_layer= (a spatial mask name) or layer=")
         layer = layer_for_mask(model, mask_layer)
-    twin, xd = _prepare(model, x)
+    twin, xd = _prepare(model, x, output)
     t = _target(twin, xd, target)
     out: dict[str, Tensor] = {}
     for m in methods:
         kw = dict(options.get(m, {}))
         if m == "gradcam":
-            out[m] = gradcam(model, xd, layer, t, **kw)  # type: ignore[arg-type]
+            out[m] = gradcam(model, xd, layer, t, output=output, **kw)  # type: ignore[arg-type]
         elif m == "ig":
-            out[m] = integrated_gradients(model, xd, t, **kw)  # type: ignore[assignment]
+            out[m] = integrated_gradients(model, xd, t, output=output, **kw)  # type: ignore[assignment]
         elif m == "saliency":
-            out[m] = saliency(model, xd, t, **kw)
+            out[m] = saliency(model, xd, t, output=output, **kw)
         else:
-            out[m] = occlusion(model, xd, t, **kw)
+            out[m] = occlusion(model, xd, t, output=output, **kw)
     return out
 
 

@@ -231,7 +231,8 @@ def _auto(out: Any, batch: int | None) -> tuple[Any, str] | None:
 
 
 def interpret(out: Any, batch: int | None = None,
-              output: str | int | Callable[[Any], Any] | OutputSelector | None = None) -> Output:
+              output: str | int | Callable[[Any], Any] | OutputSelector | None = None,
+              detach: bool = True) -> Output:
     """What ``out`` (a model's raw output for a batch of ``batch`` images) means.
 
     Args:
@@ -240,8 +241,10 @@ def interpret(out: Any, batch: int | None = None,
         output: the ``--output`` selector (see :class:`OutputSelector`); None: the rules of
             the module docstring.
 
+        detach: detach the logits (False: gradients flow through them).
+
     Returns:
-        An :class:`Output`; its logits are detached float32.
+        An :class:`Output`; its logits are float32 (detached unless ``detach=False``).
 
     Raises:
         ParameterError: an explicit selector that does not fit the output, or that picks
@@ -269,7 +272,27 @@ def interpret(out: Any, batch: int | None = None,
             return Output(NONE, None, describe(out))
         t, source = found
     kind = _classify(t, batch)
-    return Output(str(kind), t.detach().float(), source)
+    return Output(str(kind), (t.detach() if detach else t).float(), source)
+
+
+def class_scores(out: Any, batch: int | None = None,
+                 output: str | int | Callable[[Any], Any] | OutputSelector | None = None,
+                 ) -> Tensor:
+    """(B, classes) class scores that gradients flow through, the targets of attribution: a
+    classifier's logits; for a dense prediction, each class's logit summed over the pixels
+    predicted as that class (the class's score over its predicted region).
+
+    Raises:
+        ParameterError: the output holds no class prediction (pass ``output=`` to pick it).
+    """
+    o = interpret(out, batch, output, detach=False)
+    if o.logits is None:
+        raise ParameterError(f"attribution needs class scores, but the model returns {o.source}:"
+                             " pass output= (--output) to pick its logits")
+    if o.kind == CLASSIFIER:
+        return o.logits
+    region = torch.zeros_like(o.logits).scatter_(1, o.logits.argmax(1, keepdim=True), 1.0)
+    return (o.logits * region).flatten(2).sum(2)
 
 
 def takes_pixel_values(model: nn.Module) -> bool:
@@ -289,5 +312,5 @@ def call_model(model: nn.Module, x: Tensor) -> Any:
 
 
 __all__ = ["CLASSIFIER", "DENSE", "KINDS", "NONE", "NO_PREDICTION", "Output", "OutputSelector",
-           "call_model", "class_name", "describe", "interpret", "takes_pixel_values",
-           "top_classes"]
+           "call_model", "class_name", "class_scores", "describe", "interpret",
+           "takes_pixel_values", "top_classes"]

@@ -10,6 +10,7 @@ from helpers import randomize_bn
 from torch import nn
 
 import attnviz
+from attnviz import agreement as G
 from attnviz import attribution as A
 from attnviz.attribution_plots import plot_agreement, plot_attention_vs_attribution
 from attnviz.datasets import make_shapes
@@ -86,10 +87,10 @@ def manual_gradcam(model: nn.Module, x: torch.Tensor, layer: str, target: torch.
 def test_agreement_identical_reversed_disjoint():
     g = torch.Generator().manual_seed(0)
     mask = torch.rand(3, 8, 8, generator=g)
-    same = A.agreement(mask, mask.clone())
+    same = G.agreement(mask, mask.clone())
     assert torch.allclose(same["spearman"], torch.ones(3))
     assert torch.allclose(same["iou"], torch.ones(3))
-    rev = A.agreement(mask, -mask)
+    rev = G.agreement(mask, -mask)
     assert torch.allclose(rev["spearman"], -torch.ones(3))
     assert torch.allclose(rev["iou"], torch.zeros(3))  # top 20% of -m = bottom 20% of m
 
@@ -97,7 +98,7 @@ def test_agreement_identical_reversed_disjoint():
     left = torch.zeros(1, 10, 10)
     left[..., :2] = 1 + torch.arange(20.0).reshape(10, 2) / 100
     right = left.flip(-1)
-    assert A.agreement(left, right, topk=0.2)["iou"].item() == 0.0
+    assert G.agreement(left, right, topk=0.2)["iou"].item() == 0.0
 
 
 def test_agreement_aligns_a_finer_map_and_handles_ties():
@@ -105,14 +106,14 @@ def test_agreement_aligns_a_finer_map_and_handles_ties():
     g = torch.Generator().manual_seed(1)
     mask = torch.rand(2, 8, 8, generator=g)
     fine = mask.repeat_interleave(8, -1).repeat_interleave(8, -2)
-    out = A.agreement(mask, fine)
+    out = G.agreement(mask, fine)
     assert torch.allclose(out["spearman"], torch.ones(2), atol=1e-6)
     assert torch.allclose(out["iou"], torch.ones(2))
     # ReLU'd maps are full of ties; tied cells get their average rank (independent of position)
     relu = torch.relu(mask - 0.5)
-    flipped = A.agreement(relu.flip(-1).flip(-2), relu.flip(-1).flip(-2))["spearman"]
-    assert torch.allclose(A.agreement(relu, relu)["spearman"], flipped)
-    assert A.agreement(torch.ones(1, 4, 4), mask[:1, :4, :4])["spearman"].item() == 0.0
+    flipped = G.agreement(relu.flip(-1).flip(-2), relu.flip(-1).flip(-2))["spearman"]
+    assert torch.allclose(G.agreement(relu, relu)["spearman"], flipped)
+    assert G.agreement(torch.ones(1, 4, 4), mask[:1, :4, :4])["spearman"].item() == 0.0
 
 
 def test_pointing_game_on_known_object():
@@ -123,21 +124,21 @@ def test_pointing_game_on_known_object():
     attr = torch.zeros(2, 64, 64)
     attr[0, 45, 12] = 1.0  # peak inside
     attr[1, 5, 60] = 1.0  # peak far away
-    out = A.agreement(inside, attr, objects)
+    out = G.agreement(inside, attr, objects)
     assert out["pointing_attention"].tolist() == [True, True]
     assert out["pointing_attribution"].tolist() == [True, False]
 
 
 def test_align_shapes_and_values():
     m = torch.rand(2, 8, 8)
-    assert A.align(m, 64).shape == (2, 64, 64)
-    assert A.align(m[0], (16, 32)).shape == (16, 32)
-    assert A.align(m[:, None], 4).shape == (2, 1, 4, 4)
-    assert torch.equal(A.align(m, 8), m)
+    assert G.align(m, 64).shape == (2, 64, 64)
+    assert G.align(m[0], (16, 32)).shape == (16, 32)
+    assert G.align(m[:, None], 4).shape == (2, 1, 4, 4)
+    assert torch.equal(G.align(m, 8), m)
     big = torch.rand(1, 64, 64)
-    assert torch.allclose(A.align(big, 1).flatten(), big.mean().reshape(1), atol=1e-2)
+    assert torch.allclose(G.align(big, 1).flatten(), big.mean().reshape(1), atol=1e-2)
     with pytest.raises(ParameterError):
-        A.align(torch.rand(2, 3, 8, 8), 4)
+        G.align(torch.rand(2, 3, 8, 8), 4)
 
 
 # -- Grad-CAM ----------------------------------------------------------------------------------
@@ -161,7 +162,7 @@ def test_gradcam_matches_manual_computation(demo):
         assert torch.allclose(cam, ref, atol=1e-5)
     _assert_unchanged(demo, before)
     # the Grad-CAM grid is the mask's grid
-    mask, _ = A.attention_mask(demo, x, MASK)
+    mask, _ = G.attention_mask(demo, x, MASK)
     assert mask.shape == cam.shape
 
 
@@ -260,27 +261,27 @@ def test_attribute_shapes_and_table(demo):
     with pytest.raises(ParameterError):
         A.attribute(demo, data.images[:2], methods=("lime",), mask_layer=MASK)
 
-    rows = A.agreement_table(demo, data.images, data.masks, MASK, batch_size=3,
+    rows = G.agreement_table(demo, data.images, data.masks, MASK, batch_size=3,
                              options={"ig": {"n_steps": 8}})
     assert [r["method"] for r in rows] == ["gradcam", "ig", "saliency"]
     # the table's numbers are the per-image agreements of the same maps, averaged
-    mask, logits = A.attention_mask(demo, data.images, MASK)
+    mask, logits = G.attention_mask(demo, data.images, MASK)
     direct = A.attribute(demo, data.images, ("gradcam", "saliency"), mask_layer=MASK,
                          target=logits.argmax(1))
     for r in rows:
         assert r["n"] == 4
         if r["method"] in direct:
-            agree = A.agreement(mask, direct[r["method"]], data.masks)
+            agree = G.agreement(mask, direct[r["method"]], data.masks)
             assert r["spearman_mean"] == pytest.approx(agree["spearman"].mean().item(), abs=1e-5)
             assert r["iou_mean"] == pytest.approx(agree["iou"].float().mean().item(), abs=1e-5)
             assert r["pointing_attention"] == pytest.approx(
                 agree["pointing_attention"].float().mean().item())
     assert len({r["pointing_attention"] for r in rows}) == 1  # same mask for every method
-    text = A.format_agreement(rows)
+    text = G.format_agreement(rows)
     assert "Spearman" in text and "gradcam" in text and len(text.splitlines()) == 5
     _assert_unchanged(demo, before)
 
-    mask, _ = A.attention_mask(demo, data.images[:1], MASK)
+    mask, _ = G.attention_mask(demo, data.images[:1], MASK)
     fig = plot_attention_vs_attribution(
         data.images[0], mask[0], {k: v[0] for k, v in maps.items()}, title="demo"
     )

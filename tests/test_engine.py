@@ -262,3 +262,29 @@ def test_probe_reports_kind_and_classes() -> None:
     out = probe(CASES["segmenter"][0]())
     assert (out.kind, out.classes) == ("dense", 3)
     assert probe(CASES["detector"][0]()).classes is None
+
+
+# -- attribution on any output ----------------------------------------------------------------
+def test_attribution_targets_of_dense_and_detector_outputs() -> None:
+    pytest.importorskip("captum")
+    from attnviz import attribution
+
+    seg = CASES["segmenter"][0]()
+    x = torch.rand(2, 3, 16, 16)
+    cam = attribution.gradcam(seg, x, "backbone.block", target=1)
+    # by hand: Grad-CAM of class 1's logit summed over the pixels predicted as class 1
+    feats: dict[str, torch.Tensor] = {}
+    h = seg.backbone.block.register_forward_hook(lambda m, i, o: feats.update(a=o))
+    logits = seg(x)
+    h.remove()
+    region = (logits.argmax(1) == 1).float()
+    score = (logits[:, 1] * region).sum((1, 2))
+    grads = torch.autograd.grad(score.sum(), feats["a"])[0]
+    manual = torch.relu((grads.mean((2, 3), keepdim=True) * feats["a"]).sum(1))
+    assert torch.allclose(cam, manual.detach(), atol=1e-5)
+
+    det = Detector().eval()
+    with pytest.raises(ParameterError, match="no class|pick its logits"):
+        attribution.saliency(det, x)
+    sal = attribution.saliency(det, x, output=f"{MODELS}:seg_logits", target=0)
+    assert sal.shape == (2, 16, 16) and sal.abs().sum() > 0

@@ -78,6 +78,7 @@ class ReportData:
     layers: str | None = None
     output_kind: str = CLASSIFIER
     predicted_maps: Tensor | None = None
+    output: Any = None  # the --output selector (attribution targets use it too)
     output_source: str = "output"
     random_weights: str | None = None
     created: str = field(default_factory=lambda: _dt.datetime.now().strftime("%Y-%m-%d %H:%M"))
@@ -266,7 +267,7 @@ def analyse(
         non_finite=col.non_finite(), split_means=col.splits.table(),
         seconds=time.perf_counter() - t0, layers=params.layers, output_kind=kind,
         output_source=kinds.get(kind, ""), predicted_maps=col.predicted_maps(),
-        random_weights=random_weights_note(net),
+        random_weights=random_weights_note(net), output=selector,
     )
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..models.preprocess import prepare
+from ..outputs import NONE
 from .figures import Tile, raw_range
 from .render import css_name
 from .tiles import map_uri
@@ -49,13 +50,17 @@ def attribution_section(run: ReportData, max_images: int = 8,
         out["skipped"] = (f"{run.model_name} has no spatial attention mask (recorded kinds: "
                           f"{', '.join(run.kinds) or 'none'}). The comparison needs a spatial "
                           "mask A to set against Grad-CAM / integrated gradients.")
+    elif run.output_kind == NONE:
+        out["skipped"] = (f"{run.model_name} makes no class prediction ({run.output_source}): "
+                          "attribution needs a class score; pass --output to pick the logits.")
     if out["skipped"]:
         return out
     from .. import agreement, attribution
 
     name = attribution_layer(spatial)
     x = prepare(run.model, run.images[:n])
-    maps = attribution.attribute(run.model, x, methods=methods, mask_layer=name)
+    maps = attribution.attribute(run.model, x, methods=methods, mask_layer=name,
+                                 output=run.output)
     mask = spatial[name][:n]
     rows = [{"method": m, **{k: float(v.mean()) for k, v in
                              agreement.agreement(mask, a).items()}} for m, a in maps.items()]
