@@ -19,8 +19,7 @@ from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
 from .errors import ParameterError
-
-DEFAULT_CMAP = "viridis"  # perceptually uniform (jet hides green shapes and invents edges)
+from .vis import CELLS, DEFAULT_CMAP
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -249,7 +248,8 @@ def draw_spatial_overlay(
     cmap: str = DEFAULT_CMAP,
     stretch: bool = False,
 ):
-    """Draw ``mask`` (bilinear-upsampled to the image) over ``image``; returns the mask artist."""
+    """Draw ``mask`` over ``image``, one colour per cell (not smoothed); returns the mask
+    artist."""
     vmin, vmax = (float(mask.min()), float(mask.max())) if stretch else (0.0, 1.0)
     if vmax <= vmin:
         vmax = vmin + 1e-6
@@ -265,7 +265,7 @@ def draw_spatial_overlay(
         vmax=vmax,
         alpha=alpha if image is not None else 1.0,
         extent=(0, w, h, 0),
-        interpolation="bilinear",
+        interpolation=CELLS,
     )
     hide_axis(ax)
     return art
@@ -330,7 +330,7 @@ def radix_heatmap(weights: torch.Tensor, index: int = 0, title: str | None = Non
     a = _pick(weights, index, 2)
     fig = Figure(figsize=(8, 0.6 + 0.45 * a.shape[0]), layout="constrained")
     ax = fig.subplots()
-    art = ax.imshow(a, aspect="auto", vmin=0, vmax=1, cmap="viridis", interpolation="nearest")
+    art = ax.imshow(a, aspect="auto", vmin=0, vmax=1, cmap=DEFAULT_CMAP, interpolation=CELLS)
     ax.set_yticks(range(a.shape[0]), [f"split {r}" for r in range(a.shape[0])])
     ax.set_xlabel("channel")
     fig.colorbar(art, ax=ax, label="a_r(c)")

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import attnviz
+from attnviz.kinds import KINDS
 from attnviz import cli, report
 from attnviz import examples as ex
 from attnviz.models import save_weights, set_preprocess
@@ -80,8 +81,8 @@ def test_every_kind_in_one_report(images, tmp_path):
     assert token["attn_distance"] is None and token["local_mass"] is None
     assert 0 <= token["entropy"] <= 1
     page = (out / "report.html").read_text()
-    for title in ("spatial masks A", "global-context pooling", "gates, fixed", "attention maps",
-                  "channel weights s(c)", "split-attention weights", "selective-kernel path"):
+    for k in ALL_KINDS:  # each group is titled by its entry of the kinds registry
+        title = KINDS[k].title
         assert page.count(f"<h4>{title}") == 2, title  # one group per image with figures
     assert page.count("keys of the centre query") == 2 * 2  # two gridded maps, two images
     assert page.count("query × key (mean over heads)") == 2

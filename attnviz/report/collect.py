@@ -10,9 +10,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..kinds import SPLIT_KINDS
 from ..outputs import DENSE, Output
 from ..record import AttentionRecord
-from .stats import SPLIT_KINDS, STAT_FIELDS, SplitMeans, layer_stats, nonfinite_images
+from .stats import STAT_FIELDS, SplitMeans, layer_stats, nonfinite_images
 
 #: file names listed per non-finite finding (the count covers all)
 EXAMPLES = 5

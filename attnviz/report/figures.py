@@ -1,10 +1,12 @@
 """What the report shows for each image: one panel per recorded layer, by kind.
 
 Every panel is data for the page template (``report.html.j2``): tiles (a map drawn over the image
-or on its own, see :mod:`.tiles`) and channel bars (drawn as SVG by the template). Maps that are
-gates the network multiplied by (spatial masks, gates, split weights) use the fixed 0–1 scale of
-the shared colour bar; weights that sum to 1 over many cells (global-context pooling, attention
-rows) are scaled to their own maximum and say so, with their raw range printed.
+or on its own, see :mod:`.tiles`) and channel bars (drawn as SVG by the template). How each kind
+is drawn, its title and its scale come from :mod:`attnviz.kinds`: gates the network multiplied by
+(spatial masks, gates, split weights) use the fixed 0–1 scale of the shared colour bar; weights
+that sum to 1 over many cells (global-context pooling, attention rows) are drawn as a multiple of
+the uniform weight 1/K on a log scale (:func:`attnviz.vis.to_unit`), labelled, with their raw
+range printed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from ..kinds import KINDS, ORDER
+from ..vis import to_unit
 from .tiles import map_uri, pool
 
 #: CSS pixels of a tile's longer side
@@ -33,6 +37,7 @@ class Tile:
     overlay: bool = True
     width: int = SIDE
     height: int = SIDE
+    marker: tuple[float, float] | None = None  # (x, y) in 0..1: where the query is
 
 
 @dataclass
@@ -86,8 +91,8 @@ def spatial(key: str, v: np.ndarray, meta: Mapping[str, Any]) -> list[Tile]:
 
 
 def context(key: str, v: np.ndarray, meta: Mapping[str, Any]) -> list[Tile]:
-    return [Tile(map_uri(v, 0, _peak(v)), [f"{key} {_shape(v)}", "scaled to its maximum",
-                                          raw_range(v)])]
+    unit, label = to_unit(v, "context")
+    return [Tile(map_uri(unit), [f"{key} {_shape(v)}", label, raw_range(v)])]
 
 
 def gate(key: str, v: np.ndarray, meta: Mapping[str, Any]) -> list[Tile]:
@@ -105,15 +110,20 @@ def attention(key: str, v: np.ndarray, meta: Mapping[str, Any]) -> list[Tile]:
     head = f"{key} {heads} head(s), {q}×{k}"
     if not kg or kg[0] * kg[1] != k:
         m = pool(mean, MAX_MATRIX)
-        return [Tile(map_uri(m, 0, _peak(m)), [head, "query × key (mean over heads), scaled",
-                                               raw_range(mean)], overlay=False)]
+        unit, label = to_unit(m, "attention", k)
+        return [Tile(map_uri(unit), [head, "query × key (mean over heads)", label,
+                                     raw_range(mean)], overlay=False)]
     centre = (qg[0] // 2) * qg[1] + qg[1] // 2 if qg and qg[0] * qg[1] == q else q // 2
     row = mean[centre].reshape(kg)
     received = mean.mean(0).reshape(kg)
-    return [Tile(map_uri(row, 0, _peak(row)), [head, f"keys of the centre query {centre}, "
-                                                     "scaled", raw_range(row)]),
-            Tile(map_uri(received, 0, _peak(received)),
-                 [head, "mean attention each key receives, scaled", raw_range(received)])]
+    row_unit, label = to_unit(row, "attention", k)
+    marker = None
+    if qg and qg[0] * qg[1] == q:  # the query's cell, in fractions of the key grid
+        marker = (((centre % qg[1]) + 0.5) / qg[1], ((centre // qg[1]) + 0.5) / qg[0])
+    return [Tile(map_uri(row_unit), [head, f"keys of the centre query {centre} (+)", label,
+                                     raw_range(row)], marker=marker),
+            Tile(map_uri(to_unit(received, "attention", k)[0]),
+                 [head, "mean attention each key receives", label, raw_range(received)])]
 
 
 def splits(key: str, v: np.ndarray, meta: Mapping[str, Any]) -> list[Tile]:
@@ -134,14 +144,17 @@ def channel_bars(key: str, v: np.ndarray, top_k: int) -> Bars:
                 f"s(c) of the top channels: {values}")
 
 
-TILE_KINDS: dict[str, tuple[str, Callable[[str, np.ndarray, Mapping[str, Any]], list[Tile]]]] = {
-    "spatial": ("spatial masks A, fixed 0–1 scale", spatial),
-    "context": ("global-context pooling weights (softmax over positions)", context),
-    "gate": ("gates, fixed 0–1 scale", gate),
-    "attention": ("attention maps softmax(QKᵀ/√d)", attention),
-    "radix": ("split-attention weights a_r(c), fixed 0–1 scale", splits),
-    "paths": ("selective-kernel path weights a_p(c), fixed 0–1 scale", splits),
+DRAWERS: dict[str, Callable[[str, np.ndarray, Mapping[str, Any]], list[Tile]]] = {
+    "map": spatial, "strip": gate, "rows": attention, "splits": splits,
 }
+
+
+def _drawer(kind_name: str) -> Callable[[str, np.ndarray, Mapping[str, Any]], list[Tile]]:
+    """How the registry says ``kind_name`` is drawn (context maps on their uniform scale)."""
+    entry = KINDS[kind_name]
+    if entry.draw == "map" and entry.scale == "uniform":
+        return context
+    return DRAWERS[entry.draw]
 
 
 def image_groups(records: list[Any], index: int, top_k: int) -> list[Group]:
@@ -150,15 +163,16 @@ def image_groups(records: list[Any], index: int, top_k: int) -> list[Group]:
     for r in records:
         v: Tensor = r.value[index]
         a = v.numpy()
-        if r.kind == "channel":
-            g = groups.setdefault("channel", Group(f"channel weights s(c): the top {top_k} "
-                                                   "of each block, fixed 0–1 axis"))
+        entry = KINDS.get(r.kind)
+        if entry is None:
+            continue
+        if entry.draw == "bars":
+            g = groups.setdefault(r.kind, Group(f"{entry.title}: the top {top_k} of each block"))
             g.bars.append(channel_bars(r.key, a.reshape(-1), top_k))
-        elif r.kind in TILE_KINDS:
-            title, draw = TILE_KINDS[r.kind]
-            groups.setdefault(r.kind, Group(title)).tiles.extend(draw(r.key, a, r.meta))
-    order = ["spatial", "context", "gate", "attention", "channel", "radix", "paths"]
-    return [groups[k] for k in order if k in groups]
+        else:
+            g = groups.setdefault(r.kind, Group(entry.title))
+            g.tiles.extend(_drawer(r.kind)(r.key, a, r.meta))
+    return [groups[k] for k in ORDER if k in groups]
 
 
 __all__ = ["Bars", "Group", "Tile", "channel_bars", "image_groups", "raw_range"]

@@ -30,15 +30,13 @@ import torch
 from torch import Tensor
 
 from .. import metrics
+from ..kinds import GATE_KINDS, MAP_KINDS, SPLIT_KINDS
 
 SUMMARY_FIELDS = (
     "image", "layer", "kind", "mean", "min", "max", "std", "entropy", "saturation",
     "peak_y", "peak_x", "share_above_half", "mean_a0", "balance", "attn_distance", "local_mass",
 )
 STAT_FIELDS = SUMMARY_FIELDS[3:]
-MAP_KINDS = ("spatial", "context")
-SPLIT_KINDS = ("radix", "paths")
-GATE_KINDS = ("channel", "gate")
 
 
 def _grid(meta: Mapping[str, Any], key: str, n: int) -> tuple[int, int] | None:

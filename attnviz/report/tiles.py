@@ -2,7 +2,7 @@
 
 A map (spatial mask, gate, attention row, split weights, ...) becomes a palette PNG with one
 pixel per cell: values are quantised to 128 steps of the one default colour map
-(:data:`attnviz.plot.DEFAULT_CMAP`, viridis, as every figure and explorer uses); NaN / infinite
+(:data:`attnviz.vis.DEFAULT_CMAP`, viridis, as every figure and explorer uses); NaN / infinite
 cells are grey. The page scales it up without smoothing (CSS ``image-rendering: pixelated``) and
 lays it over the input image, which is stored once per image; one shared colour bar explains
 the scale. Masks therefore stay lossless and tiny.

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from ..vis import CELLS, DEFAULT_CMAP
+
 MAX_PANELS = 6
 MAX_LINES = 8
 MAX_ROWS = 50
@@ -83,7 +85,7 @@ def mask(layer: dict) -> bytes:
     """Mean mask (fixed 0–1 scale) and where the masks peak (share of images per cell)."""
     fig, (a, b) = _subplots(2, 2.8, 2.6)
     mean = layer["moments"]["mask"]["mean"][0]
-    im = a.imshow(mean, vmin=0, vmax=1, cmap="viridis")
+    im = a.imshow(mean, vmin=0, vmax=1, cmap=DEFAULT_CMAP, interpolation=CELLS)
     a.set_title("mean mask (0–1)", fontsize=8)
     fig.colorbar(im, ax=a, fraction=0.046)
     hist = layer["sums"]["peak_hist"]

@@ -23,12 +23,11 @@ import torch
 from torch import Tensor
 
 from .. import metrics
+from ..kinds import KINDS
 from .moments import Moments
 
 #: Per-image feature columns (a layer fills those its kind defines; the others stay empty).
 FEATURES = ("mean", "entropy", "peak_y", "peak_x", "pointing", "energy", "balance", "distance")
-MAP_KINDS = ("spatial", "context")
-SPLIT_KINDS = ("radix", "paths")
 
 
 @dataclass(frozen=True)
@@ -216,13 +215,17 @@ class AttentionStats(LayerStats):
         self._last = {}
 
 
-KIND_STATS: dict[str, type[LayerStats]] = {
-    "channel": ChannelStats, "spatial": MapStats, "context": MapStats, "radix": SplitStats,
-    "paths": SplitStats, "attention": AttentionStats, "gate": LayerStats,
+#: the accumulator of each ``aggregate`` of the kinds registry (:mod:`attnviz.kinds`)
+AGGREGATES: dict[str, type[LayerStats]] = {
+    "channel": ChannelStats, "map": MapStats, "splits": SplitStats, "attention": AttentionStats,
+    "features": LayerStats,
 }
 
 
 def make_layer(spec: LayerSpec, groups: int, device: torch.device,
                ground_truth: bool) -> LayerStats:
-    """The accumulator for ``spec.kind``."""
-    return KIND_STATS[spec.kind](spec, groups, device, ground_truth)
+    """The accumulator the kinds registry names for ``spec.kind`` (features only for a kind
+    it does not know)."""
+    entry = KINDS.get(spec.kind)
+    cls = AGGREGATES[entry.aggregate] if entry is not None else LayerStats
+    return cls(spec, groups, device, ground_truth)

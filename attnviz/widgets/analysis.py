@@ -17,12 +17,18 @@ from torch import nn
 
 from ..engine import forward
 from ..errors import NoAttentionError
+from ..kinds import KINDS
 from ..models.preprocess import class_names, input_spec, model_device, normalize
 from ..outputs import CLASSIFIER, NO_PREDICTION, NONE, OutputSelector
 from ..record import AttentionRecord, AttentionSite, find_attention, record
 
 #: kinds the explorers draw (attention maps and other gates: see the records API)
-DRAWABLE = ("channel", "spatial", "radix", "paths", "context")
+DRAWABLE = tuple(k for k, entry in KINDS.items() if entry.explorer)
+
+
+def drawable() -> tuple[str, ...]:
+    """The kinds the explorer shows, as the kinds registry says now."""
+    return tuple(k for k, entry in KINDS.items() if entry.explorer)
 MAX_CACHED = 16  # analyses kept (records of a 64-px demo model: ~0.1 MB each)
 
 

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from .. import plot
 from ..record import AttentionRecord
+from ..vis import CELLS, DEFAULT_CMAP
 from .common import encode_jpeg
 
 BLUE, RED = np.array(to_rgba("tab:blue")), np.array(to_rgba("tab:red"))
@@ -86,7 +87,7 @@ class ExplorerFigure:
         h, w = img.shape[:2]
         if "base" not in art:
             art["base"] = ax.imshow(img)
-            art["overlay"] = ax.imshow(value, interpolation="bilinear")
+            art["overlay"] = ax.imshow(value, interpolation=CELLS)
         base, overlay = art["base"], art["overlay"]
         if art.get("base_token") != self._image_token:  # the image changed (it is static)
             base.set_data(img)
@@ -127,7 +128,7 @@ class ExplorerFigure:
     def _radix(self, value: np.ndarray, c: int) -> None:
         ax, art = self.axes["radix"], self._art
         if "radix" not in art:
-            art["radix"] = ax.imshow(value, aspect="auto", cmap="viridis", interpolation="nearest")
+            art["radix"] = ax.imshow(value, aspect="auto", cmap=DEFAULT_CMAP, interpolation=CELLS)
             art["radix_line"] = ax.axvline(c, color="r", lw=1)
         r, n = value.shape
         art["radix"].set_data(value)
@@ -138,7 +139,7 @@ class ExplorerFigure:
         ax.set_ylim(r - 0.5, -0.5)
         if len(ax.get_yticks()) != r:
             ax.set_yticks(range(r), [f"split {i}" for i in range(r)])
-        self._scale("viridis", 0.0, 1.0)
+        self._scale(DEFAULT_CMAP, 0.0, 1.0)
         self._key = ("radix", self._image_token, r, n)
         self._dynamic = [art["radix"], art["radix_line"], self._bar]
 

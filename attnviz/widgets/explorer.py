@@ -14,7 +14,7 @@ from ..errors import AttnvizError
 from ..images import MAX_BYTES
 from ..models.preprocess import input_spec
 from ..record import AttentionRecord
-from .analysis import DRAWABLE, Analyser, Analysis
+from .analysis import Analyser, Analysis, drawable
 from .canvas import ExplorerFigure
 from .common import esc
 from .controls import ExplorerControls, limits_text
@@ -44,7 +44,7 @@ class AttentionExplorer(ExplorerControls):
                  layers: str | Sequence[str] | None = None, kinds: Sequence[str] | None = None,
                  static: bool | str = "auto", max_upload_bytes: int = MAX_BYTES, dpi: int = 80,
                  max_uploads: int = MAX_UPLOADS, output: object = None) -> None:
-        self.analyser = Analyser(model, layers, tuple(kinds) if kinds is not None else DRAWABLE,
+        self.analyser = Analyser(model, layers, tuple(kinds) if kinds is not None else drawable(),
                                  output=output)
         self.model, self.sites = self.analyser.model, self.analyser.sites
         side = max(DISPLAY_SIDE, 2 * input_spec(model).size)
