@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import attnviz
-from attnviz.kinds import KINDS
 from attnviz import cli, report
 from attnviz import examples as ex
+from attnviz.kinds import KINDS
 from attnviz.models import save_weights, set_preprocess
 from attnviz.report.stats import attention_stats, grid_geometry
 
