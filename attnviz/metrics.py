@@ -6,6 +6,8 @@ All functions take plain tensors (no model calls), so they are easy to test on c
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -196,23 +198,37 @@ def attention_on_object(
     return ratio.mean().item(), mass[inside].mean().item(), shares.mean().item()
 
 
-def _cell_centres(grid: tuple[int, int], unit: tuple[float, float]) -> torch.Tensor:
-    ys, xs = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
-    return torch.stack([(ys.flatten() + 0.5) * unit[0], (xs.flatten() + 0.5) * unit[1]], -1)
+@lru_cache(maxsize=32)
+def _grid_distances(q_grid: tuple[int, int], k_grid: tuple[int, int]) -> torch.Tensor:
+    (qh, qw), (kh, kw) = q_grid, k_grid
+    qy, qx = torch.meshgrid((torch.arange(qh, dtype=torch.float32) + 0.5) * kh / qh,
+                            (torch.arange(qw, dtype=torch.float32) + 0.5) * kw / qw, indexing="ij")
+    ky, kx = torch.meshgrid(torch.arange(kh, dtype=torch.float32) + 0.5,
+                            torch.arange(kw, dtype=torch.float32) + 0.5, indexing="ij")
+    return torch.hypot(qy.reshape(-1, 1) - ky.reshape(1, -1), qx.reshape(-1, 1) - kx.reshape(1, -1))
+
+
+def grid_distances(q_grid: Sequence[int], k_grid: Sequence[int],
+                   device: torch.device | str | None = None) -> torch.Tensor:
+    """(Q, K) distances from each query's position (mapped onto the key grid) to each key cell
+    centre, **in key-grid cells**: the one unit of attention distance in attnviz (report,
+    stats, plots)."""
+    d = _grid_distances((int(q_grid[0]), int(q_grid[1])), (int(k_grid[0]), int(k_grid[1])))
+    return d if device is None else d.to(device)
 
 
 def attention_distance(
     attn: torch.Tensor, q_grid: tuple[int, int], k_grid: tuple[int, int] | None = None
 ) -> torch.Tensor:
     """Mean attention distance Σ_k a_qk · ‖pos_q − pos_k‖ averaged over queries, in key-grid
-    cells (as in ViT's "attention distance"). ``attn`` (..., Q, K) → (...)."""
+    cells (as in ViT's "attention distance"; :func:`grid_distances`). ``attn`` (..., Q, K) →
+    (...)."""
     k_grid = k_grid or q_grid
     q, k = attn.shape[-2:]
     if q_grid[0] * q_grid[1] != q or k_grid[0] * k_grid[1] != k:
         raise ParameterError(f"attention {tuple(attn.shape)} does not fit grids {q_grid}, {k_grid}")
-    unit = (k_grid[0] / q_grid[0], k_grid[1] / q_grid[1])  # a query cell in key cells
-    d = torch.cdist(_cell_centres(q_grid, unit), _cell_centres(k_grid, (1.0, 1.0)))
-    return (attn.float() * d.to(attn.device)).sum(-1).mean(-1)
+    d = grid_distances(q_grid, k_grid, attn.device)
+    return (attn.float() * d).sum(-1).mean(-1)
 
 
 def attention_entropy(attn: torch.Tensor) -> torch.Tensor:

@@ -340,7 +340,7 @@ def test_attention_maps_entropy_and_distance_per_head(tmp_path):
     a = rec.attention["layer1.0"].double()  # (B, heads, 256, 256)
     ent = -(a * a.clamp_min(1e-12).log()).sum(-1) / math.log(256)
     ys, xs = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
-    pos = torch.stack([ys.flatten(), xs.flatten()], 1).double().add(0.5).div(16)
+    pos = torch.stack([ys.flatten(), xs.flatten()], 1).double().add(0.5)  # key-grid cells
     dist = torch.cdist(pos, pos)
     mean_dist = (a * dist).sum(-1)
     np.testing.assert_allclose(att["moments"]["head_entropy"]["mean"][0], ent.mean((0, 2)),

@@ -50,17 +50,15 @@ def _grid(meta: Mapping[str, Any], key: str, n: int) -> tuple[int, int] | None:
 @lru_cache(maxsize=16)
 def grid_geometry(q_grid: tuple[int, int], k_grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
     """``(distance, local)``, each (Q, K): the distance in key-grid cells from each query's
-    position (mapped onto the key grid) to each key cell centre, and whether the key lies in
-    the 3×3 key cells around the query's own cell."""
+    position to each key cell centre (:func:`attnviz.metrics.grid_distances`), and whether
+    the key lies in the 3×3 key cells around the query's own cell."""
     (qh, qw), (kh, kw) = q_grid, k_grid
-    qy = (torch.arange(qh, dtype=torch.float32) + 0.5) * kh / qh
-    qx = (torch.arange(qw, dtype=torch.float32) + 0.5) * kw / qw
-    qy, qx = (t.reshape(-1) for t in torch.meshgrid(qy, qx, indexing="ij"))
+    dist = metrics.grid_distances(q_grid, k_grid)
+    qy = ((torch.arange(qh, dtype=torch.float32) + 0.5) * kh / qh).floor().clamp(0, kh - 1)
+    qx = ((torch.arange(qw, dtype=torch.float32) + 0.5) * kw / qw).floor().clamp(0, kw - 1)
+    cy, cx = (t.reshape(-1) for t in torch.meshgrid(qy, qx, indexing="ij"))
     ky, kx = (t.reshape(-1).float() for t in torch.meshgrid(
         torch.arange(kh), torch.arange(kw), indexing="ij"))
-    dist = torch.hypot(qy[:, None] - (ky[None] + 0.5), qx[:, None] - (kx[None] + 0.5))
-    cy = qy.floor().clamp(0, kh - 1)
-    cx = qx.floor().clamp(0, kw - 1)
     local = ((ky[None] - cy[:, None]).abs() <= 1) & ((kx[None] - cx[:, None]).abs() <= 1)
     return dist, local.float()
 

@@ -124,8 +124,9 @@ def _attention(layers: list[dict]) -> str:
             d = _num(dist["mean"][0][h]) if dist is not None else "–"
             rows.append((x["key"], h, _num(ent[h]), d))
     return ("<h2>Attention maps</h2><p class='note'>Per head: entropy of the attention rows "
-            "(0–1, 1 = uniform) and mean attention distance in units of the image side (when "
-            "the tokens are pixels).</p>" + _table(["layer", "head", "entropy", "distance"], rows))
+            "(0–1, 1 = uniform) and mean attention distance in key-grid cells (as in the "
+            "report; when the tokens are pixels).</p>"
+            + _table(["layer", "head", "entropy", "distance"], rows))
 
 
 def _gates(layers: list[dict]) -> str:

@@ -16,7 +16,6 @@ All of it stays on the device the weights were recorded on.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -170,18 +169,6 @@ class SplitStats(LayerStats):
         self.moments["weights"].update(v, info.group)
 
 
-def grid_distances(q_grid: Sequence[int], k_grid: Sequence[int], device: torch.device) -> Tensor:
-    """(Q, K) distances between query and key cell centres, in units of the image side."""
-
-    def centres(grid: Sequence[int]) -> Tensor:
-        h, w = grid
-        ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h
-        xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w
-        return torch.cartesian_prod(ys, xs)
-
-    return torch.cdist(centres(q_grid), centres(k_grid))
-
-
 class AttentionStats(LayerStats):
     """Attention maps (B, heads, Q, K): entropy and mean attention distance per head."""
 
@@ -191,7 +178,7 @@ class AttentionStats(LayerStats):
         grids = spec.q_grid, spec.k_grid
         ok = all(g is not None for g in grids) and math.prod(grids[0]) == q \
             and math.prod(grids[1]) == k
-        self.dist = grid_distances(grids[0], grids[1], device) if ok else None
+        self.dist = metrics.grid_distances(grids[0], grids[1], device) if ok else None
         self.features = ("entropy", "distance") if ok else ("entropy",)
         super().__init__(spec, groups, device, ground_truth)
         self._last: dict[str, Tensor] = {}
