@@ -288,3 +288,27 @@ def test_attribution_targets_of_dense_and_detector_outputs() -> None:
         attribution.saliency(det, x)
     sal = attribution.saliency(det, x, output=f"{MODELS}:seg_logits", target=0)
     assert sal.shape == (2, 16, 16) and sal.abs().sum() > 0
+
+
+# -- one publisher ----------------------------------------------------------------------------
+def test_one_lock_for_report_and_stats(images, tmp_path, capsys) -> None:
+    from attnviz.report.publish import Publication
+    from attnviz.stats.publish import publisher
+
+    out = tmp_path / "shared"
+    with Publication(out):
+        code = cli.main(["stats", "shapes:4", "--model", "demo-cbam", "--out", str(out),
+                         "--no-progress"])
+        err = capsys.readouterr().err
+    assert code == 2 and "in use by another attnviz report (pid" in err
+    assert not (out / "stats.json").exists()
+    with publisher(out, resume=False):
+        code = cli.main(["report", str(images), "--model", "demo-cbam", "--out", str(out)])
+        err = capsys.readouterr().err
+    assert code == 2 and "in use by another attnviz stats run (pid" in err
+    assert cli.main(["stats", "shapes:4", "--model", "demo-cbam", "--out", str(out),
+                     "--no-progress", "--per-image"]) == 0
+    assert cli.main(["report", str(images), "--model", "demo-cbam", "--out", str(out)]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted([".attnviz.lock", "per_image", "stats.html", "stats.json",
+                            "report.html", "summary.csv", "summary.json"])

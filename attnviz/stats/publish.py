@@ -1,36 +1,31 @@
-"""The output folder: work happens in ``OUT/.attnviz-stats-partial/``, results appear at once.
+"""The output folder of ``attnviz stats``, published by the one publisher
+(:class:`attnviz.publish.Publisher`): work happens in ``OUT/.attnviz-stats-partial/`` (kept for
+``--resume`` when a run stops), under the lock every attnviz command takes on its output folder.
 
 While a run is going (or after it was interrupted) nothing in ``OUT`` changes except the work
 folder, which holds the checkpoints and the per-image parts. At the end rank 0 builds
-``stats.json`` and ``stats.html`` in the work folder, then renames ``per_image/`` into ``OUT``,
-then ``stats.html``, and ``stats.json`` last (each rename atomic): a ``stats.json`` in ``OUT``
-is always a complete run's, and the work folder is removed.
+``stats.json`` and ``stats.html`` in the work folder, then the publisher renames ``per_image/``
+into ``OUT``, then ``stats.html``, and ``stats.json`` last: a ``stats.json`` in ``OUT`` is always
+a complete run's, and the work folder is removed.
 """
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
+from ..publish import Publisher
+
 WORK = ".attnviz-stats-partial"
 PER_IMAGE = "per_image"
+#: what a stats run publishes, in order (stats.json last)
+STATS_FILES = (PER_IMAGE, "stats.html", "stats.json")
 
 
-def work_dir(out: Path) -> Path:
-    return out / WORK
-
-
-def start(out: Path, resume: bool) -> tuple[Path, bool]:
-    """The work folder, emptied unless ``resume``; returns ``(folder, resuming)`` where
-    ``resuming`` says whether there was anything to resume."""
-    work = work_dir(out)
-    had = work.is_dir()
-    if had and not resume:
-        shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    return work, had and resume
+def publisher(out: Path, resume: bool) -> Publisher:
+    """The publisher of a stats run into ``out`` (work folder :data:`WORK`)."""
+    return Publisher(out, STATS_FILES, what="stats run", stage=WORK, resume=resume)
 
 
 def write_json(path: Path, doc: dict[str, Any]) -> None:
@@ -40,17 +35,3 @@ def write_json(path: Path, doc: dict[str, Any]) -> None:
         json.dump(doc, f, indent=1, allow_nan=False)
         f.write("\n")
     os.replace(tmp, path)
-
-
-def publish(work: Path, out: Path, names: tuple[str, ...] = ("stats.html", "stats.json")) -> None:
-    """Move the finished results from ``work`` into ``out`` (``per_image/`` first, ``names`` in
-    order) and remove ``work``. A ``per_image/`` of an earlier run in ``out`` is replaced."""
-    old = out / PER_IMAGE
-    if old.exists():
-        old.rename(work / "old-per_image")
-    new = work / PER_IMAGE
-    if new.is_dir():
-        new.rename(old)
-    for name in names:
-        os.replace(work / name, out / name)
-    shutil.rmtree(work, ignore_errors=True)

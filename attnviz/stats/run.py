@@ -24,8 +24,8 @@ from ..checks import MAX_BATCH_SIZE, cap_workers, check_int, check_out_dir
 from ..engine import is_random, load_for_run, probe
 from ..errors import AttnvizError, ParameterError
 from ..models import resolve_device
-from ..models.preprocess import class_names, input_spec
-from ..outputs import OutputSelector
+from ..models.preprocess import InputSpec, class_names, input_spec
+from ..outputs import Output, OutputSelector
 from . import checkpoint, document, publish
 from .aggregate import ALL_IMAGES, Aggregate, ClassInfo, spec_from_json
 from .checkpoint import Progress
@@ -186,21 +186,57 @@ def dataset_stats(
         dist.close()
 
 
-def _run(dist: Dist, dev: torch.device, job: Job) -> Path:
+@dataclass
+class Setup:
+    """The model and data of a run, checked before its output folder is locked."""
+
+    net: nn.Module
+    name: str
+    spec: InputSpec
+    output: Output
+    source: Source
+    classes: ClassInfo
+    fingerprint: str
+
+
+def _setup(dist: Dist, dev: torch.device, job: Job) -> Setup:
     net, name = load_for_run(job.model, dev, random_weights=job.random_weights,
                              **job.model_options)
     if dev.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
     spec = input_spec(net)
-    layers, amp = job.loop.layers, job.loop.amp
-    kind = probe(net, layers, job.output)
-    outputs = kind.classes
+    output = probe(net, job.loop.layers, job.output)
     source = on_main(dist, lambda: open_source(job.data, spec.size))
-    classes = class_info(source, net, outputs)
+    classes = class_info(source, net, output.classes)
     fp = checkpoint.fingerprint(data=source.spec, kind=source.kind, n=source.n, model=name,
-                                options=job.model_options, layers=layers, world=dist.world,
-                                classes=classes.names, amp=amp, device=dev.type)
-    work, resumed = on_main(dist, lambda: publish.start(job.out, job.resume))
+                                options=job.model_options, layers=job.loop.layers,
+                                world=dist.world, classes=classes.names, amp=job.loop.amp,
+                                device=dev.type)
+    return Setup(net, name, spec, output, source, classes, fp)
+
+
+def _run(dist: Dist, dev: torch.device, job: Job) -> Path:
+    setup = _setup(dist, dev, job)
+    pub = publish.publisher(job.out, job.resume)  # rank 0 holds the output folder's lock
+
+    def enter() -> tuple[Path, bool]:
+        pub.__enter__()
+        return pub.stage, pub.resumed
+
+    try:
+        work, resumed = on_main(dist, enter)
+        return _pass(dist, dev, job, setup, work, resumed, pub)
+    finally:
+        if dist.main:
+            pub.__exit__(None, None, None)
+
+
+def _pass(dist: Dist, dev: torch.device, job: Job, setup: Setup, work: Path, resumed: bool,
+          pub: publish.Publisher) -> Path:
+    net, name, spec, source, classes = (setup.net, setup.name, setup.spec, setup.source,
+                                        setup.classes)
+    fp, layers, amp = setup.fingerprint, job.loop.layers, job.loop.amp
+    outputs, kind = setup.output.classes, setup.output
     agg = Aggregate(classes, dev, source.ground_truth)
     ckpt_path = checkpoint.checkpoint_path(work, dist.rank, dist.world)
     saved = on_each(dist, lambda: checkpoint.load(ckpt_path, fp) if resumed else None)
@@ -239,7 +275,7 @@ def _run(dist: Dist, dev: torch.device, job: Job) -> Path:
                              per_image=_rows_json(everyone) if job.per_image else None)
         publish.write_json(work / "stats.json", doc)
         write_html(work / "stats.json", work / "stats.html")
-        publish.publish(work, job.out)
+        pub.publish()
     dist.barrier()
     return job.out / "stats.json"
 
