@@ -3,8 +3,6 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
-# the files the package ships: checkpoints/, images/, notebooks/
-RESOURCES := attnviz/resources
 PYTEST_ARGS ?=
 
 .PHONY: help setup test test-fast lint report lab demo-weights dist browser bench clean
@@ -45,13 +43,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check attnviz tests benchmarks
 
 report: $(STAMP)
-	$(BIN)/attnviz report $(RESOURCES)/images --model demo-cbam --out reports/
+	$(BIN)/attnviz report data/images --model demo-cbam --out reports/
 
 lab: $(STAMP)
-	$(BIN)/python -m attnviz.lab $(RESOURCES)/notebooks
+	$(BIN)/python -m attnviz.lab notebooks
 
 demo-weights: $(STAMP)
-	$(BIN)/python -m attnviz.train --demo all --out $(RESOURCES)/checkpoints
+	$(BIN)/python -m attnviz.train --demo all --out data/checkpoints
 
 # offline: the build tools of .venv, no isolated build environment
 dist: $(STAMP)

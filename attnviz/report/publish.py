@@ -1,8 +1,8 @@
 """Outputs you can trust: one report at a time per folder, written aside, published together.
 
-* :func:`refuse_protected`: never write into attnviz's own package folder or into a folder that
-  holds a ``report.ipynb`` that ``attnviz report`` did not write (the shipped template, a copy
-  of it).
+* :func:`refuse_protected`: never write into attnviz's own package folder, into the shipped
+  ``data/`` folder or into a folder that holds a ``report.ipynb`` that ``attnviz report`` did
+  not write (the shipped template in ``notebooks/``, a copy of it).
 * :class:`Publication`: takes ``OUT/.attnviz-report.lock`` (``flock``; a second run into the same
   folder is refused at once with one line), writes into a fresh private folder next to ``OUT``
   (``.OUT.attnviz-partial-*``; inside ``OUT`` when its parent is not writable or on another
@@ -29,7 +29,7 @@ from types import TracebackType
 
 from ..checks import check_out_dir
 from ..errors import ParameterError
-from ..resources import REPORT_NOTEBOOK
+from ..resources import REPORT_NOTEBOOK, shipped_dir
 from ..terminal import one_line
 
 #: every file a report may write into ``OUT``
@@ -54,14 +54,18 @@ def written_by_report(notebook: Path) -> bool:
 
 
 def refuse_protected(out: Path) -> None:
-    """ParameterError when ``out`` is inside the installed attnviz package or holds a
-    ``report.ipynb`` that no report run wrote (the shipped template or a copy)."""
+    """ParameterError when ``out`` is inside the attnviz package or the shipped ``data/``
+    folder (demo checkpoints, sample images), or holds a ``report.ipynb`` that no report run
+    wrote (the shipped template or a copy). ``notebooks/reports/`` is allowed: it is where
+    ``report.ipynb`` run with its defaults from ``notebooks/`` writes."""
     real = Path(os.path.realpath(out))
     package = _package_dir()
-    if real == package or package in real.parents:
-        raise ParameterError(f"output folder {str(out)!r} is inside the attnviz package "
-                             f"({package}), which holds the report template; choose another "
-                             "--out")
+    data = Path(os.path.realpath(shipped_dir("data")))
+    for folder, what in ((package, "the attnviz package"),
+                         (data, "attnviz's shipped data folder")):
+        if real == folder or folder in real.parents:
+            raise ParameterError(f"output folder {str(out)!r} is inside {what} ({folder}), "
+                                 "which holds files attnviz ships; choose another --out")
     nb = out / REPORT_NOTEBOOK
     if (nb.exists() or nb.is_symlink()) and not written_by_report(nb):
         raise ParameterError(f"output folder {str(out)!r} holds {REPORT_NOTEBOOK}, which "
