@@ -5,15 +5,16 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help setup test test-fast lint report lab demo-weights dist browser bench clean
+.PHONY: help setup test test-fast lint report lab demo-weights dist browser bench docs-images clean
 
 help:
 	@echo "make report        write reports/report.html for the bundled images (offline, demo models)"
 	@echo "make test          set up .venv and run the whole test suite (notebooks and browser test too)"
 	@echo "make lab           open the notebooks in JupyterLab (127.0.0.1, with a token)"
 	@echo "make dist          build the sdist and the wheel (from the sdist) into dist/"
-	@echo "make demo-weights  retrain the bundled demo checkpoints (CPU, ~1 h)"
+	@echo "make demo-weights  retrain the bundled demo checkpoints (one CPU thread, about 2 h 20 min)"
 	@echo "make bench         run the benchmarks"
+	@echo "make docs-images   redraw docs/images/*.png, the README's pictures (needs chromium)"
 	@echo "make lint          ruff"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -54,6 +55,9 @@ demo-weights: $(STAMP)
 # offline: the build tools of .venv, no isolated build environment
 dist: $(STAMP)
 	$(BIN)/python -m build --no-isolation --outdir dist .
+
+docs-images: $(STAMP) browser
+	$(BIN)/python docs/make_images.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/recorder_overhead.py
