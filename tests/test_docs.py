@@ -118,3 +118,10 @@ def test_make_report_reads_every_shipped_image(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "reports" / "summary.json").read_text())
     assert summary["n_could_not_read"] == 0 and summary["could_not_read"] == []
     assert summary["n_images"] == len(list((ROOT / "data" / "images").iterdir()))
+
+
+def test_readme_notebooks_table_lists_every_notebook() -> None:
+    from attnviz.resources import notebook_paths
+
+    rows = re.findall(r"^\| `(\w+)` \|", README.read_text(encoding="utf-8"), flags=re.M)
+    assert rows == [p.stem for p in notebook_paths()]
