@@ -3,19 +3,18 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
-# the files the package ships: checkpoints/, images/, notebooks/
-RESOURCES := attnviz/resources
 PYTEST_ARGS ?=
 
-.PHONY: help setup test test-fast lint report lab demo-weights dist browser bench clean
+.PHONY: help setup test test-fast lint report lab demo-weights dist browser bench docs-images clean
 
 help:
 	@echo "make report        write reports/report.html for the bundled images (offline, demo models)"
 	@echo "make test          set up .venv and run the whole test suite (notebooks and browser test too)"
 	@echo "make lab           open the notebooks in JupyterLab (127.0.0.1, with a token)"
 	@echo "make dist          build the sdist and the wheel (from the sdist) into dist/"
-	@echo "make demo-weights  retrain the bundled demo checkpoints (CPU, ~1 h)"
+	@echo "make demo-weights  retrain the bundled demo checkpoints (one CPU thread, about 2 h 20 min)"
 	@echo "make bench         run the benchmarks"
+	@echo "make docs-images   redraw docs/images/*.png, the README's pictures (needs chromium)"
 	@echo "make lint          ruff"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -45,17 +44,20 @@ lint: $(STAMP)
 	$(BIN)/ruff check attnviz tests benchmarks
 
 report: $(STAMP)
-	$(BIN)/attnviz report $(RESOURCES)/images --model demo-cbam --out reports/
+	$(BIN)/attnviz report data/images --model demo-cbam --out reports/
 
 lab: $(STAMP)
-	$(BIN)/python -m attnviz.lab $(RESOURCES)/notebooks
+	$(BIN)/python -m attnviz.lab notebooks
 
 demo-weights: $(STAMP)
-	$(BIN)/python -m attnviz.train --demo all --out $(RESOURCES)/checkpoints
+	$(BIN)/python -m attnviz.train --demo all --out data/checkpoints
 
 # offline: the build tools of .venv, no isolated build environment
 dist: $(STAMP)
 	$(BIN)/python -m build --no-isolation --outdir dist .
+
+docs-images: $(STAMP) browser
+	$(BIN)/python docs/make_images.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/recorder_overhead.py

@@ -1,7 +1,7 @@
 """Train an attnviz model on the shapes data or an ImageFolder directory.
 
     python -m attnviz.train --model demo_cbam_resnet --steps 3000 --out runs/ --name my-cbam
-    python -m attnviz.train --demo all --out attnviz/resources/checkpoints  # the demo models
+    python -m attnviz.train --demo all --out data/checkpoints  # the demo models
 
 Writes ``NAME.safetensors`` (fp16 with ``--half``) and a JSON model card ``NAME.json``
 (architecture, data, objective, accuracy, attention metrics, training time, versions).

@@ -109,7 +109,7 @@ def test_bundled_samples_and_licenses() -> None:
     shapes, photos = attnviz.sample_images("shapes"), attnviz.sample_images("photos")
     assert len(shapes) == 5 and 4 <= len(photos) <= 8
     assert attnviz.sample_images() == shapes + photos  # shapes first for the demo models
-    licenses = (attnviz.data_dir() / "images" / "LICENSES.md").read_text()
+    licenses = (attnviz.data_dir() / "LICENSES.md").read_text()
     assert all(p.name in licenses for p in photos)
     for p in shapes + photos:
         assert attnviz.load_image(p).shape[0] == 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import time
 
 import pytest
 import timm
@@ -96,6 +97,62 @@ def test_load_model_pretrained_offline(offline):
         attnviz.load_model("resnest14d", pretrained=True, device="cpu")
     msg = str(e.value)
     assert "could not fetch" in msg and "checkpoint=" in msg and "resnest14d" in msg
+
+
+@pytest.fixture
+def no_network(offline, monkeypatch, tmp_path):
+    """The network is down for this process: every connection fails (and is listed in the
+    returned list); HF_HUB_OFFLINE unset."""
+    import socket
+
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("TORCH_HOME", os.fspath(tmp_path / "torch"))
+
+    tried: list[object] = []
+
+    def down(address, *args, **kwargs):
+        tried.append(address)
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", down)
+    monkeypatch.setattr(socket, "getaddrinfo", down)
+    return tried
+
+
+@pytest.mark.parametrize("name", ["seresnet50", "ecaresnet50d"])
+def test_pretrained_without_network_fails_fast_with_one_line(no_network, name):
+    """Not the minute of retries huggingface_hub would take: the probe answers in seconds."""
+    t0 = time.perf_counter()
+    with pytest.raises(attnviz.ModelError) as e:
+        attnviz.load_model(name, pretrained=True, device="cpu")
+    elapsed = time.perf_counter() - t0
+    msg = str(e.value)
+    assert elapsed < 5, elapsed
+    assert "\n" not in msg and "no network" in msg
+    assert f"load_model({name!r}, checkpoint='path/to/weights.safetensors')" in msg
+
+
+def test_pretrained_weights_in_the_cache_load_without_network(no_network):
+    """Offline mode is used, not an error, when the hub's cache already has the weights."""
+    from huggingface_hub import constants
+    from safetensors.torch import save_file
+
+    ref = timm.create_model("resnest14d")
+    repo = timm.models.get_pretrained_cfg("resnest14d").hf_hub_id
+    folder = os.path.join(constants.HF_HUB_CACHE, "models--" + repo.replace("/", "--"))
+    os.makedirs(os.path.join(folder, "refs"))
+    os.makedirs(os.path.join(folder, "snapshots", "0" * 40))
+    with open(os.path.join(folder, "refs", "main"), "w") as f:
+        f.write("0" * 40)
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()},
+              os.path.join(folder, "snapshots", "0" * 40, "model.safetensors"))
+    model = attnviz.load_model("resnest14d", pretrained=True, device="cpu")
+    assert len(no_network) == 1  # the probe; the hub was not asked (no retries)
+    for k, v in ref.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
 
 
 def test_load_model_attnviz_pretrained_refused():

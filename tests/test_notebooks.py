@@ -1,6 +1,7 @@
 """Every teaching notebook runs top to bottom offline (nbclient), committed without outputs and
 with the metadata JupyterLab would write (so a notebook does not show as modified on open);
-report.ipynb runs with its default parameters from its own folder; an executed explorer
+report.ipynb runs with its default parameters from its own folder (a copy, and the checkout's
+notebooks/ under papermill, writing notebooks/reports/); an executed explorer
 notebook keeps a static image of the explorer's last view."""
 
 from __future__ import annotations
@@ -8,8 +9,11 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -131,3 +135,35 @@ def test_report_notebook_runs_with_its_defaults_from_its_folder(
     errors = [o for o in _outputs(nb) if o.get("output_type") == "error"]
     assert not errors, errors
     assert (tmp_path / "reports" / "summary.csv").is_file()
+
+
+@pytest.mark.slow
+def test_papermill_runs_the_report_notebook_in_notebooks_with_its_defaults(
+        tmp_path: Path) -> None:
+    """`cd notebooks && papermill report.ipynb out.ipynb`: the report lands in
+    notebooks/reports/ (ignored by git). A reports/ folder already there is moved aside for the
+    run and put back; what the test wrote is removed, so nothing is left in the tree."""
+    folder = notebooks_dir()
+    template = (folder / REPORT_NOTEBOOK).read_bytes()
+    reports = folder / "reports"
+    aside = tmp_path / "users-reports"
+    if reports.exists():
+        shutil.move(reports, aside)
+    env = {k: v for k, v in os.environ.items() if k not in ("ATTNVIZ_DATA", "JPY_SESSION_NAME")}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "papermill", REPORT_NOTEBOOK, str(tmp_path / "out.ipynb"),
+             "--kernel", "python3"],
+            cwd=folder, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+            timeout=TIME_LIMIT_S, stdin=subprocess.DEVNULL)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        summary = json.loads((reports / "summary.json").read_text())
+        assert summary["n_images"] == len(list((folder.parent / "data" / "images").glob("*.*g")))
+        assert (reports / "report.html").stat().st_size > 10_000
+    finally:
+        shutil.rmtree(reports, ignore_errors=True)
+        for partial in folder.glob(".reports.attnviz-partial-*"):
+            shutil.rmtree(partial, ignore_errors=True)
+        if aside.exists():
+            shutil.move(aside, reports)
+    assert (folder / REPORT_NOTEBOOK).read_bytes() == template

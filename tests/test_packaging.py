@@ -22,19 +22,22 @@ from attnviz.resources import notebook_paths
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = (  # in the sdist and in the wheel
-    "attnviz/py.typed",
-    "attnviz/resources/checkpoints/demo-cbam.json",
-    "attnviz/resources/checkpoints/demo-cbam.safetensors",
-    "attnviz/resources/checkpoints/demo-se.safetensors",
-    "attnviz/resources/checkpoints/demo-resnest.safetensors",
-    "attnviz/resources/images/LICENSES.md",
-    "attnviz/resources/images/shapes_star.png",
-    "attnviz/resources/images/astronaut.jpg",
-    "attnviz/resources/notebooks/00_quickstart.ipynb",
-    "attnviz/resources/notebooks/explorer.ipynb",
-    "attnviz/resources/notebooks/report.ipynb",
+# the top-level data/ and notebooks/ (the sdist keeps them there) go into the wheel as
+# attnviz/resources/data/ and attnviz/resources/notebooks/
+SHIPPED_TOP = (
+    "data/checkpoints/demo-cbam.json",
+    "data/checkpoints/demo-cbam.safetensors",
+    "data/checkpoints/demo-se.safetensors",
+    "data/checkpoints/demo-resnest.safetensors",
+    "data/LICENSES.md",
+    "data/images/shapes_star.png",
+    "data/images/astronaut.jpg",
+    "notebooks/00_quickstart.ipynb",
+    "notebooks/explorer.ipynb",
+    "notebooks/report.ipynb",
 )
+IN_SDIST = ("attnviz/py.typed", "setup.py", *SHIPPED_TOP)
+IN_WHEEL = ("attnviz/py.typed", *(f"attnviz/resources/{n}" for n in SHIPPED_TOP))
 MAX_WHEEL_BYTES = 6_000_000  # three ~1.4 MB checkpoints, ~0.3 MB of images, code, notebooks
 TIMEOUT_S = 600
 
@@ -66,10 +69,11 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("dist")
     src = tmp / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, src / name)
-    shutil.copytree(ROOT / "attnviz", src / "attnviz",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+    for name in ("attnviz", "data", "notebooks"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns(
+            "__pycache__", "*.pyc", "*.egg-info", "reports", ".ipynb_checkpoints"))
     env = _offline_env()
     _run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(tmp / "dist"),
           str(src)], cwd=tmp, env=env)
@@ -98,13 +102,15 @@ def test_version_in_one_place(dist: dict[str, Path]) -> None:
 def test_sdist_builds_the_same_wheel(dist: dict[str, Path]) -> None:
     with tarfile.open(dist["sdist"]) as t:
         in_sdist = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
-    assert set(SHIPPED) <= in_sdist
+    assert set(IN_SDIST) <= in_sdist
+    assert not [n for n in in_sdist if n.startswith(("attnviz/resources/data",
+                                                    "attnviz/resources/notebooks"))]
     assert _contents(dist["wheel"]) == _contents(dist["direct"])
 
 
 def test_wheel_ships_the_resources_and_stays_small(dist: dict[str, Path]) -> None:
     names = set(_contents(dist["wheel"]))
-    assert set(SHIPPED) <= names
+    assert set(IN_WHEEL) <= names
     assert not [n for n in names if n.startswith(("tests/", "data/", "notebooks/"))]
     assert dist["wheel"].stat().st_size < MAX_WHEEL_BYTES
     with zipfile.ZipFile(dist["wheel"]) as z:
@@ -126,7 +132,8 @@ x = attnviz.models.prepare(model, attnviz.load_image(path))
 with attnviz.record(model) as rec:
     logits = model(x)
 print(json.dumps({"file": attnviz.__file__, "image": str(path), "spatial": len(rec.spatial),
-                  "label": model.class_names[int(logits.argmax())]}))
+                  "label": model.class_names[int(logits.argmax())],
+                  "shipped": [str(attnviz.data_dir()), str(notebook_paths()[-1])]}))
 """
 
 RUN_NOTEBOOK = """
@@ -149,6 +156,8 @@ def test_installed_wheel_works_without_the_source_tree(
     used = json.loads(_run([sys.executable, "-c", USE], cwd=work, env=env).splitlines()[-1])
     assert Path(used["file"]).is_relative_to(installed), used["file"]
     assert Path(used["image"]).is_relative_to(installed) and used["spatial"] > 0
+    package = installed / "attnviz" / "resources"  # found through importlib.resources
+    assert used["shipped"] == [str(package / "data"), str(package / "notebooks" / "report.ipynb")]
     assert used["label"] == Path(used["image"]).stem.removeprefix("shapes_")
 
     cli = [str(installed / "bin" / "attnviz")]

@@ -20,10 +20,11 @@ import pytest
 import torch
 from report_helpers import write_shapes
 
+import attnviz
 from attnviz import cli, report
 from attnviz.report.files import csv_cell
 from attnviz.report.publish import LOCK_NAME
-from attnviz.resources import copy_notebooks, notebooks_dir
+from attnviz.resources import copy_notebooks, notebooks_dir, shipped_dir
 
 MODEL = "demo-cbam"  # trained weights (an architecture alone is refused without --random-weights)
 FILES = ["report.html", "summary.csv", "summary.json"]
@@ -97,7 +98,13 @@ def wait_for_partial(proc: subprocess.Popen, out: Path, timeout: float = 120) ->
 def test_template_folder_and_copies_are_refused_and_never_modified(few, tmp_path, capsys):
     before = template_hash()
     code = cli.main(["report", str(few), "--model", MODEL, "--out", str(notebooks_dir())])
+    one_error(capsys, code, "holds report.ipynb", "did not write")
+    code = cli.main(["report", str(few), "--model", MODEL, "--out",
+                     str(Path(attnviz.__file__).parent / "reports")])
     one_error(capsys, code, "inside the attnviz package")
+    code = cli.main(["report", str(few), "--model", MODEL, "--out",
+                     str(shipped_dir("data") / "images")])
+    one_error(capsys, code, "inside attnviz's shipped data folder")
     copies = tmp_path / "nbs"
     copy_notebooks(copies)
     code = cli.main(["report", str(few), "--model", MODEL, "--out", str(copies)])

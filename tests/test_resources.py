@@ -6,31 +6,86 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import json
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 import attnviz
-from attnviz import cli
+from attnviz import cli, resources
 from attnviz.errors import AttnvizError, MissingDependencyError, ParameterError, require
 from attnviz.resources import (
     REPORT_NOTEBOOK,
+    checkout_root,
     copy_notebooks,
     data_dir,
     notebook_paths,
     notebooks_dir,
-    resource_dir,
+    shipped_dir,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_resources_live_inside_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_checkout_reads_the_top_level_folders(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ATTNVIZ_DATA", raising=False)
-    assert resource_dir() == Path(attnviz.__file__).parent / "resources" == data_dir()
-    assert notebooks_dir().parent == resource_dir()
-    assert not (ROOT / "data").exists() and not (ROOT / "notebooks").exists()
+    assert checkout_root() == ROOT
+    assert shipped_dir("data") == ROOT / "data" == data_dir()
+    assert notebooks_dir() == ROOT / "notebooks"
+    assert (data_dir() / "images" / "shapes_star.png").is_file()
+    with pytest.raises(ParameterError, match="must be one of"):
+        shipped_dir("tests")
+
+
+def test_an_installed_package_reads_its_own_copy(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The layout a wheel installs (setup.py maps data/ and notebooks/ into the package) wins
+    over a checkout; with neither, one readable error. The packaging test installs a real
+    wheel."""
+    package = tmp_path / "attnviz" / "resources"
+    for name in ("data", "notebooks"):
+        (package / name).mkdir(parents=True)
+    monkeypatch.delenv("ATTNVIZ_DATA", raising=False)
+    monkeypatch.setattr(resources, "files", lambda _: package)
+    assert data_dir() == package / "data" and notebooks_dir() == package / "notebooks"
+    (package / "notebooks").rmdir()
+    assert notebooks_dir() == ROOT / "notebooks"  # a checkout falls back to its own folder
+    monkeypatch.setattr(resources, "checkout_root", lambda: None)
+    with pytest.raises(AttnvizError, match="bundled notebooks/ folder is missing"):
+        notebooks_dir()
+
+
+def _tracked() -> list[str]:
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    return subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout.splitlines()
+
+
+def test_top_level_layout_and_nothing_tracked_twice() -> None:
+    tracked = _tracked()
+    top = {n.split("/", 1)[0] for n in tracked}
+    card = {"notebooks", "attnviz", "data", "tests", "environment.yml", "README.md"}
+    tooling = {"Makefile", "pyproject.toml", "setup.py", "constraints.txt", "LICENSE", "docs",
+               "benchmarks", ".ci", ".gitignore"}
+    assert card <= top <= card | tooling, top - card - tooling
+    inside = [n for n in tracked if n.startswith("attnviz/resources/")]
+    assert inside == ["attnviz/resources/__init__.py"], inside
+    names = [Path(n).name for n in tracked if n.endswith((".ipynb", ".safetensors"))]
+    assert len(names) == len(set(names)) and len(names) >= 15
+
+
+def test_ignored_outputs() -> None:
+    """Reports written from notebooks/ and build copies stay out of git."""
+    _tracked()
+    probe = ["notebooks/reports/report.html", "attnviz/resources/data/x",
+             "attnviz/resources/notebooks/x.ipynb"]
+    out = subprocess.run(["git", "check-ignore", *probe], cwd=ROOT, capture_output=True,
+                         text=True).stdout.split()
+    assert out == probe
 
 
 def test_every_demo_card_has_its_weights() -> None:
@@ -42,7 +97,7 @@ def test_every_demo_card_has_its_weights() -> None:
 def test_data_dir_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("ATTNVIZ_DATA", str(tmp_path))
     assert data_dir() == tmp_path
-    assert notebooks_dir() == resource_dir() / "notebooks"  # notebooks are not overridden
+    assert notebooks_dir() == ROOT / "notebooks"  # notebooks are not overridden
     with pytest.raises(attnviz.ModelError, match="no model card"):
         attnviz.models.demo_card("demo-cbam")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
@@ -14,6 +15,7 @@ from ..errors import ModelError, ParameterError
 from ..samples import data_dir
 from ..terminal import one_line
 from .checkpoints import load_weights, read_class_names, read_preprocess
+from .online import PROBE_TIMEOUT_S, fetch_guard, hub_offline_requested
 from .preprocess import set_preprocess
 from .registry import create_model, is_model, list_models
 from .user import is_user_spec, load_user_model, parse_floats, read_labels
@@ -164,16 +166,24 @@ def _timm_model(
         )
     if pretrained and checkpoint is not None:
         raise ParameterError("pass either pretrained=True or checkpoint=PATH, not both")
+    hint = (f"Download the weights on a machine that is online and pass them as "
+            f"load_model({name!r}, checkpoint='path/to/weights.safetensors')")
+    guard = fetch_guard(name) if pretrained else contextlib.nullcontext()
+    if guard is None:
+        why = ("HF_HUB_OFFLINE is set" if hub_offline_requested() else
+               f"no network: their host could not be reached within {PROBE_TIMEOUT_S:g} s")
+        raise ModelError(f"could not fetch pretrained weights for {name!r} ({why}) and they "
+                         f"are not in the local cache. {hint}")
     try:
-        model = timm.create_model(name, pretrained=pretrained, **kwargs)
+        with guard:
+            model = timm.create_model(name, pretrained=pretrained, **kwargs)
     except (OSError, RuntimeError, ConnectionError) as e:
         if not pretrained:
             raise
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = one_line(str(e).strip().splitlines()[0]) if str(e).strip() else type(e).__name__
         raise ModelError(
             f"could not fetch pretrained weights for {name!r} (no network, or the hub refused: "
-            f"{reason}). Download the weights on a machine that is online and pass them as "
-            f"load_model({name!r}, checkpoint='path/to/weights.safetensors')"
+            f"{reason}). {hint}"
         ) from None
     if checkpoint is not None:
         load_weights(model, checkpoint)

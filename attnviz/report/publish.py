@@ -1,8 +1,8 @@
 """Outputs you can trust: one report at a time per folder, written aside, published together.
 
-* :func:`refuse_protected`: never write into attnviz's own package folder or into a folder that
-  holds a ``report.ipynb`` that ``attnviz report`` did not write (the shipped template, a copy
-  of it).
+* :func:`refuse_protected`: never write into attnviz's own package folder, into the shipped
+  ``data/`` folder or into a folder that holds a ``report.ipynb`` that ``attnviz report`` did
+  not write (the shipped template in ``notebooks/``, a copy of it).
 * :class:`Publication`: the one publisher of :mod:`attnviz.publish` (lock, staged write,
   publish by rename) for the report's files; ``report.html`` is published last.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import ParameterError
 from ..publish import LOCK_NAME, Publisher
-from ..resources import REPORT_NOTEBOOK
+from ..resources import REPORT_NOTEBOOK, shipped_dir
 
 #: every file a report may write into ``OUT``, in publishing order (the page last)
 REPORT_FILES = ("summary.csv", "summary.json", REPORT_NOTEBOOK, "report.html")
@@ -37,14 +37,18 @@ def written_by_report(notebook: Path) -> bool:
 
 
 def refuse_protected(out: Path) -> None:
-    """ParameterError when ``out`` is inside the installed attnviz package or holds a
-    ``report.ipynb`` that no report run wrote (the shipped template or a copy)."""
+    """ParameterError when ``out`` is inside the attnviz package or the shipped ``data/``
+    folder (demo checkpoints, sample images), or holds a ``report.ipynb`` that no report run
+    wrote (the shipped template or a copy). ``notebooks/reports/`` is allowed: it is where
+    ``report.ipynb`` run with its defaults from ``notebooks/`` writes."""
     real = Path(os.path.realpath(out))
     package = _package_dir()
-    if real == package or package in real.parents:
-        raise ParameterError(f"output folder {str(out)!r} is inside the attnviz package "
-                             f"({package}), which holds the report template; choose another "
-                             "--out")
+    data = Path(os.path.realpath(shipped_dir("data")))
+    for folder, what in ((package, "the attnviz package"),
+                         (data, "attnviz's shipped data folder")):
+        if real == folder or folder in real.parents:
+            raise ParameterError(f"output folder {str(out)!r} is inside {what} ({folder}), "
+                                 "which holds files attnviz ships; choose another --out")
     nb = out / REPORT_NOTEBOOK
     if (nb.exists() or nb.is_symlink()) and not written_by_report(nb):
         raise ParameterError(f"output folder {str(out)!r} holds {REPORT_NOTEBOOK}, which "

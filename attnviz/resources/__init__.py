@@ -1,9 +1,13 @@
-"""Files that ship inside the package: demo checkpoints and their model cards
-(``checkpoints/``), sample images with their licences (``images/``) and the notebooks
+"""The files attnviz ships: demo checkpoints and their model cards (``data/checkpoints/``),
+sample images (``data/images/``, their licences in ``data/LICENSES.md``) and the notebooks
 (``notebooks/``, the report template included).
 
-They are found with :mod:`importlib.resources`, so the same code works from the repository, an
-editable install and an installed wheel. ``attnviz notebooks DEST`` copies the notebooks out::
+In the repository they are the top-level ``data/`` and ``notebooks/`` folders, the only copies
+in git. A built wheel carries them inside this package (``attnviz/resources/data``,
+``attnviz/resources/notebooks``; ``setup.py`` maps them in at build time), where
+:mod:`importlib.resources` finds them. :func:`shipped_dir` is the one lookup, so the same code
+works from a checkout, an editable install and an installed wheel. ``attnviz notebooks DEST``
+copies the notebooks out::
 
     attnviz notebooks ~/attnviz-notebooks && attnviz lab ~/attnviz-notebooks
 """
@@ -20,26 +24,49 @@ from ..errors import AttnvizError, ParameterError
 
 #: The notebook papermill runs for ``attnviz report`` (copied along, but not a lesson).
 REPORT_NOTEBOOK = "report.ipynb"
+#: The shipped top-level folders.
+SHIPPED = ("data", "notebooks")
 
 
-def resource_dir() -> Path:
-    """The folder holding ``checkpoints/``, ``images/`` and ``notebooks/``."""
-    root = files(__name__)
-    if not isinstance(root, Path):  # e.g. imported from a zip file
-        raise AttnvizError(f"attnviz's bundled files are not on disk ({root}); install attnviz "
-                           "as files (pip install), not as a zip")
-    return root
+def checkout_root() -> Path | None:
+    """The source checkout this package was imported from (the folder holding ``attnviz/``
+    and ``pyproject.toml``), or None for an installed package."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "pyproject.toml").is_file() and (root / "attnviz").is_dir() else None
+
+
+def shipped_dir(name: str) -> Path:
+    """The shipped folder ``name`` (``"data"`` or ``"notebooks"``): the copy inside the
+    installed package when there is one (:mod:`importlib.resources`), else the checkout's
+    top-level folder.
+
+    Raises:
+        AttnvizError: the package is imported from a zip file, or neither copy exists.
+    """
+    if name not in SHIPPED:
+        raise ParameterError(f"name must be one of {SHIPPED}, got {name!r}")
+    inside = files(__name__) / name
+    if not isinstance(inside, Path):  # e.g. imported from a zip file
+        raise AttnvizError(f"attnviz's bundled files are not on disk ({inside}); install "
+                           "attnviz as files (pip install), not as a zip")
+    if inside.is_dir():
+        return inside
+    root = checkout_root()
+    if root is not None and (root / name).is_dir():
+        return root / name
+    raise AttnvizError(f"attnviz's bundled {name}/ folder is missing (looked in {inside}"
+                       f"{f' and {root / name}' if root else ''}); reinstall attnviz")
 
 
 def data_dir() -> Path:
     """The folder with ``checkpoints/`` and ``images/`` (``$ATTNVIZ_DATA`` overrides it)."""
     env = os.environ.get("ATTNVIZ_DATA")
-    return Path(env) if env else resource_dir()
+    return Path(env) if env else shipped_dir("data")
 
 
 def notebooks_dir() -> Path:
     """The bundled notebooks (``00_quickstart.ipynb`` ... ``explorer.ipynb``, ``report.ipynb``)."""
-    return resource_dir() / "notebooks"
+    return shipped_dir("notebooks")
 
 
 def notebook_paths() -> list[Path]:
@@ -78,3 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"attnviz: copied {len(copied)} notebooks to {Path(args.dest)}; open them with "
           f"`attnviz lab {args.dest}`")
     return 0
+
+
+__all__ = ["REPORT_NOTEBOOK", "SHIPPED", "checkout_root", "copy_notebooks", "data_dir", "main",
+           "notebook_paths", "notebooks_dir", "shipped_dir"]
