@@ -58,6 +58,7 @@ class Group:
     title: str
     tiles: list[Tile] = field(default_factory=list)
     bars: list[Bars] = field(default_factory=list)
+    outlined: bool = False  # maps over the image grid: the object's outline is drawn over them
 
 
 def raw_range(v: np.ndarray) -> str:
@@ -170,7 +171,7 @@ def image_groups(records: list[Any], index: int, top_k: int) -> list[Group]:
             g = groups.setdefault(r.kind, Group(f"{entry.title}: the top {top_k} of each block"))
             g.bars.append(channel_bars(r.key, a.reshape(-1), top_k))
         else:
-            g = groups.setdefault(r.kind, Group(entry.title))
+            g = groups.setdefault(r.kind, Group(entry.title, outlined=entry.draw == "map"))
             g.tiles.extend(_drawer(r.kind)(r.key, a, r.meta))
     return [groups[k] for k in ORDER if k in groups]
 

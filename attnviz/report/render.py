@@ -16,8 +16,9 @@ from ..models import DEMO_MODELS
 from ..models.preprocess import input_spec
 from ..outputs import CLASSIFIER, DENSE, NO_PREDICTION, NONE
 from .figures import image_groups
+from .localise import Localisation, localise
 from .stats import STAT_FIELDS
-from .tiles import colour_bar_uri, image_uri, map_uri
+from .tiles import colour_bar_uri, image_uri, map_uri, outline_uri
 
 if TYPE_CHECKING:
     from jinja2 import Template
@@ -104,10 +105,8 @@ def demo_note(run: ReportData) -> str | None:
         return None
     classes = ", ".join(getattr(run.model, "class_names", []))
     return (f"{run.model_name} was trained offline on generated shapes (64 px, classes "
-            f"{classes}); its attention is meaningful on the shapes_* images. Photos are out of "
-            "distribution for it: their predictions and masks show what this small model does "
-            "with unfamiliar input, not what an ImageNet model would attend to. For photos, run "
-            "online with --model resnest50d (timm, ImageNet weights) or pass a checkpoint.")
+            f"{classes}): its attention is meaningful on images like those, which come first "
+            "below with their ground truth; other images are out of distribution for it.")
 
 
 def layer_columns(rows: list[dict[str, Any]]) -> list[str]:
@@ -149,6 +148,34 @@ def _predicted_map(run: ReportData, i: int) -> dict[str, Any] | None:
             "classes": run.logits.shape[1]}
 
 
+def sections(run: ReportData, loc: Localisation, images: list[dict[str, Any]],
+             ) -> list[dict[str, Any]]:
+    """The per-image figures in sections: for a model trained on generated shapes, the images it
+    was trained for (with ground truth) first, then the others, headed as out of distribution;
+    for any other model one untitled section."""
+    inside = [im for i, im in enumerate(images) if loc.in_distribution(i)]
+    if loc.trained_on != "shapes":
+        return [{"title": None, "images": images}]
+    outside = [im for i, im in enumerate(images) if not loc.in_distribution(i)]
+    out = []
+    if inside:
+        out.append({"id": "in-distribution", "images": inside,
+                    "title": f"In distribution: generated shapes ({len(inside)})",
+                    "note": "What the model was trained on. The object is outlined (ground "
+                            "truth); under each image, whether each spatial mask peaks on the "
+                            "object and its energy-in-box (the mask's mass in the object's box "
+                            "÷ the box's share of the image; 1.0 = no preference), beside a "
+                            "random-init copy of the same network on the same image."})
+    if outside:
+        out.append({"id": "out-of-distribution", "images": outside,
+                    "title": f"Out of distribution for {run.model_name} ({len(outside)})",
+                    "note": f"{run.model_name} was trained only on generated shapes: on these "
+                            "images its predictions and masks show what a small model does with "
+                            "unfamiliar input, not what it attends to. For photos, run online "
+                            "with an ImageNet model: attnviz report IMAGES --model resnest50d."})
+    return out
+
+
 def css_name(i: int) -> str:
     return f"img{i}"
 
@@ -157,9 +184,12 @@ def page_context(run: ReportData, params: ReportParameters,
                  attribution: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything the template draws."""
     shown = min(params.max_figures, len(run.images))
+    loc = localise(run) if shown else Localisation()
     images = [{"n": i + 1, "path": run.paths[i], "pred": run.predictions[i], "css": css_name(i),
                "size": tuple(run.images[i].shape[-2:]),
                "predicted_map": _predicted_map(run, i),
+               "outline": outline_uri(loc.masks[i].numpy()) if i in loc.masks else None,
+               "localisation": loc.rows.get(i),
                "groups": image_groups(run.records, i, params.top_k)} for i in range(shown)]
     return {
         "title": f"attnviz report: {run.model_name}", "run_id": run.run_id,
@@ -167,6 +197,7 @@ def page_context(run: ReportData, params: ReportParameters,
         "random_weights": run.random_weights, "output_kind": run.output_kind,
         "backgrounds": [(css_name(i), image_uri(run.images[i])) for i in range(shown)],
         "colour_bar": colour_bar_uri(), "images": images, "n_images": len(run),
+        "sections": sections(run, loc, images),
         "tables": tables(run), "attribution": attribution, "top_k": params.top_k,
     }
 

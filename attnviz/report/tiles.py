@@ -76,6 +76,20 @@ def map_uri(values: np.ndarray, lo: float = 0.0, hi: float = 1.0) -> str:
     return data_uri(map_png(values, lo, hi), "image/png")
 
 
+def outline_uri(mask: np.ndarray) -> str:
+    """A (H, W) object mask as a transparent PNG with its outline (the mask's pixels next to a
+    pixel outside it) in magenta, drawn over an image of the same grid."""
+    m = np.asarray(mask, dtype=bool)
+    pad = np.pad(m, 1, constant_values=False)
+    inner = pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:]
+    edge = m & ~inner
+    rgba = np.zeros((*m.shape, 4), np.uint8)
+    rgba[edge] = (255, 0, 255, 255)
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
+    return data_uri(buf.getvalue(), "image/png")
+
+
 def colour_bar_uri() -> str:
     """The shared colour bar: 0 on the left, 1 on the right."""
     return map_uri(np.linspace(0, 1, LEVELS)[None])
