@@ -22,6 +22,7 @@ import pytest
 from nbclient import NotebookClient
 from PIL import Image
 
+from attnviz.datasets import CLASSES
 from attnviz.resources import REPORT_NOTEBOOK, notebook_paths, notebooks_dir
 
 NOTEBOOKS = [p for p in notebook_paths() if p.name != REPORT_NOTEBOOK]
@@ -101,6 +102,11 @@ def test_notebook_runs(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if "from attnviz.widgets import" in path.read_text():
         widgets = [o for o in outputs if WIDGET_MIME in o.get("data", {})]
         assert widgets, f"{path.name}: the explorer widget was not displayed"
+    if path.stem == "06_your_own_model":  # the explorer shows the 32-px model as trained
+        still = [o["data"]["text/plain"] for o in outputs
+                 if "last view of the explorer" in o.get("data", {}).get("text/plain", "")]
+        assert still and "16×16" in still[-1] and "112×112" not in still[-1], still
+        assert any(f"prediction: {c}" in still[-1] for c in CLASSES), still
     print(f"{path.name}: {elapsed:.1f} s, {len(images)} figures")
 
 

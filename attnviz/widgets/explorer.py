@@ -191,5 +191,8 @@ class AttentionExplorer(ExplorerControls):
 
     def _describe(self) -> str:
         """The current view in words (for the still image)."""
+        a = self.analysis()
+        r = a.records[self.layer_slider.value]
+        shape = "×".join(str(d) for d in r.value.shape[1:])
         return (f"image {self.image_select.value}, layer "
-                f"{self.site_names[self.layer_slider.value]}")
+                f"{self.site_names[self.layer_slider.value]} {shape}; {a.prediction_text()}")
