@@ -312,3 +312,18 @@ def test_one_lock_for_report_and_stats(images, tmp_path, capsys) -> None:
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted([".attnviz.lock", "per_image", "stats.html", "stats.json",
                             "report.html", "summary.csv", "summary.json"])
+
+
+@pytest.mark.parametrize("name", ["segmenter", "detector", "result_object"])
+def test_python_api_on_any_output(name, images, tmp_path) -> None:
+    from attnviz.report import write_report
+    from attnviz.stats import dataset_stats, read_stats
+
+    net = CASES[name][0]()
+    page = write_report([str(images)], model=net, out_dir=tmp_path / "r", progress=False)
+    assert page.is_file()
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["output"]["kind"] == CASES[name][1]
+    doc = read_stats(dataset_stats("shapes:4", net, tmp_path / "s", progress=False))
+    assert doc["model"]["output_kind"] == CASES[name][1]
+    assert {layer["kind"] for layer in doc["layers"]} >= {"channel", "spatial"}
