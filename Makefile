@@ -69,6 +69,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/stats_throughput.py --model demo-se
 	$(BIN)/python benchmarks/stats_distributed.py --procs 2
 	$(BIN)/python benchmarks/stats_memory.py --n 20000 --per-image
+	$(BIN)/python benchmarks/attribution_overhead.py
 
 clean:
 	rm -rf $(VENV) reports dist build .pytest_cache .ruff_cache

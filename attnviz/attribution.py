@@ -119,11 +119,19 @@ class Scores:
     (:func:`attnviz.outputs.class_scores`: a classifier's logits; for a dense prediction, each
     class's logit summed over its predicted region), whatever the model returns."""
 
-    def __init__(self, twin: nn.Module, output: Any = None) -> None:
-        self.twin, self.output = twin, OutputSelector.parse(output)
+    def __init__(self, twin: nn.Module, output: Any = None, top: bool = False) -> None:
+        self.twin, self.output, self.top = twin, OutputSelector.parse(output), top
 
     def __call__(self, x: Tensor) -> Tensor:
-        return class_scores(call_model(self.twin, x), x.shape[0], self.output)
+        scores = class_scores(call_model(self.twin, x), x.shape[0], self.output)
+        if self.top:  # (B, 1): the predicted class's score, picked in the same forward pass
+            return scores.gather(1, scores.detach().argmax(1, keepdim=True))
+        return scores
+
+    def predicted(self) -> Scores:
+        """The same scores reduced to the predicted class's (target 0): the forward that picks
+        the class is the one the gradient flows through (no second forward pass)."""
+        return Scores(self.twin, self.output, top=True)
 
 
 def _prepare(model: nn.Module, x: Tensor, output: Any = None) -> tuple[Scores, Tensor]:
@@ -230,7 +238,10 @@ def gradcam(
 
     name = _layer_name(model, layer)
     twin, x = _prepare(model, x, output)
-    t = _target(twin, x, target)
+    if target is None:  # one forward pass picks the class and feeds the backward
+        twin, t = twin.predicted(), torch.zeros(len(x), dtype=torch.long, device=x.device)
+    else:
+        t = _target(twin, x, target)
     cam = LayerGradCam(twin, twin.twin.get_submodule(name))
     out = cam.attribute(x, target=t, relu_attributions=relu)
     if out.ndim != 4:
@@ -280,7 +291,10 @@ def saliency(model: nn.Module, x: Tensor, target: Target = None, reduce: str = "
     Saliency = _captum_attr().Saliency
 
     twin, x = _prepare(model, x, output)
-    t = _target(twin, x, target)
+    if target is None:  # one forward pass picks the class and feeds the backward
+        twin, t = twin.predicted(), torch.zeros(len(x), dtype=torch.long, device=x.device)
+    else:
+        t = _target(twin, x, target)
     x = x.clone().requires_grad_(True)
     return _reduce(Saliency(twin).attribute(x, target=t, abs=False), reduce)
 
@@ -348,7 +362,10 @@ def attribute(
             raise ParameterError("gradcam needs mask_layer= (a spatial mask name) or layer=")
         layer = layer_for_mask(model, mask_layer)
     twin, xd = _prepare(model, x, output)
-    t = _target(twin, xd, target)
+    # integrated gradients and occlusion need the class fixed first; Grad-CAM and saliency alone
+    # pick it inside their own forward pass
+    t = _target(twin, xd, target) if target is not None or set(methods) - {
+        "gradcam", "saliency"} else None
     out: dict[str, Tensor] = {}
     for m in methods:
         kw = dict(options.get(m, {}))

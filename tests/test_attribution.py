@@ -292,3 +292,32 @@ def test_attribute_shapes_and_table(demo):
     fig2 = plot_agreement(rows)
     for f in (fig, fig2):
         f.savefig(io.BytesIO(), format="png", dpi=40)
+
+
+class _Counting(nn.Module):
+    """A tiny CNN that counts its forward passes (in every deep copy too)."""
+
+    calls = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        type(self).calls += 1
+        return self.head(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("method", ["gradcam", "saliency"])
+def test_target_none_is_one_forward_pass(method) -> None:
+    net = _Counting().eval()
+    x = torch.rand(3, 3, 8, 8)
+    A.clear_cache()
+    before = _Counting.calls
+    kw = {"layer": "conv"} if method == "gradcam" else {}
+    fn = getattr(A, method)
+    picked = fn(net, x, **kw)
+    assert _Counting.calls - before == 1  # the pass that picks the class feeds the backward
+    explicit = fn(net, x, target=net(x).argmax(1), **kw)
+    assert torch.allclose(picked, explicit, atol=1e-6)
