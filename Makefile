@@ -70,6 +70,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/stats_distributed.py --procs 2
 	$(BIN)/python benchmarks/stats_memory.py --n 20000 --per-image
 	$(BIN)/python benchmarks/attribution_overhead.py
+	$(BIN)/python benchmarks/threads.py
 
 clean:
 	rm -rf $(VENV) reports dist build .pytest_cache .ruff_cache

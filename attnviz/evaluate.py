@@ -178,13 +178,17 @@ def format_table(trained: Evaluation, baseline: Evaluation | None = None) -> str
 def main(argv: list[str] | None = None) -> int:
     from .engine import load_for_run, probe, random_weights_note
     from .models.user import add_model_arguments, model_options
+    from .threads import add_threads_argument
+    from .threads import apply as apply_threads
 
     p = CommandParser(prog="attnviz evaluate", description=__doc__.splitlines()[0])
     add_model_arguments(p)
+    add_threads_argument(p)
     p.add_argument("--n", type=int, default=2000, help="held-out shapes images")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
+    apply_threads(args.threads)
     model, _ = load_for_run(args.model, args.device, random_weights=args.random_weights,
                             **model_options(args))
     data = make_shapes(args.n, seed=TEST_SEED, size=args.size)

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from .. import threads
 from ..checks import cpu_count
 from ..engine import forward, load_for_run, probe, random_weights_note
 from ..models.preprocess import class_names, input_spec, model_device, normalize
@@ -241,7 +242,8 @@ def analyse(
     bar = image_progress(len(paths), "attention", disable=not progress)
     try:
         # record() checks the layer pattern (NoAttentionError) before any image is read
-        with torch.no_grad(), record(net, layers=params.layers) as rec:
+        with threads.using(params.threads), torch.no_grad(), \
+                record(net, layers=params.layers) as rec:
             for idx, batch, bad in (prefetch(loader) if _read_ahead(params) else loader):
                 if batch is not None:
                     x = normalize(net, batch.to(dev))

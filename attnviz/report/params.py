@@ -62,6 +62,9 @@ class ReportParameters:
                                "(default: %(default)s)", "--batch-size", "N", 1, MAX_BATCH_SIZE)
     num_workers: int = _opt(0, "DataLoader worker processes reading images, at most the CPU "
                                "count (default: %(default)s)", "--workers", "N", 0)
+    threads: int | None = _opt(None, "CPU threads for the model, 1 to 1024 (default: the cores "
+                                     "not busy with other work, at least 1)", "--threads", "N",
+                               1, 1024)
     notebook: bool = _opt(False, "also run the report notebook (papermill; slower) and keep the "
                                  f"executed {REPORT_NOTEBOOK}: its tables, not the figures",
                           "--notebook")
@@ -140,6 +143,8 @@ def validate(params: ReportParameters | None = None, *, out: bool = True,
     check_int("max_figures", p.max_figures, 0)
     check_int("batch_size", p.batch_size, 1, MAX_BATCH_SIZE)
     workers = cap_workers(p.num_workers)
+    if p.threads is not None:
+        check_int("threads", p.threads, 1, 1024)
     if not isinstance(p.model, nn.Module) and (not isinstance(p.model, str) or not p.model):
         raise ParameterError(f"model must be a model name or an nn.Module, got {p.model!r}")
     if p.layers is not None and (not isinstance(p.layers, str) or not p.layers):

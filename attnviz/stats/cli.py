@@ -9,6 +9,7 @@ from ..checks import MAX_BATCH_SIZE
 from ..commands import CommandParser, UsageError, run_command
 from ..errors import AttnvizError
 from ..terminal import one_line, shown
+from ..threads import add_threads_argument
 from .distributed import env_rank
 
 STATS_HELP = """Attention statistics of MODEL over a whole dataset: per class and layer the mean
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                       formatter_class=fmt)
     p.add_argument("data", nargs="+", metavar="DATA", help=DATA_HELP)
     add_model_arguments(p)
+    add_threads_argument(p)
     p.add_argument("--out", default="stats", metavar="DIR",
                    help="output folder (default: %(default)s)")
     p.add_argument("--layers", default=None, metavar="PAT",
@@ -74,7 +76,7 @@ def _stats(argv: list[str]) -> int:
 
     path = dataset_stats(
         args.data, args.model, args.out, model_options=model_options(args), output=args.output,
-        random_weights=args.random_weights, layers=args.layers,
+        random_weights=args.random_weights, layers=args.layers, threads=args.threads,
         batch_size=args.batch_size, workers=args.workers, device=args.device, amp=args.amp,
         per_image=args.per_image, resume=args.resume, save_every=args.save_every,
         progress=not args.no_progress)

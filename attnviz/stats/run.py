@@ -26,6 +26,7 @@ from ..errors import AttnvizError, ParameterError
 from ..models import resolve_device
 from ..models.preprocess import InputSpec, class_names, input_spec
 from ..outputs import Output, OutputSelector
+from ..threads import using as using_threads
 from . import checkpoint, document, publish
 from .aggregate import ALL_IMAGES, Aggregate, ClassInfo, spec_from_json
 from .checkpoint import Progress
@@ -137,6 +138,7 @@ def dataset_stats(
     batch_size: int = 64,
     workers: int = 0,
     device: str = "auto",
+    threads: int | None = None,
     amp: bool = False,
     per_image: bool = False,
     resume: bool = False,
@@ -157,6 +159,8 @@ def dataset_stats(
         layers: only attention modules whose name matches (``"layer4*"``).
         batch_size, workers: of each process's DataLoader.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` (under torchrun: the process's local GPU).
+        threads: CPU threads of each process (None: the free cores shared among the run's
+            processes on this machine, at least 1; see :mod:`attnviz.threads`).
         amp: mixed precision (fp16 on CUDA, bf16 on CPU).
         per_image: also write ``OUT/per_image/rank-RRRRR.parquet``.
         resume: continue from the checkpoints of an interrupted run into ``out``.
@@ -181,7 +185,9 @@ def dataset_stats(
         if dev.type == "cuda" and dev.index is None:
             dev = torch.device("cuda", dist.local_rank)
         job.loop.progress = job.loop.progress and dist.main
-        return _run(dist, dev, job)
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world) or 1)
+        with using_threads(threads, share=local):
+            return _run(dist, dev, job)
     finally:
         dist.close()
 
