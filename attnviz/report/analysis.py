@@ -110,7 +110,14 @@ class ReportData:
         return list(dict.fromkeys(info["kind"] for info in self.layers_found))
 
     def layer_table(self) -> list[dict[str, Any]]:
-        """One row per layer: the per-image statistics averaged over every image."""
+        """One row per layer: the per-image statistics averaged over every image (computed
+        once: the page and ``summary.json`` both show it)."""
+        cached = self.__dict__.get("_layer_table")
+        if cached is None:
+            cached = self.__dict__["_layer_table"] = self._layer_table()
+        return cached
+
+    def _layer_table(self) -> list[dict[str, Any]]:
         sums: dict[tuple[str, str], dict[str, list[float]]] = {}
         for s in self.summaries:
             acc = sums.setdefault((s["layer"], s["kind"]), {})

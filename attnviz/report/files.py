@@ -39,18 +39,29 @@ def csv_cell(value: object) -> object:
 
 def json_safe(value: Any) -> Any:
     """``value`` with every NaN / infinite float replaced by None (tuples become lists)."""
-    if isinstance(value, float):
+    t = type(value)
+    if t is float:
         return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+    if t is dict or isinstance(value, dict):
+        return {k if type(k) is str else str(k): json_safe(v) for k, v in value.items()}
+    if t is list or isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
+    if isinstance(value, float):  # float subclasses (numpy.float64)
+        return value if math.isfinite(value) else None
     return value
 
 
 def dumps(value: Any) -> str:
-    """Strict JSON text (raises instead of writing NaN)."""
-    return json.dumps(json_safe(value), indent=1, allow_nan=False, ensure_ascii=False) + "\n"
+    """Strict JSON text (raises instead of writing NaN), compact: without ``indent`` Python's
+    C encoder writes it (about 4x faster for a large report; ``python -m json.tool`` shows it
+    indented)."""
+    def encode(v: Any) -> str:
+        return json.dumps(v, separators=(",", ":"), allow_nan=False, ensure_ascii=False) + "\n"
+
+    try:
+        return encode(value)  # no NaN / infinity anywhere: the common case, one C-encoder pass
+    except ValueError:
+        return encode(json_safe(value))
 
 
 def write_summaries(run: ReportData, out_dir: str | os.PathLike) -> tuple[Path, Path]:
