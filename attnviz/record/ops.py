@@ -15,14 +15,19 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from .derive import handlers as derive_handlers
+
 if TYPE_CHECKING:
     from .observe import Observer
 
 
-def _on_sigmoid(obs: Observer, args, kwargs, out) -> None:
-    src = args[0] if args else kwargs.get("input")
-    ref = weakref.ref(src) if isinstance(src, Tensor) else None
-    obs.new_tag("gate", out, act_input=ref)
+def _on_gate(act: str) -> Callable:
+    def handler(obs: Observer, args, kwargs, out) -> None:
+        src = args[0] if args else kwargs.get("input")
+        ref = weakref.ref(src) if isinstance(src, Tensor) else None
+        obs.new_tag("gate", out, act_input=ref, act=act)
+
+    return handler
 
 
 def _on_softmax(obs: Observer, args, kwargs, out) -> None:
@@ -55,24 +60,18 @@ def _on_expand(obs: Observer, args, kwargs, out) -> None:
         obs.tag(out, tag)  # keep the shape before broadcasting
 
 
-def _on_mul(obs: Observer, args, kwargs, out) -> None:
-    a = args[0] if args else None
-    b = args[1] if len(args) > 1 else kwargs.get("other")
-    ta, tb = obs.get(a), obs.get(b)
-    if ta is not None and tb is None and isinstance(b, Tensor) and b.ndim >= 3:
-        obs.gate_meets(ta, b)
-    elif tb is not None and ta is None and isinstance(a, Tensor) and a.ndim >= 3:
-        obs.gate_meets(tb, a)
-
-
 def _on_matmul(obs: Observer, args, kwargs, out) -> None:
     operands = args[1:] if args and isinstance(args[0], str) else args
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = operands[0]
-    for t in operands:
+    for i, t in enumerate(operands):
         tag = obs.get(t)
         if tag is not None and tag.kind == "softmax" and tag.piece is None:
-            obs.attention(tag)
+            obs.attention(tag, t, right=i == 1 and len(operands) == 2 and not _is_einsum(args))
+
+
+def _is_einsum(args: tuple) -> bool:
+    return bool(args) and isinstance(args[0], str)
 
 
 def sdpa_weights(q: Tensor, k: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False,
@@ -98,10 +97,17 @@ def sdpa_weights(q: Tensor, k: Tensor, attn_mask: Tensor | None = None, is_causa
 def _on_sdpa(obs: Observer, args, kwargs, out) -> None:
     names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
     bound = dict(zip(names, args, strict=False)) | kwargs
+    q, k = bound["query"], bound["key"]
+    shape = (*q.shape[:-1], k.shape[-2])
+    if not obs.admit(shape):
+        return  # over the memory budget or filtered out: never computed
     w = sdpa_weights(bound["query"], bound["key"], bound.get("attn_mask"),
                      bool(bound.get("is_causal", False)), bound.get("scale"),
                      bool(bound.get("enable_gqa", False)))
-    obs.weights(w, "scaled_dot_product_attention weights")
+    p = float(bound.get("dropout_p") or 0.0)
+    note = {"dropout": f"p={p:g}: the fused kernel dropped weights at random; these are the "
+                       "weights before dropout"} if p > 0 else {}
+    obs.weights(w, "scaled_dot_product_attention weights", **note)
 
 
 def _on_mha(obs: Observer, args, kwargs, out) -> None:
@@ -111,6 +117,7 @@ def _on_mha(obs: Observer, args, kwargs, out) -> None:
     import torch.nn.functional as F
 
     bound = inspect.signature(F.multi_head_attention_forward).bind(*args, **kwargs)
+    p = float(bound.arguments.get("dropout_p") or 0.0) if bound.arguments.get("training") else 0.0
     bound.arguments.update(need_weights=True, average_attn_weights=False, dropout_p=0.0)
     if bound.arguments.get("is_causal") and bound.arguments.get("attn_mask") is None:
         return  # the causal mask is implied and not passed: nothing exact to recompute from
@@ -118,13 +125,17 @@ def _on_mha(obs: Observer, args, kwargs, out) -> None:
     if w is None:
         return
     w = w if w.ndim == 4 else w[None]
-    obs.weights(w, "nn.MultiheadAttention weights", batch=w.shape[0])
+    note = {"dropout": f"p={p:g}: dropout applied in the forward; these are the weights "
+                       "before dropout"} if p > 0 else {}
+    obs.weights(w, "nn.MultiheadAttention weights", batch=w.shape[0], **note)
 
 
 def _handlers() -> dict[str, Callable]:
-    table: dict[str, Callable] = {}
-    for n in ("sigmoid", "sigmoid_", "expit", "hardsigmoid"):
-        table[n] = _on_sigmoid
+    table: dict[str, Callable] = dict(derive_handlers())
+    for n in ("sigmoid", "sigmoid_", "expit"):
+        table[n] = _on_gate("sigmoid")
+    for n in ("hardsigmoid", "hardsigmoid_"):
+        table[n] = _on_gate("hardsigmoid")
     table["softmax"] = _on_softmax
     for n in ("view", "reshape", "unsqueeze", "squeeze", "transpose", "permute", "contiguous",
               "flatten", "unflatten", "view_as", "reshape_as", "t", "movedim", "to", "float",
@@ -134,8 +145,6 @@ def _handlers() -> dict[str, Callable]:
     table["__getitem__"] = _on_getitem
     for n in ("expand", "expand_as", "broadcast_to"):
         table[n] = _on_expand
-    for n in ("mul", "mul_", "__mul__", "__rmul__", "__imul__", "multiply"):
-        table[n] = _on_mul
     for n in ("matmul", "__matmul__", "__rmatmul__", "bmm", "einsum"):
         table[n] = _on_matmul
     table["scaled_dot_product_attention"] = _on_sdpa

@@ -13,6 +13,7 @@ found, so the steady state costs about as little as plain hooks.
 
 from __future__ import annotations
 
+import math
 import warnings
 import weakref
 from collections.abc import Iterable
@@ -36,6 +37,27 @@ from .sites import (
     stage_block,
 )
 
+
+class MemoryBudgetWarning(UserWarning):
+    """Sites were skipped because recording them would exceed ``max_bytes``."""
+
+
+_FAST_PATHS = (nn.TransformerEncoder, nn.TransformerEncoderLayer, nn.TransformerDecoder,
+               nn.TransformerDecoderLayer, nn.Transformer)
+
+
+def fast_path_scope(model: nn.Module, scope: str) -> str:
+    """The scope to watch for a weight found in ``scope``: widened to the outermost enclosing
+    module that has a fused fast path (``nn.TransformerEncoderLayer`` in eval + no_grad), which
+    a watched scope switches off, so later recordings see what the first one saw."""
+    parts = scope.split(".") if scope else []
+    for i in range(len(parts) + 1):
+        name = ".".join(parts[:i])
+        if isinstance(model.get_submodule(name), _FAST_PATHS):
+            return name
+    return scope
+
+
 _ACTIVE: weakref.WeakKeyDictionary[nn.Module, Recorder] = weakref.WeakKeyDictionary()
 DEFAULT_MAX_BYTES = 2 * 1024**3
 
@@ -56,7 +78,11 @@ class Recorder(RecordSet):
         observe: also find weights by watching the computation (default); ``False`` uses only
             the named adapters.
         heads: ``"all"`` keeps attention maps per head, ``"mean"`` averages them over heads.
-        max_bytes: refuse (``MemoryBudgetError``) to hold more than this many bytes of records.
+        max_bytes: hold at most this many bytes of records. A weight's size is known before it
+            is copied (or, for fused attention, computed), so a site over the budget is skipped
+            before anything is allocated, with one ``MemoryBudgetWarning``; the forward and its
+            output are untouched. If every site was skipped, leaving the block raises
+            ``MemoryBudgetError``.
     """
 
     def __init__(
@@ -74,6 +100,12 @@ class Recorder(RecordSet):
         super().__init__()
         if not isinstance(model, nn.Module):
             raise ParameterError(f"record() needs a torch.nn.Module, got {type(model).__name__}")
+        if isinstance(model, torch.jit.ScriptModule):
+            raise ParameterError(
+                f"{type(model).__name__} is a TorchScript model (torch.jit.script/trace): its "
+                "compiled code runs no Python hooks, so attnviz cannot watch it; record the "
+                "original nn.Module instead"
+            )
         if hasattr(model, "_orig_mod") and type(model).__name__ == "OptimizedModule":
             raise ParameterError(
                 "this model was compiled with torch.compile, and compiled code runs no hooks: "
@@ -90,6 +122,7 @@ class Recorder(RecordSet):
         self._kinds = _parse_kinds(kinds)
         self._info: ModelInfo = model_info(model)
         self._discover = observe and (_discover or self._info.observed is None)
+        self._find = _discover  # find_attention returns the candidates instead of warning
         self.sites: list[AttentionSite] = [s for s in self._info.adapter_sites if self._keep(s)]
         self.problems: list[str] = []
         self._handles: list[Any] = []
@@ -100,6 +133,11 @@ class Recorder(RecordSet):
         self._scopes_found: set[str] = set()
         self._hooked_found: dict[str, tuple[str, str, str]] = {}
         self._observer: Observer | None = None
+        self._ran: set[str] = set()
+        self._failed: set[str] = set()
+        self._over_budget = False
+        self.watched = 0  # how many times the observer was entered (0: hooks only)
+        self.skipped: list[str] = []  # sites left out (over the budget, internal failure)
         if not self._discover:
             self._check_known()
 
@@ -155,10 +193,10 @@ class Recorder(RecordSet):
     def _install(self) -> None:
         on_root = self._on_root  # a closure, not a bound method: deepcopy(model) copies hooks
 
-        def root_hook(module: nn.Module, args: object) -> None:
-            on_root(module, args)
+        def root_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            on_root(module, args, kwargs)
 
-        self._handles.append(self.model.register_forward_pre_hook(root_hook))
+        self._handles.append(self.model.register_forward_pre_hook(root_hook, with_kwargs=True))
         for site in self.sites:
             hook = site.adapter.hook
             target = site.module.get_submodule(hook) if hook else site.module
@@ -167,13 +205,15 @@ class Recorder(RecordSet):
             for target_name, site in self._info.hooked.items():
                 target = self.model.get_submodule(target_name)
                 self._handles.append(target.register_forward_hook(self._output_hook(site, target)))
-        scopes = {""} if self._discover else self._info.scopes
-        if not self.observe or not scopes:
+        if not self.observe:
             return
         covered = {s.module for s in self._info.adapter_sites}
         self._stack = ModuleStack(self.model, covered)
-        self._observer = Observer(self._stack, self._on_observation)
-        self._scopes = scopes
+        self._observer = Observer(self._stack, self._on_observation, self._on_failure,
+                                  self._admit)
+        # later recordings watch the scopes where weights were found, and any module that never
+        # ran while watched (data-dependent routing): nothing a first pass saw can escape
+        self._scopes = {""} if self._discover else self._info.scopes
         self._handles.append(_module_hooks.register_module_forward_pre_hook(self._on_pre))
         self._handles.append(
             _module_hooks.register_module_forward_hook(self._on_post, always_call=True)
@@ -183,10 +223,19 @@ class Recorder(RecordSet):
         self._remove()
         if exc_type is not None:
             return
-        if self._discover and self._pass >= 0:
+        if self._discover and self._pass >= 0 and not self.skipped:
             self._info.observed = dict(self._seen)
             self._info.scopes = set(self._scopes_found)
             self._info.hooked = dict(self._hooked_found)
+            self._info.ran = set(self._ran)
+            self._warn_candidates(quiet=self._find)
+        elif self.observe and self._pass >= 0 and self._info.observed is not None:
+            self._info.observed.update(self._seen)  # found in modules first run now
+            self._info.scopes |= self._scopes_found
+            self._info.hooked.update(self._hooked_found)
+            self._info.ran |= self._ran
+        if self._pass >= 0 and not self._added and self._over_budget:
+            raise MemoryBudgetError(self.problems[-1])
         if self._pass >= 0 and not self._added:
             known = [s.name for s in self._info.adapter_sites] + list(self._seen)
             if known:
@@ -217,31 +266,49 @@ class Recorder(RecordSet):
         return bool(self._handles)
 
     # -- hooks -------------------------------------------------------------------------------
-    def _on_root(self, module: nn.Module, _args: object) -> None:
+    def _on_root(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         if module is self.model and not _in_backward():
             self._pass += 1
             self._firings.clear()
+            if self._observer is not None:
+                self._stack.set_input(args, kwargs)
+
+    def _watch(self, name: str | None) -> bool:
+        """Is ``name`` a module to watch: a scope where weights were found, or a module that
+        never ran while watched?"""
+        return name is not None and (name in self._scopes or name not in self._info.ran)
 
     def _on_pre(self, module: nn.Module, args: tuple) -> None:
-        name = self._stack.push(module, args)
-        if name is not None and name in self._scopes:
-            if self._depth == 0:
-                self._observer.__enter__()
-            self._depth += 1
+        try:
+            name = self._stack.push(module, args)
+            if self._depth == 0 and not self._watch(name):
+                return
+            if name is not None:
+                self._ran.add(name)
+            if self._watch(name):
+                if self._depth == 0:
+                    self._observer.__enter__()
+                    self.watched += 1
+                self._depth += 1
+        except Exception as e:
+            self._on_failure(self._stack.owner(), e)
 
     def _on_post(self, module: nn.Module, _args: object, _out: object) -> None:
-        name = self._stack.pop(module)
-        if name is None:
-            return
-        if name in self._scopes and self._depth > 0:
-            self._depth -= 1
-            if self._depth == 0:
-                self._observer.flush()
-                self._observer.__exit__(None, None, None)
-        elif self._depth > 0:
-            self._observer.purge()
-        if self._discover and self._depth > 0:
-            self._observer.returned(name, _out)
+        try:
+            name = self._stack.pop(module)
+            if name is None:
+                return
+            if self._watch(name) and self._depth > 0:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._observer.flush()
+                    self._observer.__exit__(None, None, None)
+            elif self._depth > 0:
+                self._observer.purge()
+            if self._depth > 0:
+                self._observer.returned(name, _out)
+        except Exception as e:
+            self._on_failure(self._stack.owner(), e)
 
     def _adapter_hook(self, site: AttentionSite, target: nn.Module):
         adapter, module = site.adapter, site.module
@@ -249,8 +316,12 @@ class Recorder(RecordSet):
         def hook(mod: nn.Module, _inp: object, out: torch.Tensor) -> None:
             if mod is not target:  # a deepcopy of the model carries this hook along: ignore
                 return
-            value = adapter.transform(out if self.keep_graph else out.detach(), module)
-            self._add(site.name, site.kind, value, site.module_type, "adapter", {}, site.order)
+            try:
+                value = adapter.transform(out if self.keep_graph else out.detach(), module)
+                self._add(site.name, site.kind, value, site.module_type, "adapter", {},
+                          site.order)
+            except Exception as e:
+                self._on_failure(site.name, e)
 
         return hook
 
@@ -259,39 +330,69 @@ class Recorder(RecordSet):
 
         def hook(mod: nn.Module, _inp: object, out: torch.Tensor) -> None:
             if mod is target:
-                value = canonical(kind, out if self.keep_graph else out.detach())
-                self._add(name, kind, value, label, "observed", {})
+                try:
+                    value = canonical(kind, out if self.keep_graph else out.detach())
+                    self._add(name, kind, value, label, "observed", {})
+                except Exception as e:
+                    self._on_failure(name, e)
 
         return hook
 
     def _on_observation(self, obs: Observation) -> None:
         if _in_backward():
             return
-        if self._discover:
-            self._seen.setdefault(obs.name, (obs.kind, obs.label))
-            if obs.hook is not None:
-                self._hooked_found[obs.hook] = (obs.name, obs.kind, obs.label)
-            else:
-                self._scopes_found.add(obs.scope)
+        self._seen.setdefault(obs.name, (obs.kind, obs.label))
+        if obs.hook is not None:
+            self._hooked_found[obs.hook] = (obs.name, obs.kind, obs.label)
+        else:
+            self._scopes_found.add(fast_path_scope(self.model, obs.scope))
         self._add(obs.name, obs.kind, obs.value, obs.label, "observed", obs.meta)
+
+    def _on_failure(self, name: str, error: Exception) -> None:
+        """An internal failure at ``name``: drop that site with one warning; the forward goes on
+        unchanged."""
+        if name in self._failed:
+            return
+        self._failed.add(name)
+        msg = (f"attnviz could not record {name or '(model)'!r} ({type(error).__name__}: "
+               f"{error}); that site is left out of this recording, the forward pass is unchanged")
+        self.skipped.append(name)
+        self.problems.append(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+
+    def _admit(self, name: str, shape: tuple[int, ...], kind: str = "attention") -> bool:
+        """May a weight of ``shape`` made at ``name`` be computed and kept? Checked before it is
+        allocated: a site over the budget is skipped with one warning, the forward goes on."""
+        if _in_backward() or not matches(name, self._patterns):
+            return False
+        if self._kinds is not None and kind not in self._kinds:
+            return False
+        numel = math.prod(shape)
+        if kind == "attention" and self.heads == "mean" and len(shape) >= 3:
+            numel //= shape[1] if len(shape) >= 4 else 1
+        nbytes = numel * 4
+        if self._bytes + nbytes <= self.max_bytes:
+            return True
+        if name not in self.skipped:
+            self.skipped.append(name)
+        if not self._over_budget:
+            self._over_budget = True
+            msg = (f"recording {name!r} ({kind} {tuple(shape)}, {nbytes / 2**20:.1f} MiB) would "
+                   f"hold {(self._bytes + nbytes) / 2**20:.1f} MiB of records, over max_bytes="
+                   f"{self.max_bytes / 2**20:.1f} MiB: it and any further site over the budget "
+                   "are skipped (see rec.skipped); record fewer layers (layers=...), average "
+                   "attention heads (heads='mean'), use smaller images, or raise max_bytes")
+            self.problems.append(msg)
+            warnings.warn(msg, MemoryBudgetWarning, stacklevel=2)
+        return False
 
     def _add(self, name: str, kind: str, value: torch.Tensor, label: str, source: str,
              meta: dict[str, Any], order: int | None = None) -> None:
-        if _in_backward() or not matches(name, self._patterns):
-            return
-        if self._kinds is not None and kind not in self._kinds:
+        if not self._admit(name, tuple(value.shape), kind):
             return
         if kind == "attention" and self.heads == "mean":
             value = value.mean(1, keepdim=True)
-        nbytes = value.numel() * 4
-        if self._bytes + nbytes > self.max_bytes:
-            raise MemoryBudgetError(
-                f"recording {name!r} ({kind} {tuple(value.shape)}, {nbytes / 2**20:.0f} MiB) "
-                f"would hold {(self._bytes + nbytes) / 2**20:.0f} MiB of records, over "
-                f"max_bytes={self.max_bytes / 2**20:.0f} MiB: record fewer layers (layers=...), "
-                "average attention heads (heads='mean'), use smaller images, or raise max_bytes"
-            )
-        self._bytes += nbytes
+        self._bytes += value.numel() * 4
         self._added += 1
         if self.keep_graph:
             value = value.float()
@@ -307,19 +408,36 @@ class Recorder(RecordSet):
         self.records.append(AttentionRecord(name, kind, value, label, order, stage, block,
                                             max(self._pass, 0), firing, source, meta))
 
+    def _warn_candidates(self, quiet: bool) -> None:
+        """After a watched pass: warn about modules that look like attention but gave no record,
+        even when other sites were found (partial misses are never silent)."""
+        if not self._added or self._patterns is not None or self._kinds is not None:
+            return  # a filtered recording is about the chosen layers only
+        looks = candidates(self.model, [*self._seen, *(s.name for s in self.sites)])
+        self._info.candidates = looks
+        if looks and not quiet:
+            warnings.warn(
+                f"{len(looks)} module(s) of {type(self.model).__name__} look like attention but "
+                f"gave no record: {', '.join(looks[:8])}{' ...' if len(looks) > 8 else ''} "
+                "(attnviz.find_attention(model, x).candidates lists them)", stacklevel=3)
+
     # -- running -----------------------------------------------------------------------------
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Run ``model(x)`` without gradients inside the recording and return the logits."""
         if not self.active:
-            raise RuntimeError("use the recorder inside `with attnviz.record(model) as rec:`")
+            raise RecorderBusyError(
+                "this recorder is not recording: call it inside `with attnviz.record(model) as "
+                "rec:`")
         return self.model(x)
 
     def clear(self) -> None:
         """Forget what was recorded (the hooks stay)."""
         self.records.clear()
         self.problems.clear()
+        self.skipped.clear()
         self._bytes = 0
+        self._over_budget = False
 
     def __repr__(self) -> str:
         n = len(self.records)

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import ParameterError
 from .adapters import Adapter, find_adapter
-from .observe import is_activation
+from .stack import is_activation
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,8 @@ class ModelInfo:
     observed: dict[str, tuple[str, str]] | None = None  # name -> (kind, label), once watched
     scopes: set[str] = field(default_factory=set)  # modules to watch in later recordings
     hooked: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # module -> site
+    ran: set[str] = field(default_factory=set)  # modules seen running while watched
+    candidates: list[str] = field(default_factory=list)  # look like attention, no record
     model: weakref.ref | None = None
     _order: dict[str, int] | None = None
 
@@ -175,6 +177,11 @@ def stage_block(name: str) -> tuple[int | None, int | None]:
 
 _ATTN_NAME = re.compile(r"attn|attention|excit|(^|_)se($|_)|gate|cbam|eca|context|nonlocal|"
                         r"non_local|coord|squeeze", re.IGNORECASE)
+# class-name abbreviations of common attention units: SELayer, SEBlock, SCSEModule, SKConv,
+# BAM, PAM_Module / CAM_Module (DANet), CBAM, ECALayer, GCBlock
+_ATTN_CLASS = re.compile(r"(^|_)(SE|SK|SCSE|BAM|PAM|CAM|CBAM|ECA|GC|DA|CA|SA)([A-Z_]|$)")
+_NOT_ATTN = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.Dropout, nn.Linear,
+             nn.modules.conv._ConvNd, nn.Identity)
 
 
 def candidates(model: nn.Module, recorded: Iterable[str]) -> list[str]:
@@ -182,9 +189,11 @@ def candidates(model: nn.Module, recorded: Iterable[str]) -> list[str]:
     names = list(recorded)
     out = []
     for name, m in model.named_modules():
-        if not name or is_activation(m):
-            continue
-        looks = bool(_ATTN_NAME.search(type(m).__name__) or _ATTN_NAME.search(name.split(".")[-1]))
+        if not name or is_activation(m) or isinstance(m, _NOT_ATTN):
+            continue  # a norm / dropout / projection named after the attention it follows
+        cls = type(m).__name__
+        looks = bool(_ATTN_NAME.search(cls) or _ATTN_CLASS.search(cls)
+                     or _ATTN_NAME.search(name.split(".")[-1]))
         looks = looks or any(
             w in type(c).__name__.lower() for c in m.children() for w in ("sigmoid", "softmax")
         )

@@ -1,0 +1,110 @@
+"""Geometry from the tensors: which axes of an observed map are batch, heads and windows, and
+whether a full-size gate is an activation of the tensor it multiplies.
+
+Attention maps come out of a network as ``(B, heads, Q, K)``, ``(B·heads, Q, K)`` (bmm style),
+or, in windowed attention (Swin and kin), ``(B·windows, heads, Q, K)``. The batch ``B`` is the
+model input's batch axis (``ModuleStack.batch_for``); a windowed map is recorded as
+``(B, heads, windows, Q, K)`` with the window partition in its ``meta`` (see docs/recorder.md).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from .observe import _Tag
+    from .stack import ModuleStack
+
+
+def _pair(v: Any) -> tuple[int, int] | None:
+    if isinstance(v, int):
+        return v, v
+    if isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(i, int) for i in v):
+        return int(v[0]), int(v[1])
+    return None
+
+
+def window_meta(stack: ModuleStack, windows: int, n: int) -> dict[str, Any] | None:
+    """The window partition of the running windowed-attention module: ``windows`` windows of
+    ``n`` tokens each. ``None`` when no running module states a window size that fits."""
+    found = stack.find_attr("window_size")
+    if found is None:
+        return None
+    module, _ = found
+    win = _pair(getattr(module, "window_size", None))
+    if win is None or win[0] * win[1] != n:
+        return None
+    shift = (0, 0)
+    block = stack.find_attr("shift_size")
+    if block is not None:
+        shift = _pair(getattr(block[0], "shift_size", 0)) or (0, 0)
+        grid = _grid_of(block[0], block[1], win, windows)
+    else:
+        grid = _grid_of(module, found[1], win, windows)
+    if grid is None:
+        return None
+    return {"windows": windows, "window": win, "window_grid": (grid[0] // win[0],
+            grid[1] // win[1]), "grid": grid, "shift": shift,
+            "layout": "(B, heads, windows, Q, K)"}
+
+
+def _grid_of(module: Any, shape: tuple[int, ...], win: tuple[int, int],
+             windows: int) -> tuple[int, int] | None:
+    """The (padded) token grid a window partition of ``windows`` windows covers, from the
+    module's ``input_resolution`` or its 4-D input (NHWC or NCHW)."""
+    candidates = []
+    res = _pair(getattr(module, "input_resolution", None))
+    if res is not None:
+        candidates.append(res)
+    if len(shape) == 4:
+        candidates += [(shape[1], shape[2]), (shape[2], shape[3])]
+    for h, w in candidates:
+        hp, wp = math.ceil(h / win[0]) * win[0], math.ceil(w / win[1]) * win[1]
+        if (hp // win[0]) * (wp // win[1]) == windows:
+            return hp, wp
+    return None
+
+
+def map_layout(w: Tensor, batch: int | None, stack: ModuleStack) -> tuple[Tensor, dict]:
+    """``(B, heads, Q, K)`` (or ``(B, heads, windows, Q, K)`` with window meta) from a map
+    whose leading axes fold batch, windows and heads."""
+    q, k = w.shape[-2:]
+    lead = math.prod(w.shape[:-2])
+    b = batch if batch and lead % batch == 0 else lead
+    if w.ndim == 4 and w.shape[0] == b:
+        return w, {}
+    if w.ndim == 4 and w.shape[0] % b == 0:
+        windows = w.shape[0] // b
+        meta = window_meta(stack, windows, q) if q == k else None
+        if meta is not None:
+            return w.reshape(b, windows, w.shape[1], q, k).transpose(1, 2), meta
+    return w.reshape(b, lead // b, q, k), {}
+
+
+def is_self_gate(tag: _Tag, feat: Tensor) -> bool:
+    """True when a full-size gate is an activation of the tensor it multiplies: ``x · σ(a·x +
+    b)`` (SiLU, Swish-β, QuickGELU, ``σ(x.clone())``, hard-swish). The activation's input is
+    recovered from the gate where it is not saturated and must be affine in ``x``."""
+    if tag.act_input is not None and tag.act_input() is feat:
+        return True
+    g = tag.eff
+    if tag.mixed or tuple(g.shape) != tuple(feat.shape) or tag.act not in ("sigmoid",
+                                                                           "hardsigmoid"):
+        return False
+    g, x = g.detach().float().flatten(), feat.detach().float().flatten()
+    if tag.act == "sigmoid":
+        keep = (g > 0.01) & (g < 0.99)
+        s = torch.logit(g[keep])
+    else:
+        keep = (g > 1e-6) & (g < 1 - 1e-6)
+        s = g[keep] * 6 - 3
+    x = x[keep]
+    if s.numel() < 8 or float(x.std()) == 0.0:
+        return False
+    a = float(((x - x.mean()) * (s - s.mean())).sum() / ((x - x.mean()) ** 2).sum())
+    b = float(s.mean() - a * x.mean())
+    return float((s - (a * x + b)).abs().max()) <= 1e-3 * (1.0 + float(s.abs().max()))

@@ -1,0 +1,111 @@
+"""Which modules of a model are running now, and what the model was called with."""
+
+from __future__ import annotations
+
+import re
+
+from torch import Tensor, nn
+
+_RECURRENT = re.compile(r"LSTM|GRU|RNN|Recurrent", re.IGNORECASE)
+_ACTIVATIONS = (nn.Sigmoid, nn.Hardsigmoid, nn.Softmax, nn.Softmax2d, nn.Identity)
+_ACT_WORDS = ("sigmoid", "softmax", "gate", "act")
+
+
+def is_activation(module: nn.Module) -> bool:
+    """A parameter-free leaf that only applies an activation (``nn.Sigmoid``, timm gates)."""
+    if isinstance(module, _ACTIVATIONS):
+        return True
+    name = type(module).__name__.lower()
+    return (
+        not module._modules
+        and not module._parameters
+        and any(w in name for w in _ACT_WORDS)
+    )
+
+
+
+class ModuleStack:
+    """The modules of one model that are running now, innermost last (fed by forward hooks)."""
+
+    def __init__(self, model: nn.Module, covered: set[nn.Module]) -> None:
+        self.names: dict[nn.Module, str] = {m: n for n, m in model.named_modules()}
+        self.order = {n: i for i, n in enumerate(self.names.values())}
+        self.acts = {m for m in self.names if is_activation(m)}
+        self.covered = covered
+        self.covered_depth = 0
+        self.frames: list[tuple[str, nn.Module, tuple[int, ...]]] = []  # name, module, x.shape
+        self.input_shape: tuple[int, ...] | None = None  # of the model's input, set per pass
+        self._types: dict[str, str] | None = None
+
+    def set_input(self, args: tuple, kwargs: dict) -> None:
+        """The model was called: its first tensor argument, positional or keyword
+        (``model(pixel_values=x)``), gives the batch."""
+        for x in (*args, *kwargs.values()):
+            if isinstance(x, Tensor) and x.ndim:
+                self.input_shape = tuple(x.shape)
+                return
+        self.input_shape = None
+
+    def batch_for(self, q: int, k: int) -> int | None:
+        """The batch size of a (…, q, k) map: the model input's first axis, or its second for a
+        sequence-first (T, B, C) input whose first axis is the token count."""
+        shape = self.input_shape
+        if not shape:
+            return None
+        if len(shape) == 3 and shape[0] in (q, k) and shape[1] not in (q, k):
+            return shape[1]
+        return shape[0]
+
+    def recurrent(self) -> bool:
+        """True inside a recurrent cell (LSTM, GRU, ConvLSTM): its gates are not attention."""
+        return any(_RECURRENT.search(type(m).__name__) for _, m, _ in self.frames)
+
+    def find_attr(self, name: str) -> tuple[nn.Module, tuple[int, ...]] | None:
+        """The innermost running module that has attribute ``name``, and its input's shape."""
+        for _, m, shape in reversed(self.frames):
+            if hasattr(m, name):
+                return m, shape
+        return None
+
+    def push(self, module: nn.Module, args: tuple) -> str | None:
+        name = self.names.get(module)
+        if name is None:
+            return None
+        x = args[0] if args else None
+        self.frames.append((name, module, tuple(x.shape) if isinstance(x, Tensor) else ()))
+        if module in self.covered:
+            self.covered_depth += 1
+        return name
+
+    def pop(self, module: nn.Module) -> str | None:
+        if module not in self.names:
+            return None
+        while self.frames:  # tolerate a frame lost to an exception inside a forward
+            name, m, _ = self.frames.pop()
+            if m in self.covered:
+                self.covered_depth -= 1
+            if m is module:
+                return name
+        return None
+
+    def producer(self) -> str:
+        """The innermost running module that is not a bare activation."""
+        for name, m, _ in reversed(self.frames):
+            if m not in self.acts:
+                return name
+        return ""
+
+    def owner(self) -> str:
+        return self.frames[-1][0] if self.frames else ""
+
+    def type_name(self, name: str) -> str:
+        if self._types is None:
+            self._types = {n: type(m).__name__ for m, n in self.names.items()}
+        return self._types.get(name, "model")
+
+    def grid(self, n: int) -> tuple[int, int] | None:
+        """(H, W) of the innermost running module whose 4-D input has H·W = n tokens."""
+        for _, _, shape in reversed(self.frames):
+            if len(shape) == 4 and shape[2] * shape[3] == n:
+                return shape[2], shape[3]
+        return None
