@@ -93,7 +93,7 @@ def evaluate(model: nn.Module, data: Shapes, batch_size: int = 250) -> Evaluatio
         for i in range(0, len(data.labels), batch_size):
             x = prepare(model, data.images[i : i + batch_size]).to(device)
             logits.append(model(x).cpu())
-        rec.cpu()
+        rec = rec.cpu()
     result = Evaluation(metrics.accuracy(torch.cat(logits), data.labels), len(data.labels))
     grids = {r.key: r.meta.get("k_grid") for r in rec.records if r.kind == "attention"}
     for kind in ("spatial", "channel", "radix", "attention"):

@@ -222,7 +222,7 @@ class Observer(TorchFunctionMode):
                   **meta: Any) -> None:
         if w.ndim < 2:
             return
-        value, extra = map_layout(w, batch or self.stack.batch_for(*w.shape[-2:]), self.stack)
+        value, extra = map_layout(w, batch or self.stack.batch_for(tuple(w.shape)), self.stack)
         q, k = w.shape[-2:]
         if extra.get("windows"):
             self._emit(tag, "attention", value, what, **extra, **meta)

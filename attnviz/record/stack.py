@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from torch import Tensor, nn
@@ -46,15 +47,19 @@ class ModuleStack:
                 return
         self.input_shape = None
 
-    def batch_for(self, q: int, k: int) -> int | None:
-        """The batch size of a (…, q, k) map: the model input's first axis, or its second for a
-        sequence-first (T, B, C) input whose first axis is the token count."""
-        shape = self.input_shape
-        if not shape:
+    def batch_for(self, shape: tuple[int, ...]) -> int | None:
+        """The batch size of a map of ``shape`` (…, Q, K): the model input's first axis, or its
+        second for a sequence-first (T, B, C) input whose first axis is the token count."""
+        x = self.input_shape
+        if not x:
             return None
-        if len(shape) == 3 and shape[0] in (q, k) and shape[1] not in (q, k):
-            return shape[1]
-        return shape[0]
+        q, k = shape[-2:]
+        if len(shape) >= 4 and shape[0] == x[0]:
+            return x[0]  # (B, heads, Q, K) already
+        lead = math.prod(shape[:-2])
+        if len(x) == 3 and x[0] in (q, k) and x[1] not in (q, k) and lead % x[1] == 0:
+            return x[1]
+        return x[0]
 
     def recurrent(self) -> bool:
         """True inside a recurrent cell (LSTM, GRU, ConvLSTM): its gates are not attention."""
