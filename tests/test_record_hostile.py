@@ -14,6 +14,7 @@ from torch import nn
 
 import attnviz
 from attnviz.examples import SequentialSE
+from attnviz.record import window_pixels
 from attnviz.record.recorder import MemoryBudgetWarning
 
 ATOL = RTOL = 1e-5
@@ -530,3 +531,36 @@ def test_recorder_call_outside_the_block_is_an_attnviz_error():
     rec = attnviz.record(SequentialSE(4))
     with pytest.raises(attnviz.AttnvizError, match="inside"):
         rec(torch.randn(1, 4, 3, 3))
+
+
+# -- (f) windowed attention ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shift,fused", [(0, True), (2, True), (2, False)])
+def test_swin_windows_are_kept_apart_and_map_back_to_pixels(shift, fused):
+    from timm.models.swin_transformer import SwinTransformerBlock
+
+    blk = SwinTransformerBlock(16, (8, 8), num_heads=2, window_size=4, shift_size=shift).eval()
+    blk.attn.fused_attn = fused
+    x = torch.randn(2, 8, 8, 16)
+    cap = capture(blk, ["norm1"], ["attn", "attn.proj"])
+    with torch.no_grad(), attnviz.record(blk) as rec:
+        blk(x)
+    cap.remove()
+    (r,) = rec.records
+    attn = r.value
+    assert r.name == "attn" and attn.shape == (2, 2, 4, 16, 16)  # (B, heads, windows, Q, K)
+    assert r.meta["window"] == (4, 4) and r.meta["shift"] == (shift, shift)
+    assert r.meta["grid"] == (8, 8) and r.meta["window_grid"] == (2, 2)
+    # every query / key token maps back to its pixel: the windows hold exactly these inputs
+    pix = window_pixels(r.meta)
+    img, windows = cap.outputs["norm1"][0], cap.inputs["attn"][0]
+    _close(img[:, pix[..., 0], pix[..., 1]].reshape(8, 16, 16), windows, "window tokens")
+    with torch.no_grad():
+        v = blk.attn.qkv(windows).reshape(8, 16, 3, 2, 8).permute(2, 0, 3, 1, 4)[2]
+    v = v.reshape(2, 4, 2, 16, 8).transpose(1, 2)  # (B, heads, windows, K, d)
+    o = (attn @ v).permute(0, 2, 3, 1, 4).reshape(8, 16, 16)
+    _close(o, cap.inputs["attn.proj"][0], "out = attn @ V per window and head")
+    with torch.no_grad(), attnviz.record(blk, heads="mean") as mean:
+        blk(x)
+    assert mean.attention["attn"].shape == (2, 1, 4, 16, 16)  # windows never averaged

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .adapters import ADAPTERS, Adapter, find_adapter, supported_types
 from .find import find_attention
+from .geometry import window_pixels
 from .ops import sdpa_weights
 from .recorder import Recorder, record
 from .records import KINDS, AttentionRecord, RecordSet
@@ -23,4 +24,5 @@ __all__ = [
     "record",
     "sdpa_weights",
     "supported_types",
+    "window_pixels",
 ]

@@ -48,12 +48,12 @@ def window_meta(stack: ModuleStack, windows: int, n: int) -> dict[str, Any] | No
     if grid is None:
         return None
     return {"windows": windows, "window": win, "window_grid": (grid[0] // win[0],
-            grid[1] // win[1]), "grid": grid, "shift": shift,
+            grid[1] // win[1]), "grid": grid[:2], "image": grid[2:], "shift": shift,
             "layout": "(B, heads, windows, Q, K)"}
 
 
 def _grid_of(module: Any, shape: tuple[int, ...], win: tuple[int, int],
-             windows: int) -> tuple[int, int] | None:
+             windows: int) -> tuple[int, int, int, int] | None:
     """The (padded) token grid a window partition of ``windows`` windows covers, from the
     module's ``input_resolution`` or its 4-D input (NHWC or NCHW)."""
     candidates = []
@@ -65,7 +65,7 @@ def _grid_of(module: Any, shape: tuple[int, ...], win: tuple[int, int],
     for h, w in candidates:
         hp, wp = math.ceil(h / win[0]) * win[0], math.ceil(w / win[1]) * win[1]
         if (hp // win[0]) * (wp // win[1]) == windows:
-            return hp, wp
+            return hp, wp, h, w
     return None
 
 
@@ -108,3 +108,26 @@ def is_self_gate(tag: _Tag, feat: Tensor) -> bool:
     a = float(((x - x.mean()) * (s - s.mean())).sum() / ((x - x.mean()) ** 2).sum())
     b = float(s.mean() - a * x.mean())
     return float((s - (a * x + b)).abs().max()) <= 1e-3 * (1.0 + float(s.abs().max()))
+
+
+def window_pixels(meta: dict[str, Any]) -> Tensor:
+    """Where each token of a windowed attention map sits in the image's token grid.
+
+    Args:
+        meta: the ``meta`` of a windowed attention record (``windows``, ``window``, ``grid``,
+            ``shift``, and optionally ``image``: the unpadded (H, W)).
+
+    Returns:
+        ``(windows, Q, 2)`` long tensor of (row, col) in the unshifted token grid; query ``i``
+        of window ``w`` is pixel ``out[w, i]`` (keys alike). Tokens in padding are ``-1``.
+    """
+    (wh, ww), (hp, wp), (sh, sw) = meta["window"], meta["grid"], meta["shift"]
+    h, w = meta.get("image", (hp, wp))
+    rows = torch.arange(hp).view(hp // wh, wh, 1, 1).expand(-1, -1, wp // ww, ww)
+    cols = torch.arange(wp).view(1, 1, wp // ww, ww).expand(hp // wh, wh, -1, -1)
+    rows = rows.permute(0, 2, 1, 3).reshape(-1, wh * ww)
+    cols = cols.permute(0, 2, 1, 3).reshape(-1, wh * ww)
+    pad = (rows >= h) | (cols >= w)
+    out = torch.stack([(rows + sh) % h, (cols + sw) % w], -1)  # the roll by -shift, undone
+    out[pad] = -1
+    return out
