@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from .axes import carries_logits, logits_of
+
 if TYPE_CHECKING:
     from .observe import Observer
 
@@ -46,6 +48,7 @@ def on_mul(obs: Observer, args: tuple, kwargs: dict, out: Any) -> None:
     a, b = _pair(args, kwargs)
     ta, tb = obs.get(a), obs.get(b)
     if ta is None and tb is None:
+        _carry_logits(obs, a, b, out)
         return
     if ta is not None and tb is not None:
         main = tb if tb.kind == "softmax" and ta.kind != "softmax" else ta
@@ -63,7 +66,9 @@ def on_add(obs: Observer, args: tuple, kwargs: dict, out: Any) -> None:
     number or parameter (``1 + σ``, ``1 - σ``)."""
     a, b = _pair(args, kwargs)
     ta, tb = obs.get(a), obs.get(b)
-    if ta is not None and tb is not None:
+    if ta is None and tb is None:
+        _carry_logits(obs, a, b, out)
+    elif ta is not None and tb is not None:
         main = tb if tb.kind == "softmax" and ta.kind != "softmax" else ta
         obs.derive(main, out, "sum of two weights")
     elif ta is not None and smaller(b, a):
@@ -76,17 +81,28 @@ def on_div(obs: Observer, args: tuple, kwargs: dict, out: Any) -> None:
     """``w / s``: a renormalised (or rescaled) weight."""
     a, b = _pair(args, kwargs)
     tag = obs.get(a)
-    if tag is not None and obs.get(b) is None:
+    if tag is None:
+        _carry_logits(obs, a, None, out)
+    elif obs.get(b) is None:
         obs.derive(tag, out, "renormalised" if isinstance(b, Tensor) else "scaled")
+
+
+def _carry_logits(obs: Observer, a: Any, b: Any, out: Any) -> None:
+    """Scaling, a bias or a mask on logits (``q @ kᵀ · s + bias``) leaves logits."""
+    if carries_logits(obs, a, b):
+        logits_of(obs, (), out)
 
 
 def on_first(op: str) -> Callable:
     """A handler deriving a weight from an op whose first argument is the weight."""
 
     def handler(obs: Observer, args: tuple, kwargs: dict, out: Any) -> None:
-        tag = obs.get(args[0] if args else kwargs.get("input"))
+        x = args[0] if args else kwargs.get("input")
+        tag = obs.get(x)
         if tag is not None:
             obs.derive(tag, out, op)
+        else:
+            _carry_logits(obs, x, None, out)
 
     return handler
 

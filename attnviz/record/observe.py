@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
+from .axes import Axes, value_grids
 from .geometry import is_self_gate, map_layout
 from .ops import HANDLERS
 from .stack import ModuleStack
@@ -66,6 +67,7 @@ class _Tag:
     piece: int | None = None  # index of a split/chunk/unbind piece
     act_input: Any = None  # weakref to the activation's input (x · σ(x) is SiLU, not attention)
     act: str = ""  # "sigmoid" / "hardsigmoid" for gates
+    logits: bool = False  # a softmax of q @ kᵀ (its rows are queries)
     mixed: tuple[str, ...] = ()  # what the network did to the weight after its activation
 
 
@@ -81,6 +83,7 @@ class Observer(TorchFunctionMode):
         self.fail = fail
         self._admit = admit
         self._tags: dict[int, tuple[weakref.ref, _Tag]] = {}
+        self._axes: dict[int, tuple[weakref.ref, Axes]] = {}
         self._pieces: dict[int, list] = {}
         self._done: set[int] = set()
         self._cache: dict[Any, Callable | None] = {}
@@ -126,11 +129,22 @@ class Observer(TorchFunctionMode):
         hit = self._tags.get(id(t))
         return hit[1] if hit is not None and hit[0]() is t else None
 
+    def mark(self, t: Tensor, axes: Axes) -> None:
+        """Note what the axes of the untagged tensor ``t`` are (see ``axes.py``)."""
+        self._axes[id(t)] = (weakref.ref(t), axes)
+
+    def axes_of(self, t: Any) -> Axes | None:
+        if not isinstance(t, Tensor):
+            return None
+        hit = self._axes.get(id(t))
+        return hit[1] if hit is not None and hit[0]() is t else None
+
     def purge(self) -> None:
         """Forget tags of tensors that died (releasing the weights they hold)."""
-        dead = [k for k, (ref, _) in self._tags.items() if ref() is None]
-        for k in dead:
-            del self._tags[k]
+        for store in (self._tags, self._axes):
+            dead = [k for k, (ref, _) in store.items() if ref() is None]
+            for k in dead:
+                del store[k]
 
     def returned(self, name: str, out: Any) -> None:
         """A module returned ``out``: remember it if ``out`` is a weight itself."""
@@ -144,7 +158,8 @@ class Observer(TorchFunctionMode):
     def derived(self, tag: _Tag, out: Tensor, op: str) -> _Tag:
         """A new weight made from ``tag``'s weight by ``op`` (see ``derive.py``)."""
         mixed = tag.mixed if op in tag.mixed else (*tag.mixed, op)
-        return _Tag(tag.kind, next(self._ids), out, out, tag.producer, act=tag.act, mixed=mixed)
+        return _Tag(tag.kind, next(self._ids), out, out, tag.producer, act=tag.act, mixed=mixed,
+                    logits=tag.logits)
 
     def derive(self, tag: _Tag, out: Any, op: str) -> None:
         """Tag ``out`` (made from a weight by ``op``) as a weight of its own."""
@@ -162,6 +177,7 @@ class Observer(TorchFunctionMode):
                 self.fail(parts[0].producer, e)
         self._pieces.clear()
         self._tags.clear()
+        self._axes.clear()
         self._done.clear()
 
     def _scope(self, producer: str) -> str:
@@ -192,10 +208,17 @@ class Observer(TorchFunctionMode):
         self._done.add(done)
         kind, value = classify(tag, feat.shape)
         what = "softmax weights" if tag.kind == "softmax" else "sigmoid gate"
+        ax = self.axes_of(feat)
+        if ax is not None and ax.perm and ax.perm != (0, 1, 2, 3) and kind != "gate":
+            # a permuted feature map (triplet attention): the gate's axes are not (C,) / (H, W)
+            axes = "".join("BCHW"[i] for i in ax.perm)
+            self._emit(tag, "gate", classify(tag, feat.shape, permuted=True)[1], what,
+                       axes=f"multiplied into a feature map permuted to {axes}")
+            return
         self._emit(tag, kind, value, what)
 
     def attention(self, tag: _Tag, operand: Tensor | None = None, right: bool = False,
-                  what: str = "attention map") -> None:
+                  what: str = "attention map", values: Any = None) -> None:
         """A softmax weight (or one derived from it) meets ``matmul``: the map that multiplies
         the values. A derived weight is recorded as the operand itself (rows = queries; the
         right operand of ``v @ w`` is transposed)."""
@@ -211,15 +234,31 @@ class Observer(TorchFunctionMode):
             if tag.dim is not None and tag.dim != w.ndim - 1:
                 w = w.movedim(tag.dim, -1)
         if self.admit(w.shape):
-            self._emit_map(tag, w, what)
+            self._emit_map(tag, w, what, grids=self._grids(tag, w, values, right))
+
+    def _grids(self, tag: _Tag, w: Tensor, values: Any, right: bool) -> dict[str, Any]:
+        """q_grid / k_grid of a map, only where its axes are known to be pixels."""
+        q, k = w.shape[-2:]
+        told = value_grids(self, values, right, q, k)
+        meta: dict[str, Any] = {}
+        if told is not None and told[2]:  # the values say: keys are channels
+            meta["axes"] = "keys are channels" + (", queries too" if q == k else "")
+            return {"q_grid": None if q == k else self.stack.grid(q), "k_grid": None, **meta}
+        k_grid = told[1] if told is not None else self.stack.grid(k)
+        if not tag.logits:
+            meta["axes"] = ("rows are not query tokens: a softmax over a projection, not over "
+                            "q·kᵀ (factorised / lambda attention)")
+            return {"q_grid": None, "k_grid": k_grid, **meta}
+        return {"q_grid": self.stack.grid(q), "k_grid": k_grid, **meta}
 
     def weights(self, w: Tensor, what: str, batch: int | None = None, **meta: Any) -> None:
         """Attention weights computed explicitly (fused SDPA, nn.MultiheadAttention)."""
-        tag = _Tag("softmax", next(self._ids), w, w, self.stack.producer(), dim=w.ndim - 1)
+        tag = _Tag("softmax", next(self._ids), w, w, self.stack.producer(), dim=w.ndim - 1,
+                   logits=True)
         self._emit_map(tag, w, what, batch, **meta)
 
     def _emit_map(self, tag: _Tag, w: Tensor, what: str, batch: int | None = None,
-                  **meta: Any) -> None:
+                  grids: dict[str, Any] | None = None, **meta: Any) -> None:
         if w.ndim < 2:
             return
         value, extra = map_layout(w, batch or self.stack.batch_for(tuple(w.shape)), self.stack)
@@ -227,11 +266,12 @@ class Observer(TorchFunctionMode):
         if extra.get("windows"):
             self._emit(tag, "attention", value, what, **extra, **meta)
             return
-        q_grid, k_grid = self.stack.grid(q), self.stack.grid(k)
+        grids = grids or {"q_grid": self.stack.grid(q), "k_grid": self.stack.grid(k)}
+        k_grid = grids["k_grid"]
         if q == 1 and value.shape[1] == 1 and k_grid is not None:
             self._emit(tag, "context", value.reshape(value.shape[0], *k_grid), "softmax pooling")
             return
-        self._emit(tag, "attention", value, what, q_grid=q_grid, k_grid=k_grid, **meta)
+        self._emit(tag, "attention", value, what, **grids, **meta)
 
 
 def canonical(kind: str, out: Tensor) -> Tensor:
@@ -241,8 +281,9 @@ def canonical(kind: str, out: Tensor) -> Tensor:
     return out.reshape(out.shape[0], -1)
 
 
-def classify(tag: _Tag, feat_shape: torch.Size) -> tuple[str, Tensor]:
-    """Kind and canonical value of a weight multiplied into a feature map of ``feat_shape``."""
+def classify(tag: _Tag, feat_shape: torch.Size, permuted: bool = False) -> tuple[str, Tensor]:
+    """Kind and canonical value of a weight multiplied into a feature map of ``feat_shape``
+    (``permuted``: its axes are not (B, C, H, W), so only a ``gate`` as multiplied)."""
     g = tag.eff
     n = len(feat_shape)
     b = feat_shape[0]
@@ -250,11 +291,13 @@ def classify(tag: _Tag, feat_shape: torch.Size) -> tuple[str, Tensor]:
     aligned = g.reshape(shape)
     if aligned.shape[0] != b:
         aligned = aligned.expand(b, *aligned.shape[1:])
+    if permuted:
+        return "gate", aligned
     if n == 4 and len(shape) == 4:
         _, c, h, w = feat_shape
         if shape[1:] == (c, 1, 1):
             return "channel", aligned.reshape(b, c)
-        if shape[1:] == (1, h, w) and (h, w) != (1, 1):
+        if shape[1:] == (1, h, w) and (h, w) != (1, 1) and tag.kind != "softmax":
             return "spatial", aligned.reshape(b, h, w)
     if n == 3 and len(shape) == 3 and shape[1] == 1 and shape[2] == feat_shape[2]:
         return "channel", aligned.reshape(b, -1)  # tokens (B, N, C) · (B, 1, C)

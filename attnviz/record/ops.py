@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from .axes import carries_logits, logits_of
+from .axes import on_shape as axes_on_shape
 from .derive import handlers as derive_handlers
 
 if TYPE_CHECKING:
@@ -34,12 +36,21 @@ def _on_softmax(obs: Observer, args, kwargs, out) -> None:
     dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
     if not isinstance(dim, int) or not isinstance(out, Tensor) or out.ndim == 0:
         return
-    obs.new_tag("softmax", out, dim=dim % out.ndim)
+    logits = carries_logits(obs, args[0] if args else kwargs.get("input"))
+    obs.new_tag("softmax", out, dim=dim % out.ndim, logits=logits)
 
 
-def _on_shape(obs: Observer, args, kwargs, out) -> None:
+def _shape_op(op: str) -> Callable:
+    def handler(obs: Observer, args, kwargs, out) -> None:
+        _on_shape(obs, args, kwargs, out, op)
+
+    return handler
+
+
+def _on_shape(obs: Observer, args, kwargs, out, op: str = "") -> None:
     tag = obs.get(args[0]) if args else None
     if tag is None:
+        axes_on_shape(obs, op, args, kwargs, out)
         return
     if isinstance(out, Tensor):
         obs.tag(out, replace(tag, eff=out))
@@ -64,10 +75,16 @@ def _on_matmul(obs: Observer, args, kwargs, out) -> None:
     operands = args[1:] if args and isinstance(args[0], str) else args
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = operands[0]
+    tagged = False
     for i, t in enumerate(operands):
         tag = obs.get(t)
         if tag is not None and tag.kind == "softmax" and tag.piece is None:
-            obs.attention(tag, t, right=i == 1 and len(operands) == 2 and not _is_einsum(args))
+            pair = len(operands) == 2 and not _is_einsum(args)
+            other = operands[1 - i] if pair else None
+            obs.attention(tag, t, right=pair and i == 1, values=other)
+        tagged = tagged or tag is not None
+    if not tagged:
+        logits_of(obs, args, out)
 
 
 def _is_einsum(args: tuple) -> bool:
@@ -141,7 +158,7 @@ def _handlers() -> dict[str, Callable]:
               "flatten", "unflatten", "view_as", "reshape_as", "t", "movedim", "to", "float",
               "half", "bfloat16", "type_as", "clone", "split", "chunk", "unbind",
               "tensor_split", "split_with_sizes", "interpolate", "upsample"):
-        table[n] = _on_shape
+        table[n] = _shape_op(n)
     table["__getitem__"] = _on_getitem
     for n in ("expand", "expand_as", "broadcast_to"):
         table[n] = _on_expand
