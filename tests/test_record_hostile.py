@@ -686,3 +686,34 @@ def test_separable_softmax_weights_are_not_a_spatial_mask():
     with torch.no_grad(), attnviz.record(m) as rec:
         m(torch.randn(1, 8, 4, 9))
     assert rec.spatial == {} and list(rec.gates) == [""]
+
+
+def test_twins_locally_grouped_windows_map_back_to_pixels():
+    from timm.models.twins import LocallyGroupedAttn
+
+    m = LocallyGroupedAttn(16, num_heads=2, ws=3).eval()
+    m.fused_attn = False
+    x = torch.randn(2, 6 * 5, 16)  # a 6×5 token grid, padded to 6×6: 4 windows of 3×3
+    cap = capture(m, [], ["proj"])
+    with torch.no_grad(), attnviz.record(m) as rec:
+        m(x, (6, 5))
+    cap.remove()
+    (r,) = rec.records
+    assert r.value.shape == (2, 2, 4, 9, 9) and r.meta["grid"] == (6, 6)
+    assert r.meta["image"] == (6, 5)
+    pix = window_pixels(r.meta)
+    j = torch.arange(9)
+    w = torch.arange(4)[:, None]
+    rows, cols = (w // 2) * 3 + j // 3, (w % 2) * 3 + j % 3  # the padded grid, row-major
+    real = cols < 5
+    assert torch.equal(pix[..., 0][real], rows[real]) and torch.equal(pix[..., 1][real],
+                                                                      cols[real])
+    assert (pix[~real] == -1).all()
+    with torch.no_grad():  # V of every token of the padded grid (padding = zero features)
+        xp = F.pad(x.view(2, 6, 5, 16), (0, 0, 0, 1))
+        v = m.qkv(xp).reshape(2, 6, 6, 3, 2, 8)[:, :, :, 2]  # (B, H, W, heads, d)
+    vw = v[:, rows, cols]  # (B, windows, K, heads, d)
+    o = torch.einsum("bhwqk,bwkhd->bwqhd", r.value, vw).reshape(2, 4, 9, 16)
+    o = o[:, real]  # real queries, in (window, token) order
+    expected = cap.inputs["proj"][0].reshape(2, 6, 5, 16)[:, pix[real][:, 0], pix[real][:, 1]]
+    _close(o, expected, "out = attn @ V per window, at each token's pixel")

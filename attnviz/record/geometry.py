@@ -31,35 +31,30 @@ def _pair(v: Any) -> tuple[int, int] | None:
 def window_meta(stack: ModuleStack, windows: int, n: int) -> dict[str, Any] | None:
     """The window partition of the running windowed-attention module: ``windows`` windows of
     ``n`` tokens each. ``None`` when no running module states a window size that fits."""
-    found = stack.find_attr("window_size")
-    if found is None:
-        return None
-    module, _ = found
-    win = _pair(getattr(module, "window_size", None))
-    if win is None or win[0] * win[1] != n:
-        return None
-    shift = (0, 0)
-    block = stack.find_attr("shift_size")
-    if block is not None:
-        shift = _pair(getattr(block[0], "shift_size", 0)) or (0, 0)
-        grid = _grid_of(block[0], block[1], win, windows)
-    else:
-        grid = _grid_of(module, found[1], win, windows)
-    if grid is None:
-        return None
-    return {"windows": windows, "window": win, "window_grid": (grid[0] // win[0],
-            grid[1] // win[1]), "grid": grid[:2], "image": grid[2:], "shift": shift,
-            "layout": "(B, heads, windows, Q, K)"}
+    for f in reversed(stack.frames):
+        m = f.module
+        win = _pair(getattr(m, "window_size", None)) or _pair(getattr(m, "ws", None))
+        if win is None or win[0] * win[1] != n:
+            continue
+        block = stack.find_attr("shift_size")
+        shift = _pair(getattr(block.module, "shift_size", 0)) if block is not None else None
+        grid = None
+        for g in (f, block):
+            if g is not None and grid is None:
+                grid = _grid_of(g.module, g.shape, g.size, win, windows)
+        if grid is None:
+            continue
+        return {"windows": windows, "window": win,
+                "window_grid": (grid[0] // win[0], grid[1] // win[1]), "grid": grid[:2],
+                "image": grid[2:], "shift": shift or (0, 0), "layout": "(B, heads, windows, Q, K)"}
+    return None
 
 
-def _grid_of(module: Any, shape: tuple[int, ...], win: tuple[int, int],
-             windows: int) -> tuple[int, int, int, int] | None:
+def _grid_of(module: Any, shape: tuple[int, ...], size: tuple[int, int] | None,
+             win: tuple[int, int], windows: int) -> tuple[int, int, int, int] | None:
     """The (padded) token grid a window partition of ``windows`` windows covers, from the
-    module's ``input_resolution`` or its 4-D input (NHWC or NCHW)."""
-    candidates = []
-    res = _pair(getattr(module, "input_resolution", None))
-    if res is not None:
-        candidates.append(res)
+    module's ``input_resolution``, a ``size`` argument, or its 4-D input (NHWC or NCHW)."""
+    candidates = [g for g in (_pair(getattr(module, "input_resolution", None)), size) if g]
     if len(shape) == 4:
         candidates += [(shape[1], shape[2]), (shape[2], shape[3])]
     for h, w in candidates:
@@ -77,11 +72,19 @@ def map_layout(w: Tensor, batch: int | None, stack: ModuleStack) -> tuple[Tensor
     b = batch if batch and lead % batch == 0 else lead
     if w.ndim == 4 and w.shape[0] == b:
         return w, {}
-    if w.ndim == 4 and w.shape[0] % b == 0:
+    if w.ndim == 4 and w.shape[0] % b == 0 and q == k:  # (B·windows, heads, N, N): Swin
         windows = w.shape[0] // b
-        meta = window_meta(stack, windows, q) if q == k else None
+        meta = window_meta(stack, windows, q)
         if meta is not None:
             return w.reshape(b, windows, w.shape[1], q, k).transpose(1, 2), meta
+    if w.ndim == 5 and w.shape[0] == b and q == k:  # (B, windows, heads, N, N): Twins
+        heads = stack.find_attr("num_heads")
+        h = getattr(heads.module, "num_heads", None) if heads is not None else None
+        if h in (w.shape[1], w.shape[2]):
+            value = w.transpose(1, 2) if w.shape[2] == h else w
+            meta = window_meta(stack, value.shape[2], q)
+            if meta is not None:
+                return value, meta
     return w.reshape(b, lead // b, q, k), {}
 
 

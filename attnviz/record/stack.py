@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import NamedTuple
 
 from torch import Tensor, nn
 
@@ -25,6 +26,15 @@ def is_activation(module: nn.Module) -> bool:
 
 
 
+class Frame(NamedTuple):
+    """A running module: its name, itself, its input's shape and a (H, W) size argument."""
+
+    name: str
+    module: nn.Module
+    shape: tuple[int, ...]
+    size: tuple[int, int] | None
+
+
 class ModuleStack:
     """The modules of one model that are running now, innermost last (fed by forward hooks)."""
 
@@ -34,7 +44,7 @@ class ModuleStack:
         self.acts = {m for m in self.names if is_activation(m)}
         self.covered = covered
         self.covered_depth = 0
-        self.frames: list[tuple[str, nn.Module, tuple[int, ...]]] = []  # name, module, x.shape
+        self.frames: list[Frame] = []
         self.input_shape: tuple[int, ...] | None = None  # of the model's input, set per pass
         self._types: dict[str, str] | None = None
 
@@ -63,13 +73,13 @@ class ModuleStack:
 
     def recurrent(self) -> bool:
         """True inside a recurrent cell (LSTM, GRU, ConvLSTM): its gates are not attention."""
-        return any(_RECURRENT.search(type(m).__name__) for _, m, _ in self.frames)
+        return any(_RECURRENT.search(type(f.module).__name__) for f in self.frames)
 
-    def find_attr(self, name: str) -> tuple[nn.Module, tuple[int, ...]] | None:
-        """The innermost running module that has attribute ``name``, and its input's shape."""
-        for _, m, shape in reversed(self.frames):
-            if hasattr(m, name):
-                return m, shape
+    def find_attr(self, name: str) -> Frame | None:
+        """The innermost running module that has attribute ``name``."""
+        for f in reversed(self.frames):
+            if hasattr(f.module, name):
+                return f
         return None
 
     def push(self, module: nn.Module, args: tuple) -> str | None:
@@ -77,7 +87,12 @@ class ModuleStack:
         if name is None:
             return None
         x = args[0] if args else None
-        self.frames.append((name, module, tuple(x.shape) if isinstance(x, Tensor) else ()))
+        size = args[1] if len(args) > 1 else None  # timm's forward(x, size=(H, W))
+        if not (isinstance(size, (tuple, list)) and len(size) == 2
+                and all(isinstance(i, int) for i in size)):
+            size = None
+        self.frames.append(Frame(name, module, tuple(x.shape) if isinstance(x, Tensor) else (),
+                                 tuple(size) if size else None))
         if module in self.covered:
             self.covered_depth += 1
         return name
@@ -86,7 +101,7 @@ class ModuleStack:
         if module not in self.names:
             return None
         while self.frames:  # tolerate a frame lost to an exception inside a forward
-            name, m, _ = self.frames.pop()
+            name, m, _, _ = self.frames.pop()
             if m in self.covered:
                 self.covered_depth -= 1
             if m is module:
@@ -95,7 +110,7 @@ class ModuleStack:
 
     def producer(self) -> str:
         """The innermost running module that is not a bare activation."""
-        for name, m, _ in reversed(self.frames):
+        for name, m, _, _ in reversed(self.frames):
             if m not in self.acts:
                 return name
         return ""
@@ -110,7 +125,7 @@ class ModuleStack:
 
     def grid(self, n: int) -> tuple[int, int] | None:
         """(H, W) of the innermost running module whose 4-D input has H·W = n tokens."""
-        for _, _, shape in reversed(self.frames):
+        for _, _, shape, _ in reversed(self.frames):
             if len(shape) == 4 and shape[2] * shape[3] == n:
                 return shape[2], shape[3]
         return None
