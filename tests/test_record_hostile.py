@@ -757,3 +757,17 @@ def test_budget_at_768_px_by_peak_memory():
 
     plain, recorded = rise("plain"), rise("record")
     assert recorded < plain + 16, (plain, recorded)
+
+
+def test_compiled_copy_called_inside_the_block_is_named():
+    from attnviz.examples import tutorial_cbam_resnet
+
+    model = tutorial_cbam_resnet(8, 1).eval()
+    compiled = torch.compile(model, backend="eager")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(attnviz.ParameterError, match="compile'd copy of Net"):
+            with attnviz.record(model):
+                compiled(torch.randn(1, 3, 6, 6))
+    assert hook_count(model) == 0
+    torch._dynamo.reset()

@@ -136,6 +136,7 @@ class Recorder(RecordSet):
         self._ran: set[str] = set()
         self._failed: set[str] = set()
         self._over_budget = False
+        self._compiled = False
         self.watched = 0  # how many times the observer was entered (0: hooks only)
         self.skipped: list[str] = []  # sites left out (over the budget, internal failure)
         if not self._discover:
@@ -223,6 +224,12 @@ class Recorder(RecordSet):
         self._remove()
         if exc_type is not None:
             return
+        if self._compiled:
+            raise ParameterError(
+                f"a torch.compile'd copy of {type(self.model).__name__} (an OptimizedModule made "
+                f"by torch.compile) was called inside record(model): compiled code runs no "
+                "hooks, so nothing it computes can be recorded; call the model itself (or "
+                "compiled._orig_mod) inside the block")
         if self._discover and self._pass >= 0 and not self.skipped:
             self._info.observed = dict(self._seen)
             self._info.scopes = set(self._scopes_found)
@@ -267,6 +274,9 @@ class Recorder(RecordSet):
 
     # -- hooks -------------------------------------------------------------------------------
     def _on_root(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if torch.compiler.is_compiling():
+            self._compiled = True  # a torch.compile'd copy is tracing this model
+            return
         if module is self.model and not _in_backward():
             self._pass += 1
             self._firings.clear()
