@@ -771,3 +771,20 @@ def test_compiled_copy_called_inside_the_block_is_named():
                 compiled(torch.randn(1, 3, 6, 6))
     assert hook_count(model) == 0
     torch._dynamo.reset()
+
+
+def test_fx_graph_module_keeps_site_names():
+    from attnviz.examples import HandMHSA, Net
+
+    model = Net(HandMHSA(16), SequentialSE(16)).eval()
+    gm = torch.fx.symbolic_trace(model)
+    x = torch.randn(2, 3, 5, 5)
+    with torch.no_grad(), attnviz.record(model) as ref:
+        model(x)
+    for _ in range(2):  # the first, watched recording and a later one
+        with torch.no_grad(), attnviz.record(gm) as rec:
+            gm(x)
+        assert [(r.name, r.kind) for r in rec] == [(r.name, r.kind) for r in ref]
+        assert [r.name for r in ref] == ["layer1.0", "layer1.1.fc"]
+        for a, b in zip(rec, ref, strict=True):
+            _close(a.value, b.value)

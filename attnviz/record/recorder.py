@@ -351,11 +351,15 @@ class Recorder(RecordSet):
     def _on_observation(self, obs: Observation) -> None:
         if _in_backward():
             return
+        if not self._discover and obs.hook is not None and obs.hook in self._info.hooked:
+            return  # its output hook records it already
         self._seen.setdefault(obs.name, (obs.kind, obs.label))
         if obs.hook is not None:
             self._hooked_found[obs.hook] = (obs.name, obs.kind, obs.label)
         else:
-            self._scopes_found.add(fast_path_scope(self.model, obs.scope))
+            # a GraphModule runs its inlined modules in the root's forward: watch the root
+            scope = "" if self._stack.fx is not None else obs.scope
+            self._scopes_found.add(fast_path_scope(self.model, scope))
         self._add(obs.name, obs.kind, obs.value, obs.label, "observed", obs.meta)
 
     def _on_failure(self, name: str, error: Exception) -> None:

@@ -8,6 +8,8 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
+from .fxnames import fx_names
+
 _RECURRENT = re.compile(r"LSTM|GRU|RNN|Recurrent", re.IGNORECASE)
 _ACTIVATIONS = (nn.Sigmoid, nn.Hardsigmoid, nn.Softmax, nn.Softmax2d, nn.Identity)
 _ACT_WORDS = ("sigmoid", "softmax", "gate", "act")
@@ -47,6 +49,8 @@ class ModuleStack:
         self.frames: list[Frame] = []
         self.input_shape: tuple[int, ...] | None = None  # of the model's input, set per pass
         self._types: dict[str, str] | None = None
+        self.fx = fx_names(model)
+        self._by_name = {n: m for m, n in self.names.items()} if self.fx else {}
 
     def set_input(self, args: tuple, kwargs: dict) -> None:
         """The model was called: its first tensor argument, positional or keyword
@@ -112,11 +116,21 @@ class ModuleStack:
         """The innermost running module that is not a bare activation."""
         for name, m, _, _ in reversed(self.frames):
             if m not in self.acts:
-                return name
-        return ""
+                return self._fx_path(name, skip_acts=True)
+        return self._fx_path("", skip_acts=True)
 
     def owner(self) -> str:
-        return self.frames[-1][0] if self.frames else ""
+        return self._fx_path(self.frames[-1][0] if self.frames else "", skip_acts=False)
+
+    def _fx_path(self, name: str, skip_acts: bool) -> str:
+        """In a GraphModule the root runs every inlined module: name the graph's module."""
+        if self.fx is None or name:
+            return name
+        for path in reversed(self.fx.paths() or []):
+            m = self._by_name.get(path)
+            if m is not None and not (skip_acts and m in self.acts):
+                return path
+        return name
 
     def type_name(self, name: str) -> str:
         if self._types is None:
