@@ -19,7 +19,7 @@ from torch import nn
 
 import attnviz
 from attnviz.models import create_model
-from attnviz.record import ADAPTERS
+from attnviz.record import ADAPTERS, RecordSet
 
 # -- one real model per adapter ---------------------------------------------------------------
 
@@ -377,7 +377,7 @@ def test_cpu_returns_the_same_records():
         model(torch.randn(1, 3, 32, 32))
     before = [r.value.clone() for r in rec.records]
     moved = rec.cpu()
-    assert moved is not rec and type(moved) is attnviz.record.RecordSet
+    assert moved is not rec and type(moved) is RecordSet
     assert moved.summary() == rec.summary() and len(rec.records) == len(before)
     assert all(r.value.device.type == "cpu" for r in moved.records)
     for a, b in zip(before, moved.records, strict=True):
