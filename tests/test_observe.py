@@ -212,7 +212,7 @@ def test_second_recording_is_cheap_and_agrees(kind):
     with torch.no_grad(), attnviz.record(model) as second:
         model(x)
         if kind == "hooked":
-            assert second.watched == 0 and info.scopes == set()
+            assert second._observer is None and info.scopes == set()
             assert set(info.hooked) == {f"layer1.{b}.{m}.sigmoid" for b in (0, 1)
                                         for m in ("ca", "sa")}
             assert hook_count(model) == 4

@@ -206,8 +206,9 @@ class Recorder(RecordSet):
             for target_name, site in self._info.hooked.items():
                 target = self.model.get_submodule(target_name)
                 self._handles.append(target.register_forward_hook(self._output_hook(site, target)))
-        if not self.observe:
-            return
+        if not self.observe or (not self._discover and not self._info.scopes
+                                and self._info.all_ran()):
+            return  # nothing to watch: every module ran while watched, every site is hooked
         covered = {s.module for s in self._info.adapter_sites}
         self._stack = ModuleStack(self.model, covered)
         self._observer = Observer(self._stack, self._on_observation, self._on_failure,

@@ -76,6 +76,11 @@ class ModelInfo:
     model: weakref.ref | None = None
     _order: dict[str, int] | None = None
 
+    def all_ran(self) -> bool:
+        """Did every module of the model run in a watched forward pass?"""
+        self.order("")
+        return self._order is not None and len(self.ran) >= len(self._order)
+
     def order(self, name: str) -> int:
         """Position of ``name`` in ``model.named_modules()`` (-1 when unknown)."""
         if self._order is None:
