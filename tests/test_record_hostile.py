@@ -451,6 +451,9 @@ def test_conv_lstm_gates_are_out():
     with torch.no_grad(), attnviz.record(net) as rec:
         net(torch.randn(1, 4, 3, 3))
     assert [r.name for r in rec] == ["se.fc"]
+    with torch.no_grad(), attnviz.record(net, recurrent=True) as rec:
+        net(torch.randn(1, 4, 3, 3))
+    assert {r.name for r in rec} == {"cell", "se.fc"}  # on request
 
 
 def test_partial_misses_are_warned_and_listed():

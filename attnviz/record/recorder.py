@@ -78,6 +78,9 @@ class Recorder(RecordSet):
         observe: also find weights by watching the computation (default); ``False`` uses only
             the named adapters.
         heads: ``"all"`` keeps attention maps per head, ``"mean"`` averages them over heads.
+        recurrent: also record the gates of recurrent cells (a module named ``*LSTM*``,
+            ``*GRU*``, ``*RNN*``, ``*Recurrent*``); they are state updates, not attention, and
+            left out by default.
         max_bytes: hold at most this many bytes of records. A weight's size is known before it
             is copied (or, for fused attention, computed), so a site over the budget is skipped
             before anything is allocated, with one ``MemoryBudgetWarning``; the forward and its
@@ -95,6 +98,7 @@ class Recorder(RecordSet):
         observe: bool = True,
         heads: str = "all",
         max_bytes: int = DEFAULT_MAX_BYTES,
+        recurrent: bool = False,
         _discover: bool = False,
     ) -> None:
         super().__init__()
@@ -117,11 +121,12 @@ class Recorder(RecordSet):
         if not isinstance(max_bytes, int) or max_bytes <= 0:
             raise ParameterError(f"max_bytes must be a positive integer, got {max_bytes!r}")
         self.model, self.keep_graph, self.observe = model, keep_graph, observe
-        self.heads, self.max_bytes = heads, max_bytes
+        self.heads, self.max_bytes, self.recurrent = heads, max_bytes, recurrent
         self._patterns = parse_layers(layers)
         self._kinds = _parse_kinds(kinds)
         self._info: ModelInfo = model_info(model)
-        self._discover = observe and (_discover or self._info.observed is None)
+        # recurrent gates are left out of what is cached: recording them watches the model
+        self._discover = observe and (_discover or recurrent or self._info.observed is None)
         self._find = _discover  # find_attention returns the candidates instead of warning
         self.sites: list[AttentionSite] = [s for s in self._info.adapter_sites if self._keep(s)]
         self.problems: list[str] = []
@@ -210,7 +215,7 @@ class Recorder(RecordSet):
                                 and self._info.all_ran()):
             return  # nothing to watch: every module ran while watched, every site is hooked
         covered = {s.module for s in self._info.adapter_sites}
-        self._stack = ModuleStack(self.model, covered)
+        self._stack = ModuleStack(self.model, covered, keep_recurrent=self.recurrent)
         self._observer = Observer(self._stack, self._on_observation, self._on_failure,
                                   self._admit)
         # later recordings watch the scopes where weights were found, and any module that never
@@ -488,6 +493,6 @@ def record(
 ) -> Recorder:
     """Record the attention weights ``model`` multiplies by, inside a ``with`` block.
 
-    ``options``: ``observe``, ``heads``, ``max_bytes`` (see :class:`Recorder`).
+    ``options``: ``observe``, ``heads``, ``max_bytes``, ``recurrent`` (see :class:`Recorder`).
     """
     return Recorder(model, layers=layers, kinds=kinds, keep_graph=keep_graph, **options)

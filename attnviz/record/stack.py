@@ -40,7 +40,9 @@ class Frame(NamedTuple):
 class ModuleStack:
     """The modules of one model that are running now, innermost last (fed by forward hooks)."""
 
-    def __init__(self, model: nn.Module, covered: set[nn.Module]) -> None:
+    def __init__(self, model: nn.Module, covered: set[nn.Module],
+                 keep_recurrent: bool = False) -> None:
+        self.keep_recurrent = keep_recurrent
         self.names: dict[nn.Module, str] = {m: n for n, m in model.named_modules()}
         self.order = {n: i for i, n in enumerate(self.names.values())}
         self.acts = {m for m in self.names if is_activation(m)}
@@ -77,6 +79,8 @@ class ModuleStack:
 
     def recurrent(self) -> bool:
         """True inside a recurrent cell (LSTM, GRU, ConvLSTM): its gates are not attention."""
+        if self.keep_recurrent:
+            return False
         return any(_RECURRENT.search(type(f.module).__name__) for f in self.frames)
 
     def find_attr(self, name: str) -> Frame | None:
