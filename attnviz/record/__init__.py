@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .adapters import ADAPTERS, Adapter, find_adapter, supported_types
+from .budget import MemoryBudgetWarning
 from .find import find_attention
 from .geometry import window_pixels
 from .ops import sdpa_weights
@@ -13,6 +14,7 @@ from .sites import AttentionSite, SiteList
 __all__ = [
     "ADAPTERS",
     "KINDS",
+    "MemoryBudgetWarning",
     "Adapter",
     "AttentionRecord",
     "AttentionSite",

@@ -13,7 +13,6 @@ found, so the steady state costs about as little as plain hooks.
 
 from __future__ import annotations
 
-import math
 import warnings
 import weakref
 from collections.abc import Iterable
@@ -24,42 +23,23 @@ from torch import nn
 from torch.nn.modules import module as _module_hooks
 
 from ..errors import MemoryBudgetError, NoAttentionError, ParameterError, RecorderBusyError
-from .adapters import supported_types
+from .budget import DEFAULT_MAX_BYTES, Budget
 from .observe import ModuleStack, Observation, Observer, canonical
 from .records import KINDS, AttentionRecord, RecordSet
 from .sites import (
     AttentionSite,
     ModelInfo,
     candidates,
+    fast_path_scope,
+    looks_message,
     matches,
     model_info,
+    nothing_message,
     parse_layers,
     stage_block,
 )
 
-
-class MemoryBudgetWarning(UserWarning):
-    """Sites were skipped because recording them would exceed ``max_bytes``."""
-
-
-_FAST_PATHS = (nn.TransformerEncoder, nn.TransformerEncoderLayer, nn.TransformerDecoder,
-               nn.TransformerDecoderLayer, nn.Transformer)
-
-
-def fast_path_scope(model: nn.Module, scope: str) -> str:
-    """The scope to watch for a weight found in ``scope``: widened to the outermost enclosing
-    module that has a fused fast path (``nn.TransformerEncoderLayer`` in eval + no_grad), which
-    a watched scope switches off, so later recordings see what the first one saw."""
-    parts = scope.split(".") if scope else []
-    for i in range(len(parts) + 1):
-        name = ".".join(parts[:i])
-        if isinstance(model.get_submodule(name), _FAST_PATHS):
-            return name
-    return scope
-
-
 _ACTIVE: weakref.WeakKeyDictionary[nn.Module, Recorder] = weakref.WeakKeyDictionary()
-DEFAULT_MAX_BYTES = 2 * 1024**3
 
 
 def _in_backward() -> bool:
@@ -132,18 +112,17 @@ class Recorder(RecordSet):
         self.problems: list[str] = []
         self._handles: list[Any] = []
         self._used = False
-        self._pass, self._bytes, self._depth, self._added = -1, 0, 0, 0
+        self._pass, self._depth, self._added = -1, 0, 0
         self._firings: dict[tuple[str, str], int] = {}
         self._seen: dict[str, tuple[str, str]] = {}
         self._scopes_found: set[str] = set()
         self._hooked_found: dict[str, tuple[str, str, str]] = {}
         self._observer: Observer | None = None
         self._ran: set[str] = set()
-        self._failed: set[str] = set()
-        self._over_budget = False
         self._compiled = False
         self.watched = 0  # how many times the observer was entered (0: hooks only)
         self.skipped: list[str] = []  # sites left out (over the budget, internal failure)
+        self._budget = Budget(max_bytes, heads, self.skipped, self.problems)
         if not self._discover:
             self._check_known()
 
@@ -156,7 +135,7 @@ class Recorder(RecordSet):
         observed = self._info.observed or {} if self.observe else {}
         known = [s.name for s in self._info.adapter_sites] + list(observed)
         if not known:
-            raise NoAttentionError(_nothing_message(self.model, []))
+            raise NoAttentionError(nothing_message(self.model, []))
         if self._patterns is None and self._kinds is None:
             return
         kinds = {s.name: s.kind for s in self._info.adapter_sites}
@@ -247,13 +226,13 @@ class Recorder(RecordSet):
             self._info.scopes |= self._scopes_found
             self._info.hooked.update(self._hooked_found)
             self._info.ran |= self._ran
-        if self._pass >= 0 and not self._added and self._over_budget:
-            raise MemoryBudgetError(self.problems[-1])
+        if self._pass >= 0 and not self._added and self._budget.over:
+            raise MemoryBudgetError(self._budget.message)
         if self._pass >= 0 and not self._added:
             known = [s.name for s in self._info.adapter_sites] + list(self._seen)
             if known:
                 raise NoAttentionError(self._filter_message(known))
-            raise NoAttentionError(_nothing_message(self.model, candidates(self.model, [])))
+            raise NoAttentionError(nothing_message(self.model, candidates(self.model, [])))
         if self._pass < 0 and not self._added:
             warnings.warn(
                 f"no forward pass of {type(self.model).__name__} ran inside the recording, so "
@@ -371,14 +350,7 @@ class Recorder(RecordSet):
     def _on_failure(self, name: str, error: Exception) -> None:
         """An internal failure at ``name``: drop that site with one warning; the forward goes on
         unchanged."""
-        if name in self._failed:
-            return
-        self._failed.add(name)
-        msg = (f"attnviz could not record {name or '(model)'!r} ({type(error).__name__}: "
-               f"{error}); that site is left out of this recording, the forward pass is unchanged")
-        self.skipped.append(name)
-        self.problems.append(msg)
-        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        self._budget.failed(name, error)
 
     def _admit(self, name: str, shape: tuple[int, ...], kind: str = "attention") -> bool:
         """May a weight of ``shape`` made at ``name`` be computed and kept? Checked before it is
@@ -387,24 +359,7 @@ class Recorder(RecordSet):
             return False
         if self._kinds is not None and kind not in self._kinds:
             return False
-        numel = math.prod(shape)
-        if kind == "attention" and self.heads == "mean" and len(shape) >= 3:
-            numel //= shape[1] if len(shape) >= 4 else 1
-        nbytes = numel * 4
-        if self._bytes + nbytes <= self.max_bytes:
-            return True
-        if name not in self.skipped:
-            self.skipped.append(name)
-        if not self._over_budget:
-            self._over_budget = True
-            msg = (f"recording {name!r} ({kind} {tuple(shape)}, {nbytes / 2**20:.1f} MiB) would "
-                   f"hold {(self._bytes + nbytes) / 2**20:.1f} MiB of records, over max_bytes="
-                   f"{self.max_bytes / 2**20:.1f} MiB: it and any further site over the budget "
-                   "are skipped (see rec.skipped); record fewer layers (layers=...), average "
-                   "attention heads (heads='mean'), use smaller images, or raise max_bytes")
-            self.problems.append(msg)
-            warnings.warn(msg, MemoryBudgetWarning, stacklevel=2)
-        return False
+        return self._budget.admit(name, kind, shape)
 
     def _add(self, name: str, kind: str, value: torch.Tensor, label: str, source: str,
              meta: dict[str, Any], order: int | None = None) -> None:
@@ -412,7 +367,7 @@ class Recorder(RecordSet):
             return
         if kind == "attention" and self.heads == "mean":
             value = value.mean(1, keepdim=True)
-        self._bytes += value.numel() * 4
+        self._budget.used += value.numel() * 4
         self._added += 1
         if self.keep_graph:
             value = value.float()
@@ -436,10 +391,7 @@ class Recorder(RecordSet):
         looks = candidates(self.model, [*self._seen, *(s.name for s in self.sites)])
         self._info.candidates = looks
         if looks and not quiet:
-            warnings.warn(
-                f"{len(looks)} module(s) of {type(self.model).__name__} look like attention but "
-                f"gave no record: {', '.join(looks[:8])}{' ...' if len(looks) > 8 else ''} "
-                "(attnviz.find_attention(model, x).candidates lists them)", stacklevel=3)
+            warnings.warn(looks_message(self.model, looks), stacklevel=3)
 
     # -- running -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -456,8 +408,7 @@ class Recorder(RecordSet):
         self.records.clear()
         self.problems.clear()
         self.skipped.clear()
-        self._bytes = 0
-        self._over_budget = False
+        self._budget.reset()
 
     def __repr__(self) -> str:
         n = len(self.records)
@@ -472,16 +423,6 @@ def _parse_kinds(kinds: Iterable[str] | None) -> tuple[str, ...] | None:
     if bad or not kinds:
         raise ParameterError(f"unknown attention kind(s) {bad}; choose from {KINDS}")
     return kinds
-
-
-def _nothing_message(model: nn.Module, looks: list[str]) -> str:
-    msg = (f"{type(model).__name__} has no attention attnviz can record: no module of a supported "
-           "type (" + ", ".join(supported_types()[:4]) + ", ...; see attnviz.supported_types()) "
-           "and no sigmoid or softmax output multiplied into a feature map or used as an "
-           "attention map")
-    if looks:
-        msg += "; modules that look like attention but produced nothing: " + ", ".join(looks[:8])
-    return msg
 
 
 def record(

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from ..errors import ParameterError
-from .adapters import Adapter, find_adapter
+from .adapters import Adapter, find_adapter, supported_types
 from .stack import is_activation
 
 
@@ -207,3 +207,38 @@ def candidates(model: nn.Module, recorded: Iterable[str]) -> list[str]:
         if looks and not related and not any(name.startswith(o + ".") for o in out):
             out.append(name)
     return out
+
+
+_FAST_PATHS = (nn.TransformerEncoder, nn.TransformerEncoderLayer, nn.TransformerDecoder,
+               nn.TransformerDecoderLayer, nn.Transformer)
+
+
+def fast_path_scope(model: nn.Module, scope: str) -> str:
+    """The scope to watch for a weight found in ``scope``: widened to the outermost enclosing
+    module that has a fused fast path (``nn.TransformerEncoderLayer`` in eval + no_grad), which
+    a watched scope switches off, so later recordings see what the first one saw."""
+    parts = scope.split(".") if scope else []
+    for i in range(len(parts) + 1):
+        name = ".".join(parts[:i])
+        if isinstance(model.get_submodule(name), _FAST_PATHS):
+            return name
+    return scope
+
+
+def nothing_message(model: nn.Module, looks: list[str]) -> str:
+    """The ``NoAttentionError`` message for ``model``, naming modules that look like attention."""
+    msg = (f"{type(model).__name__} has no attention attnviz can record: no module of a supported "
+           "type (" + ", ".join(supported_types()[:4]) + ", ...; see attnviz.supported_types()) "
+           "and no sigmoid or softmax output multiplied into a feature map or used as an "
+           "attention map")
+    if looks:
+        msg += "; modules that look like attention but produced nothing: " + ", ".join(looks[:8])
+    return msg
+
+
+def looks_message(model: nn.Module, looks: list[str]) -> str:
+    """The warning for modules that look like attention but gave no record."""
+    more = " ..." if len(looks) > 8 else ""
+    return (f"{len(looks)} module(s) of {type(model).__name__} look like attention but gave no "
+            f"record: {', '.join(looks[:8])}{more} (attnviz.find_attention(model, x).candidates "
+            "lists them)")
