@@ -245,3 +245,40 @@ def test_fx_graph_module_keeps_site_names():
         assert [r.name for r in ref] == ["layer1.0", "layer1.1.fc"]
         for a, b in zip(rec, ref, strict=True):
             _close(a.value, b.value)
+
+
+def test_budget_refuses_multihead_attention_before_recomputing(monkeypatch):
+    import functools
+
+    import torch.nn.functional as F
+
+    mha = nn.MultiheadAttention(8, 2, batch_first=True).eval()
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = mha
+
+        def forward(self, x):
+            return self.attn(x, x, x, need_weights=False)[0]
+
+    calls = []
+    real = F.multi_head_attention_forward
+
+    @functools.wraps(real)
+    def spy(*a, **k):
+        calls.append(k.get("need_weights"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(F, "multi_head_attention_forward", spy)
+    model = Block()
+    x = torch.randn(2, 9, 8)
+    with torch.no_grad():
+        plain = model(x)
+    with torch.no_grad(), pytest.warns(MemoryBudgetWarning), pytest.raises(
+            attnviz.MemoryBudgetError):
+        with attnviz.record(model, max_bytes=64) as rec:
+            out = model(x)
+    # watching switches MHA's fused fast path off: the same math, rounded differently
+    torch.testing.assert_close(out, plain, atol=1e-6, rtol=1e-6)
+    assert rec.skipped == ["attn"] and True not in calls  # the weights were never recomputed

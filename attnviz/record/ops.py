@@ -138,6 +138,10 @@ def _on_mha(obs: Observer, args, kwargs, out) -> None:
     bound.arguments.update(need_weights=True, average_attn_weights=False, dropout_p=0.0)
     if bound.arguments.get("is_causal") and bound.arguments.get("attn_mask") is None:
         return  # the causal mask is implied and not passed: nothing exact to recompute from
+    q, k, heads = bound.arguments["query"], bound.arguments["key"], bound.arguments["num_heads"]
+    batch = q.shape[1] if q.ndim == 3 else 1  # (L, N, E) here: MHA transposes batch_first
+    if not obs.admit((batch, heads, q.shape[0], k.shape[0])):
+        return  # over the memory budget or filtered out: never computed
     _, w = F.multi_head_attention_forward(*bound.args, **bound.kwargs)
     if w is None:
         return
