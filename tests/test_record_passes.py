@@ -267,7 +267,7 @@ def test_budget_refuses_multihead_attention_before_recomputing(monkeypatch):
 
     @functools.wraps(real)
     def spy(*a, **k):
-        calls.append(k.get("need_weights"))
+        calls.append(1)
         return real(*a, **k)
 
     monkeypatch.setattr(F, "multi_head_attention_forward", spy)
@@ -275,10 +275,11 @@ def test_budget_refuses_multihead_attention_before_recomputing(monkeypatch):
     x = torch.randn(2, 9, 8)
     with torch.no_grad():
         plain = model(x)
+    calls.clear()
     with torch.no_grad(), pytest.warns(MemoryBudgetWarning), pytest.raises(
             attnviz.MemoryBudgetError):
         with attnviz.record(model, max_bytes=64) as rec:
             out = model(x)
     # watching switches MHA's fused fast path off: the same math, rounded differently
     torch.testing.assert_close(out, plain, atol=1e-6, rtol=1e-6)
-    assert rec.skipped == ["attn"] and True not in calls  # the weights were never recomputed
+    assert rec.skipped == ["attn"] and len(calls) == 1  # the model's call; no recomputation
