@@ -10,7 +10,7 @@ from helpers import capture
 from torch import nn
 
 import attnviz
-from attnviz.record import window_pixels
+from attnviz.record import window_pixels, window_to_image
 
 ATOL = RTOL = 1e-5
 
@@ -49,6 +49,15 @@ def test_swin_windows_are_kept_apart_and_map_back_to_pixels(shift, fused):
     with torch.no_grad(), attnviz.record(blk, heads="mean") as mean:
         blk(x)
     assert mean.attention["attn"].shape == (2, 1, 4, 16, 16)  # windows never averaged
+    # the same map at its place in the image: (B, heads, H·W, H·W) over unshifted pixels
+    dense = window_to_image(attn, r.meta)
+    idx = (pix[..., 0] * 8 + pix[..., 1]).flatten()  # image position of each window token
+    v_img = torch.zeros(2, 2, 64, 8)
+    v_img[:, :, idx] = v.reshape(2, 2, 64, 8)  # (window, token) order, as idx
+    o_img = torch.zeros(2, 64, 16)
+    o_img[:, idx] = cap.inputs["attn.proj"][0].reshape(2, 64, 16)
+    _close((dense @ v_img).transpose(1, 2).reshape(2, 64, 16), o_img, "image-level attn @ V")
+    _close(dense.sum(-1), torch.ones(2, 2, 64), "each query's row sums to 1 over its window")
 
 def test_twins_locally_grouped_windows_map_back_to_pixels():
     from timm.models.twins import LocallyGroupedAttn

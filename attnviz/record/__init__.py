@@ -5,7 +5,7 @@ from __future__ import annotations
 from .adapters import ADAPTERS, Adapter, find_adapter, supported_types
 from .budget import MemoryBudgetWarning
 from .find import find_attention
-from .geometry import window_pixels
+from .geometry import window_pixels, window_to_image
 from .ops import sdpa_weights
 from .recorder import Recorder, record
 from .records import KINDS, AttentionRecord, RecordSet
@@ -27,4 +27,5 @@ __all__ = [
     "sdpa_weights",
     "supported_types",
     "window_pixels",
+    "window_to_image",
 ]

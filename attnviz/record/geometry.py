@@ -141,3 +141,27 @@ def window_pixels(meta: dict[str, Any]) -> Tensor:
     out = torch.stack([(rows + sh) % h, (cols + sw) % w], -1)  # the roll by -shift, undone
     out[pad] = -1
     return out
+
+
+def window_to_image(value: Tensor, meta: dict[str, Any]) -> Tensor:
+    """A windowed map ``(B, heads, windows, Q, K)`` as one image-level map ``(B, heads, H·W,
+    H·W)`` over the unshifted, unpadded token grid (row-major): row ``r·W + c`` is the query at
+    pixel (r, c), its keys outside its window are 0. Draw it with ``q_grid = k_grid =
+    meta["image"]``.
+
+    Args:
+        value: the record's value.
+        meta: the record's meta (see :func:`window_pixels`).
+
+    Returns:
+        The dense map (float32; about (H·W)² · heads · B · 4 bytes: meant for one image).
+    """
+    h, w = meta.get("image", meta["grid"])
+    pix = window_pixels(meta)
+    out = value.new_zeros(value.shape[0], value.shape[1], h * w, h * w)
+    for win in range(pix.shape[0]):
+        real = pix[win, :, 0] >= 0
+        idx = pix[win, real, 0] * w + pix[win, real, 1]
+        block = value[:, :, win][:, :, real][:, :, :, real]
+        out[:, :, idx[:, None], idx[None, :]] = block
+    return out
