@@ -209,3 +209,41 @@ def test_separable_softmax_weights_are_not_a_spatial_mask():
     with torch.no_grad(), attnviz.record(m) as rec:
         m(torch.randn(1, 8, 4, 9))
     assert rec.spatial == {} and list(rec.gates) == [""]
+
+
+@pytest.mark.parametrize("layout", ["windows_in_batch", "heads_first"])
+def test_windows_of_an_unknown_partition_are_kept_apart(layout):
+    """No window size to map them to pixels (Hiera's mask units, MaxViT's grid): the windows
+    still stay apart from the heads, and carry no pixel grid."""
+
+    class Grouped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.heads = 2
+            self.qkv = nn.Linear(8, 24)
+
+        def forward(self, x):  # (B, 4 groups · 6 tokens, C)
+            b = x.shape[0]
+            qkv = self.qkv(x).reshape(b, 4, 6, 3, 2, 4)
+            if layout == "windows_in_batch":
+                q, k, v = qkv.reshape(b * 4, 6, 3, 2, 4).permute(2, 0, 3, 1, 4)  # (B·4, h, 6, d)
+            else:
+                q, k, v = qkv.permute(3, 0, 4, 1, 2, 5)  # (B, heads, 4, 6, d)
+            attn = (q @ k.transpose(-1, -2)).softmax(-1)
+            return attn @ v
+
+    m = Grouped().eval()
+    x = torch.randn(3, 24, 8)
+    with torch.no_grad(), attnviz.record(m) as rec:
+        out = m(x)
+    (r,) = rec.records
+    assert r.value.shape == (3, 2, 4, 6, 6) and r.meta["windows"] == 4
+    assert r.meta["q_grid"] is None and "window" not in r.meta
+    with torch.no_grad():
+        v = m.qkv(x).reshape(3, 4, 6, 3, 2, 4)[:, :, :, 2].permute(0, 3, 1, 2, 4)  # (B,h,W,6,d)
+    o = r.value @ v
+    expected = out.reshape(3, 4, 2, 6, 4).transpose(1, 2) if layout == "windows_in_batch" else out
+    _close(o, expected, "out = attn @ V per head and window")
+    with torch.no_grad(), attnviz.record(m, heads="mean") as mean:
+        m(x)
+    assert mean.attention[""].shape == (3, 1, 4, 6, 6)

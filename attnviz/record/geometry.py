@@ -64,6 +64,12 @@ def _grid_of(module: Any, shape: tuple[int, ...], size: tuple[int, int] | None,
     return None
 
 
+def _groups(windows: int) -> dict[str, Any]:
+    """Meta of a map split into independent token groups whose partition is not known."""
+    return {"windows": windows, "layout": "(B, heads, windows, Q, K)", "q_grid": None,
+            "k_grid": None, "axes": "windows of a partition attnviz cannot map to pixels"}
+
+
 def map_layout(w: Tensor, batch: int | None, stack: ModuleStack) -> tuple[Tensor, dict]:
     """``(B, heads, Q, K)`` (or ``(B, heads, windows, Q, K)`` with window meta) from a map
     whose leading axes fold batch, windows and heads."""
@@ -72,19 +78,18 @@ def map_layout(w: Tensor, batch: int | None, stack: ModuleStack) -> tuple[Tensor
     b = batch if batch and lead % batch == 0 else lead
     if w.ndim == 4 and w.shape[0] == b:
         return w, {}
-    if w.ndim == 4 and w.shape[0] % b == 0 and q == k:  # (B·windows, heads, N, N): Swin
+    if w.ndim == 4 and w.shape[0] % b == 0:  # (B·windows, heads, Q, K): Swin, MaxViT, ...
         windows = w.shape[0] // b
-        meta = window_meta(stack, windows, q)
-        if meta is not None:
-            return w.reshape(b, windows, w.shape[1], q, k).transpose(1, 2), meta
-    if w.ndim == 5 and w.shape[0] == b and q == k:  # (B, windows, heads, N, N): Twins
-        heads = stack.find_attr("num_heads")
-        h = getattr(heads.module, "num_heads", None) if heads is not None else None
-        if h in (w.shape[1], w.shape[2]):
-            value = w.transpose(1, 2) if w.shape[2] == h else w
-            meta = window_meta(stack, value.shape[2], q)
-            if meta is not None:
-                return value, meta
+        value = w.reshape(b, windows, w.shape[1], q, k).transpose(1, 2)
+        return value, (window_meta(stack, windows, q) if q == k else None) or _groups(windows)
+    if w.ndim == 5 and w.shape[0] == b:  # (B, windows, heads, Q, K): Twins; or heads first
+        found = stack.find_attr("num_heads") or stack.find_attr("heads")
+        h = getattr(found.module, "num_heads", getattr(found.module, "heads", None)) \
+            if found is not None else None
+        if isinstance(h, int) and h in (w.shape[1], w.shape[2]):
+            value = w.transpose(1, 2) if w.shape[2] == h and w.shape[1] != h else w
+            meta = window_meta(stack, value.shape[2], q) if q == k else None
+            return value, meta or _groups(value.shape[2])
     return w.reshape(b, lead // b, q, k), {}
 
 
