@@ -211,7 +211,7 @@ def test_separable_softmax_weights_are_not_a_spatial_mask():
     assert rec.spatial == {} and list(rec.gates) == [""]
 
 
-@pytest.mark.parametrize("layout", ["windows_in_batch", "heads_first"])
+@pytest.mark.parametrize("layout", ["windows_in_batch", "heads_first", "heads_in_batch"])
 def test_windows_of_an_unknown_partition_are_kept_apart(layout):
     """No window size to map them to pixels (Hiera's mask units, MaxViT's grid): the windows
     still stay apart from the heads, and carry no pixel grid."""
@@ -227,6 +227,8 @@ def test_windows_of_an_unknown_partition_are_kept_apart(layout):
             qkv = self.qkv(x).reshape(b, 4, 6, 3, 2, 4)
             if layout == "windows_in_batch":
                 q, k, v = qkv.reshape(b * 4, 6, 3, 2, 4).permute(2, 0, 3, 1, 4)  # (B·4, h, 6, d)
+            elif layout == "heads_in_batch":  # HaloNet: (B·heads, windows, 6, d)
+                q, k, v = qkv.permute(3, 0, 4, 1, 2, 5).reshape(3, b * 2, 4, 6, 4)
             else:
                 q, k, v = qkv.permute(3, 0, 4, 1, 2, 5)  # (B, heads, 4, 6, d)
             attn = (q @ k.transpose(-1, -2)).softmax(-1)
@@ -242,7 +244,8 @@ def test_windows_of_an_unknown_partition_are_kept_apart(layout):
     with torch.no_grad():
         v = m.qkv(x).reshape(3, 4, 6, 3, 2, 4)[:, :, :, 2].permute(0, 3, 1, 2, 4)  # (B,h,W,6,d)
     o = r.value @ v
-    expected = out.reshape(3, 4, 2, 6, 4).transpose(1, 2) if layout == "windows_in_batch" else out
+    expected = {"windows_in_batch": lambda: out.reshape(3, 4, 2, 6, 4).transpose(1, 2),
+                "heads_in_batch": lambda: out.reshape(3, 2, 4, 6, 4)}.get(layout, lambda: out)()
     _close(o, expected, "out = attn @ V per head and window")
     with torch.no_grad(), attnviz.record(m, heads="mean") as mean:
         m(x)

@@ -64,6 +64,15 @@ def _grid_of(module: Any, shape: tuple[int, ...], size: tuple[int, int] | None,
     return None
 
 
+def _num_heads(stack: ModuleStack) -> int | None:
+    """``num_heads`` (or ``heads``) of the innermost running module that states it."""
+    for name in ("num_heads", "heads"):
+        found = stack.find_attr(name)
+        if found is not None and isinstance(getattr(found.module, name), int):
+            return getattr(found.module, name)
+    return None
+
+
 def _groups(windows: int) -> dict[str, Any]:
     """Meta of a map split into independent token groups whose partition is not known."""
     return {"windows": windows, "layout": "(B, heads, windows, Q, K)", "q_grid": None,
@@ -78,18 +87,19 @@ def map_layout(w: Tensor, batch: int | None, stack: ModuleStack) -> tuple[Tensor
     b = batch if batch and lead % batch == 0 else lead
     if w.ndim == 4 and w.shape[0] == b:
         return w, {}
-    if w.ndim == 4 and w.shape[0] % b == 0:  # (B·windows, heads, Q, K): Swin, MaxViT, ...
-        windows = w.shape[0] // b
-        value = w.reshape(b, windows, w.shape[1], q, k).transpose(1, 2)
-        return value, (window_meta(stack, windows, q) if q == k else None) or _groups(windows)
-    if w.ndim == 5 and w.shape[0] == b:  # (B, windows, heads, Q, K): Twins; or heads first
-        found = stack.find_attr("num_heads") or stack.find_attr("heads")
-        h = getattr(found.module, "num_heads", getattr(found.module, "heads", None)) \
-            if found is not None else None
-        if isinstance(h, int) and h in (w.shape[1], w.shape[2]):
-            value = w.transpose(1, 2) if w.shape[2] == h and w.shape[1] != h else w
-            meta = window_meta(stack, value.shape[2], q) if q == k else None
-            return value, meta or _groups(value.shape[2])
+    h = _num_heads(stack)
+    if w.ndim == 4 and w.shape[0] % b == 0:
+        x, y = w.shape[0] // b, w.shape[1]
+        meta = window_meta(stack, x, q) if q == k else None
+        if meta is not None or (h == y and h != x):  # (B·windows, heads, Q, K): Swin, MaxViT
+            value = w.reshape(b, x, y, q, k).transpose(1, 2)
+            return value, meta or _groups(x)
+        if h == x and h != y:  # (B·heads, windows, Q, K): HaloNet's blocks
+            return w.reshape(b, x, y, q, k), _groups(y)
+    if w.ndim == 5 and w.shape[0] == b and h in (w.shape[1], w.shape[2]):
+        value = w.transpose(1, 2) if w.shape[2] == h and w.shape[1] != h else w  # Twins
+        meta = window_meta(stack, value.shape[2], q) if q == k else None
+        return value, meta or _groups(value.shape[2])
     return w.reshape(b, lead // b, q, k), {}
 
 
