@@ -65,8 +65,8 @@ def _grid_of(module: Any, shape: tuple[int, ...], size: tuple[int, int] | None,
 
 
 def _num_heads(stack: ModuleStack) -> int | None:
-    """``num_heads`` (or ``heads``) of the innermost running module that states it."""
-    for name in ("num_heads", "heads"):
+    """``num_heads`` (``heads``, ``n_heads``) of the innermost running module stating it."""
+    for name in ("num_heads", "heads", "n_heads"):
         found = stack.find_attr(name)
         if found is not None and isinstance(getattr(found.module, name), int):
             return getattr(found.module, name)
