@@ -101,7 +101,7 @@ def attention_mask(model: nn.Module, x: Tensor, mask_name: str) -> tuple[Tensor,
     device = model_device(model)
     with record(model, layers=mask_name) as rec:
         logits = rec(x.to(device, torch.float32))
-        rec.cpu()
+        rec = rec.cpu()
     for kind in ("spatial", "context"):
         found = rec.by_kind(kind)
         if mask_name in found:

@@ -102,7 +102,7 @@ def evaluate(model: nn.Module, data: Shapes, batch_size: int = 250,
             classifier = classifier and out.kind == CLASSIFIER
             if out.logits is not None and out.kind == CLASSIFIER:
                 scores.append(out.logits.cpu())
-        rec.cpu()
+        rec = rec.cpu()
     accuracy = metrics.accuracy(torch.cat(scores), data.labels) if classifier else None
     result = Evaluation(accuracy, len(data.labels))
     grids = {r.key: r.meta.get("k_grid") for r in rec.records if r.kind == "attention"}

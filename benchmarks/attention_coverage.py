@@ -7,6 +7,11 @@ forward pass of the randomly initialised model.
 
     python benchmarks/attention_coverage.py            # the whole list (a few minutes on a CPU)
     python benchmarks/attention_coverage.py --quick    # a handful of models
+    python benchmarks/attention_coverage.py --hostile  # the models of issue 21 only
+
+Per model: ``units`` expected (modules of a known attention class), ``recorded`` (a record at or
+below the unit), ``named`` (not recorded but listed as a candidate: never silent), ``silent``
+(neither), and ``extra``: records outside every unit (an activation taken for a gate, ...).
 """
 
 from __future__ import annotations
@@ -25,6 +30,14 @@ UNITS = {
     "RelativePositionalMultiHeadAttention", "GhostModuleV2", "ChannelAttn", "SpatialAttn",
     "LightChannelAttn", "LightSpatialAttn", "GatherExcite", "MultiheadAttention",
     "ShiftedWindowAttention", "ShiftedWindowAttentionV2", "ClassAttn", "TalkingHeadAttn",
+    "LocallyGroupedAttn", "GlobalSubSampleAttn", "ChannelAttention", "ChannelAttentionV2",
+    "Attention2dDownsample", "GPSA", "MHSA", "LinearSelfAttention", "FactorAttnConvRelPosEnc",
+}
+HOSTILE = {  # issue 21: windowed, talking heads, mixed softmaxes, QuickGELU, separable, factorised
+    "swin_tiny_patch4_window7_224": 224, "twins_svt_small": 224, "davit_tiny": 224,
+    "cait_xxs24_224": 224, "efficientformerv2_s0": 224, "convit_tiny": 224,
+    "vit_base_patch32_clip_224": 224, "mobilevitv2_050": 256, "coat_lite_tiny": 224,
+    "lambda_resnet26t": 256,
 }
 TIMM = {  # model: input size
     "seresnet18": 64, "seresnext26d_32x4d": 64, "legacy_seresnet18": 64, "resnetrs50": 64,
@@ -35,27 +48,42 @@ TIMM = {  # model: input size
     "regnety_002": 64, "ghostnetv2_100": 64, "hgnet_tiny": 64, "ese_vovnet19b_dw": 64,
     "rexnet_100": 64, "vit_tiny_patch16_224": 224, "deit_tiny_patch16_224": 224,
     "maxvit_nano_rw_256": 256, "coatnet_nano_rw_224": 224, "gcvit_xxtiny": 224,
-    "mobilevit_xxs": 256, "cait_xxs24_224": 224,
+    "mobilevit_xxs": 256, **HOSTILE,
 }
 TORCHVISION = {"efficientnet_b0": 64, "mobilenet_v3_small": 64, "regnet_y_400mf": 64,
                "maxvit_t": 224, "vit_b_16": 224, "swin_t": 224}
 QUICK = ("seresnet18", "botnet26t_256", "vit_tiny_patch16_224", "maxvit_t")
 
 
-def coverage(model: torch.nn.Module, size: int) -> tuple[int, int, list[str], float]:
+def _under(name: str, unit: str) -> bool:
+    return name == unit or name.startswith(unit + ".")
+
+
+def coverage(model: torch.nn.Module, size: int) -> dict:
+    """Expected attention units of ``model`` vs what one recorded pass found and named."""
     import attnviz
+    from attnviz.record.sites import model_info
 
     units = [n for n, m in model.named_modules() if type(m).__name__ in UNITS]
+    # a unit nested in another unit (a gate inside a block) counts once, with its parent
+    units = [u for u in units if not any(u.startswith(o + ".") for o in units if o != u)]
     t0 = time.perf_counter()
     with torch.no_grad(), warnings.catch_warnings(), attnviz.record(model) as rec:
         warnings.simplefilter("ignore")
         model(torch.randn(1, 3, size, size))
     seconds = time.perf_counter() - t0
     names = {r.name for r in rec.records}
-    missed = [u for u in units if not any(n == u or n.startswith(u + ".") for n in names)]
-    # a unit nested in another unit (a gate inside a block) counts once, with its parent
-    missed = [u for u in missed if not any(u.startswith(o + ".") for o in units if o != u)]
-    return len(units), len(missed), missed, seconds
+    looks = model_info(model).candidates
+    recorded = [u for u in units if any(_under(n, u) for n in names)]
+    named = [u for u in units if u not in recorded
+             and any(_under(c, u) or _under(u, c) for c in looks)]
+    silent = [u for u in units if u not in recorded and u not in named]
+    extra = sorted(n for n in names if not any(_under(n, u) for u in units))
+    kinds = sorted({r.kind for r in rec.records})
+    windowed = sum(1 for r in rec.records if "windows" in r.meta)
+    mixed = sum(1 for r in rec.records if "mixed" in r.meta)
+    return dict(units=len(units), recorded=len(recorded), named=len(named), silent=silent,
+                extra=extra, seconds=seconds, kinds=kinds, windowed=windowed, mixed=mixed)
 
 
 def main() -> None:
@@ -64,27 +92,33 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--hostile", action="store_true", help="only the models of issue 21")
     args = p.parse_args()
     torch.set_num_threads(1)
     rows = []
     for name, size in TIMM.items():
-        if args.quick and name not in QUICK:
+        if (args.quick and name not in QUICK) or (args.hostile and name not in HOSTILE):
             continue
         rows.append((f"timm {name}", timm.create_model(name, pretrained=False).eval(), size))
     for name, size in TORCHVISION.items():
-        if args.quick and name not in QUICK:
+        if (args.quick and name not in QUICK) or (args.hostile and name != "swin_t"):
             continue
         rows.append((f"torchvision {name}",
                      getattr(torchvision.models, name)(weights=None).eval(), size))
-    total = missed_total = 0
-    print(f"{'model':40s}{'units':>7s}{'missed':>8s}{'record s':>10s}  missed units")
+    sums = dict(units=0, recorded=0, named=0, silent=0, extra=0)
+    print(f"{'model':44s}{'units':>6s}{'rec':>5s}{'named':>6s}{'silent':>7s}{'extra':>6s}"
+          f"{'win':>5s}{'mixed':>6s}{'s':>7s}  kinds; silent / extra units")
     for label, model, size in rows:
-        n, missed, names, seconds = coverage(model, size)
-        total, missed_total = total + n, missed_total + missed
-        print(f"{label:40s}{n:>7d}{missed:>8d}{seconds:>10.2f}  {', '.join(names[:3])}",
-              flush=True)
-    print(f"{len(rows)} models: {total - missed_total} of {total} attention units recorded "
-          f"({missed_total} missed)")
+        c = coverage(model, size)
+        for k in sums:
+            sums[k] += c[k] if isinstance(c[k], int) else len(c[k])
+        print(f"{label:44s}{c['units']:>6d}{c['recorded']:>5d}{c['named']:>6d}"
+              f"{len(c['silent']):>7d}{len(c['extra']):>6d}{c['windowed']:>5d}{c['mixed']:>6d}"
+              f"{c['seconds']:>7.2f}  {','.join(c['kinds'])}; "
+              f"{', '.join(c['silent'][:2] + c['extra'][:2])}", flush=True)
+    print(f"{len(rows)} models: {sums['recorded']} of {sums['units']} attention units recorded, "
+          f"{sums['named']} named as candidates, {sums['silent']} silent; {sums['extra']} "
+          "records outside every unit")
 
 
 if __name__ == "__main__":

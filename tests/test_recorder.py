@@ -19,7 +19,7 @@ from torch import nn
 
 import attnviz
 from attnviz.models import create_model
-from attnviz.record import ADAPTERS
+from attnviz.record import ADAPTERS, RecordSet
 
 # -- one real model per adapter ---------------------------------------------------------------
 
@@ -376,9 +376,11 @@ def test_cpu_returns_the_same_records():
     with torch.no_grad(), attnviz.record(model) as rec:
         model(torch.randn(1, 3, 32, 32))
     before = [r.value.clone() for r in rec.records]
-    assert rec.cpu() is rec
-    assert all(r.value.device.type == "cpu" for r in rec.records)
-    for a, b in zip(before, rec.records, strict=True):
+    moved = rec.cpu()
+    assert moved is not rec and type(moved) is RecordSet
+    assert moved.summary() == rec.summary() and len(rec.records) == len(before)
+    assert all(r.value.device.type == "cpu" for r in moved.records)
+    for a, b in zip(before, moved.records, strict=True):
         torch.testing.assert_close(a, b.value)
 
 

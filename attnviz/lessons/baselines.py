@@ -81,7 +81,7 @@ def spatial_scores(models: Iterable[nn.Module], data: Shapes, batch_size: int = 
         with record(model, kinds=("spatial",)) as rec:
             for i in range(0, len(data.labels), batch_size):
                 model(data.images[i : i + batch_size].to(device))
-            rec.cpu()
+            rec = rec.cpu()
         layers = list(rec.spatial)
         rows.append([truth.scores(m) for m in rec.spatial.values()])
     p, e, m = (np.array([[c[k] for c in r] for r in rows]) for k in range(3))

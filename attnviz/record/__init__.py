@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from .adapters import ADAPTERS, Adapter, find_adapter, supported_types
+from .budget import MemoryBudgetWarning
 from .find import find_attention
+from .geometry import window_pixels, window_to_image
 from .ops import sdpa_weights
 from .recorder import Recorder, record
 from .records import KINDS, AttentionRecord, RecordSet
@@ -12,6 +14,7 @@ from .sites import AttentionSite, SiteList
 __all__ = [
     "ADAPTERS",
     "KINDS",
+    "MemoryBudgetWarning",
     "Adapter",
     "AttentionRecord",
     "AttentionSite",
@@ -23,4 +26,6 @@ __all__ = [
     "record",
     "sdpa_weights",
     "supported_types",
+    "window_pixels",
+    "window_to_image",
 ]

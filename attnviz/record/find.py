@@ -9,8 +9,16 @@ import torch
 from torch import nn
 
 from ..errors import NoAttentionError, ParameterError
-from .recorder import Recorder, _nothing_message
-from .sites import AttentionSite, SiteList, candidates, matches, model_info, parse_layers
+from .recorder import Recorder
+from .sites import (
+    AttentionSite,
+    SiteList,
+    candidates,
+    matches,
+    model_info,
+    nothing_message,
+    parse_layers,
+)
 
 
 @torch.no_grad()
@@ -39,7 +47,7 @@ def find_attention(
                 sites.append(AttentionSite(name, kind, label, "observed", info.order(name),
                                            model.get_submodule(name)))
         if not sites:
-            raise NoAttentionError(_nothing_message(model, candidates(model, [])) + (
+            raise NoAttentionError(nothing_message(model, candidates(model, [])) + (
                 "" if info.observed is not None else
                 " (pass an example input, find_attention(model, x), to watch a forward pass)"))
         return SiteList(sorted(sites, key=lambda s: s.order))

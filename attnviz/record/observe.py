@@ -17,32 +17,19 @@ The recorded tensor *is* the operand the network used (a float32 copy of it).
 from __future__ import annotations
 
 import itertools
-import math
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
+from .axes import Axes, value_grids
+from .geometry import is_self_gate, map_layout
 from .ops import HANDLERS
-
-_ACTIVATIONS = (nn.Sigmoid, nn.Hardsigmoid, nn.Softmax, nn.Softmax2d, nn.Identity)
-_ACT_WORDS = ("sigmoid", "softmax", "gate", "act")
-
-
-def is_activation(module: nn.Module) -> bool:
-    """A parameter-free leaf that only applies an activation (``nn.Sigmoid``, timm gates)."""
-    if isinstance(module, _ACTIVATIONS):
-        return True
-    name = type(module).__name__.lower()
-    return (
-        not module._modules
-        and not module._parameters
-        and any(w in name for w in _ACT_WORDS)
-    )
+from .stack import ModuleStack
 
 
 @dataclass(frozen=True)
@@ -56,66 +43,6 @@ class Observation:
     scope: str
     meta: dict[str, Any]
     hook: str | None = None  # a module whose output *is* the weight: hook it next time
-
-
-class ModuleStack:
-    """The modules of one model that are running now, innermost last (fed by forward hooks)."""
-
-    def __init__(self, model: nn.Module, covered: set[nn.Module]) -> None:
-        self.names: dict[nn.Module, str] = {m: n for n, m in model.named_modules()}
-        self.order = {n: i for i, n in enumerate(self.names.values())}
-        self.acts = {m for m in self.names if is_activation(m)}
-        self.covered = covered
-        self.covered_depth = 0
-        self.frames: list[tuple[str, nn.Module, tuple[int, int] | None]] = []
-        self.batch: int | None = None
-        self._types: dict[str, str] | None = None
-
-    def push(self, module: nn.Module, args: tuple) -> str | None:
-        name = self.names.get(module)
-        if name is None:
-            return None
-        x = args[0] if args else None
-        grid = tuple(x.shape[-2:]) if isinstance(x, Tensor) and x.ndim == 4 else None
-        if not self.frames and isinstance(x, Tensor) and x.ndim:
-            self.batch = x.shape[0]
-        self.frames.append((name, module, grid))
-        if module in self.covered:
-            self.covered_depth += 1
-        return name
-
-    def pop(self, module: nn.Module) -> str | None:
-        if module not in self.names:
-            return None
-        while self.frames:  # tolerate a frame lost to an exception inside a forward
-            name, m, _ = self.frames.pop()
-            if m in self.covered:
-                self.covered_depth -= 1
-            if m is module:
-                return name
-        return None
-
-    def producer(self) -> str:
-        """The innermost running module that is not a bare activation."""
-        for name, m, _ in reversed(self.frames):
-            if m not in self.acts:
-                return name
-        return ""
-
-    def owner(self) -> str:
-        return self.frames[-1][0] if self.frames else ""
-
-    def type_name(self, name: str) -> str:
-        if self._types is None:
-            self._types = {n: type(m).__name__ for m, n in self.names.items()}
-        return self._types.get(name, "model")
-
-    def grid(self, n: int) -> tuple[int, int] | None:
-        """(H, W) of the innermost running module whose 4-D input has H·W = n tokens."""
-        for _, _, g in reversed(self.frames):
-            if g is not None and g[0] * g[1] == n:
-                return g
-        return None
 
 
 def common_scope(a: str, b: str) -> str:
@@ -139,16 +66,24 @@ class _Tag:
     dim: int | None = None  # softmax dim of ``base``
     piece: int | None = None  # index of a split/chunk/unbind piece
     act_input: Any = None  # weakref to the activation's input (x · σ(x) is SiLU, not attention)
+    act: str = ""  # "sigmoid" / "hardsigmoid" for gates
+    logits: bool = False  # a softmax of q @ kᵀ (its rows are queries)
+    mixed: tuple[str, ...] = ()  # what the network did to the weight after its activation
 
 
 class Observer(TorchFunctionMode):
     """A torch function mode that tags weights and reports where they meet features."""
 
-    def __init__(self, stack: ModuleStack, emit: Callable[[Observation], None]) -> None:
+    def __init__(self, stack: ModuleStack, emit: Callable[[Observation], None],
+                 fail: Callable[[str, Exception], None] | None = None,
+                 admit: Callable[[str, tuple[int, ...]], bool] | None = None) -> None:
         super().__init__()
         self.stack = stack
         self.emit = emit
+        self.fail = fail
+        self._admit = admit
         self._tags: dict[int, tuple[weakref.ref, _Tag]] = {}
+        self._axes: dict[int, tuple[weakref.ref, Axes]] = {}
         self._pieces: dict[int, list] = {}
         self._done: set[int] = set()
         self._cache: dict[Any, Callable | None] = {}
@@ -167,8 +102,21 @@ class Observer(TorchFunctionMode):
             except TypeError:
                 pass
         if handler is not None and not self.stack.covered_depth:
-            handler(self, args, kwargs, out)
+            try:
+                handler(self, args, kwargs, out)
+            except Exception as e:  # never in the user's way: drop the site, keep the forward
+                self.failed(e)
         return out
+
+    def failed(self, error: Exception) -> None:
+        """Something the observer computed failed: the site is dropped, the forward goes on."""
+        if self.fail is None:
+            raise error
+        self.fail(self.stack.producer(), error)
+
+    def admit(self, shape: tuple[int, ...]) -> bool:
+        """May a map of ``shape`` made by the running module be computed and kept?"""
+        return self._admit is None or self._admit(self.stack.producer(), tuple(shape))
 
     # -- tags --------------------------------------------------------------------------------
     def tag(self, t: Any, tag: _Tag) -> None:
@@ -181,11 +129,22 @@ class Observer(TorchFunctionMode):
         hit = self._tags.get(id(t))
         return hit[1] if hit is not None and hit[0]() is t else None
 
+    def mark(self, t: Tensor, axes: Axes) -> None:
+        """Note what the axes of the untagged tensor ``t`` are (see ``axes.py``)."""
+        self._axes[id(t)] = (weakref.ref(t), axes)
+
+    def axes_of(self, t: Any) -> Axes | None:
+        if not isinstance(t, Tensor):
+            return None
+        hit = self._axes.get(id(t))
+        return hit[1] if hit is not None and hit[0]() is t else None
+
     def purge(self) -> None:
         """Forget tags of tensors that died (releasing the weights they hold)."""
-        dead = [k for k, (ref, _) in self._tags.items() if ref() is None]
-        for k in dead:
-            del self._tags[k]
+        for store in (self._tags, self._axes):
+            dead = [k for k, (ref, _) in store.items() if ref() is None]
+            for k in dead:
+                del store[k]
 
     def returned(self, name: str, out: Any) -> None:
         """A module returned ``out``: remember it if ``out`` is a weight itself."""
@@ -196,12 +155,29 @@ class Observer(TorchFunctionMode):
     def new_tag(self, kind: str, out: Tensor, **kw: Any) -> None:
         self.tag(out, _Tag(kind, next(self._ids), out, out, self.stack.producer(), **kw))
 
+    def derived(self, tag: _Tag, out: Tensor, op: str) -> _Tag:
+        """A new weight made from ``tag``'s weight by ``op`` (see ``derive.py``)."""
+        mixed = tag.mixed if op in tag.mixed else (*tag.mixed, op)
+        return _Tag(tag.kind, next(self._ids), out, out, tag.producer, act=tag.act, mixed=mixed,
+                    logits=tag.logits)
+
+    def derive(self, tag: _Tag, out: Any, op: str) -> None:
+        """Tag ``out`` (made from a weight by ``op``) as a weight of its own."""
+        if isinstance(out, Tensor) and out.ndim:
+            self.tag(out, self.derived(tag, out, op))
+
     def flush(self) -> None:
         """End of a scope: group split pieces into mixing weights, forget every tag."""
         for parts in self._pieces.values():
-            _emit_pieces(self, parts)
+            try:
+                _emit_pieces(self, parts)
+            except Exception as e:
+                if self.fail is None:
+                    raise
+                self.fail(parts[0].producer, e)
         self._pieces.clear()
         self._tags.clear()
+        self._axes.clear()
         self._done.clear()
 
     def _scope(self, producer: str) -> str:
@@ -211,58 +187,91 @@ class Observer(TorchFunctionMode):
         label = f"observed {what} in {self.stack.type_name(tag.producer)}"
         scope = self._scope(tag.producer)
         hook = None
-        if kind in ("channel", "spatial") and tag.eff.numel() == tag.base.numel():
+        if tag.mixed:
+            meta["mixed"] = ", ".join(tag.mixed)
+        elif kind in ("channel", "spatial") and tag.eff.numel() == tag.base.numel():
             hook = self.outputs.get(tag.src)
         self.emit(Observation(tag.producer, kind, value, label, scope, meta, hook))
 
     # -- events ------------------------------------------------------------------------------
     def gate_meets(self, tag: _Tag, feat: Tensor) -> None:
-        if tag.act_input is not None and tag.act_input() is feat:
-            return  # x · σ(x): a SiLU-style activation, not attention
+        if tag.kind == "gate" and (is_self_gate(tag, feat) or self.stack.recurrent()):
+            return  # x · σ(a·x + b): an activation (SiLU, Swish-β, QuickGELU); or an RNN cell
         src = tag.src
         if tag.kind == "softmax" and tag.piece is not None:
             parts = self._pieces.setdefault(src, [tag, self._scope(tag.producer), []])
             parts[2].append((tag.piece, len(parts[2]), tag.eff))
             return
-        if src in self._done:
+        done = (src, tag.piece) if tag.kind == "gate" else src  # chunks of one σ: each a gate
+        if done in self._done:
             return
-        self._done.add(src)
+        self._done.add(done)
         kind, value = classify(tag, feat.shape)
         what = "softmax weights" if tag.kind == "softmax" else "sigmoid gate"
+        ax = self.axes_of(feat)
+        if ax is not None and ax.perm and ax.perm != (0, 1, 2, 3) and kind != "gate":
+            # a permuted feature map (triplet attention): the gate's axes are not (C,) / (H, W)
+            axes = "".join("BCHW"[i] for i in ax.perm)
+            self._emit(tag, "gate", classify(tag, feat.shape, permuted=True)[1], what,
+                       axes=f"multiplied into a feature map permuted to {axes}")
+            return
         self._emit(tag, kind, value, what)
 
-    def attention(self, tag: _Tag, what: str = "attention map") -> None:
+    def attention(self, tag: _Tag, operand: Tensor | None = None, right: bool = False,
+                  what: str = "attention map", values: Any = None) -> None:
+        """A softmax weight (or one derived from it) meets ``matmul``: the map that multiplies
+        the values. A derived weight is recorded as the operand itself (rows = queries; the
+        right operand of ``v @ w`` is transposed)."""
         src = tag.src
         if src in self._done:
             return
         self._done.add(src)
-        w = tag.base
-        if tag.dim is not None and tag.dim != w.ndim - 1:
-            w = w.movedim(tag.dim, -1)
-        self._emit_map(tag, w, what)
+        if tag.mixed and operand is not None:
+            w = operand.transpose(-1, -2) if right else operand
+            what = "mixed attention map"
+        else:
+            w = tag.base
+            if tag.dim is not None and tag.dim != w.ndim - 1:
+                w = w.movedim(tag.dim, -1)
+        if self.admit(w.shape):
+            self._emit_map(tag, w, what, grids=self._grids(tag, w, values, right))
 
-    def weights(self, w: Tensor, what: str, batch: int | None = None) -> None:
+    def _grids(self, tag: _Tag, w: Tensor, values: Any, right: bool) -> dict[str, Any]:
+        """q_grid / k_grid of a map, only where its axes are known to be pixels."""
+        q, k = w.shape[-2:]
+        told = value_grids(self, values, right, q, k)
+        meta: dict[str, Any] = {}
+        if told is not None and told[2]:  # the values say: keys are channels
+            meta["axes"] = "keys are channels" + (", queries too" if q == k else "")
+            return {"q_grid": None if q == k else self.stack.grid(q), "k_grid": None, **meta}
+        k_grid = told[1] if told is not None else self.stack.grid(k)
+        if not tag.logits:
+            meta["axes"] = ("rows are not query tokens: a softmax over a projection, not over "
+                            "q·kᵀ (factorised / lambda attention)")
+            return {"q_grid": None, "k_grid": k_grid, **meta}
+        return {"q_grid": self.stack.grid(q), "k_grid": k_grid, **meta}
+
+    def weights(self, w: Tensor, what: str, batch: int | None = None, **meta: Any) -> None:
         """Attention weights computed explicitly (fused SDPA, nn.MultiheadAttention)."""
-        tag = _Tag("softmax", next(self._ids), w, w, self.stack.producer(), dim=w.ndim - 1)
-        self._emit_map(tag, w, what, batch)
+        tag = _Tag("softmax", next(self._ids), w, w, self.stack.producer(), dim=w.ndim - 1,
+                   logits=True)
+        self._emit_map(tag, w, what, batch, **meta)
 
-    def _emit_map(self, tag: _Tag, w: Tensor, what: str, batch: int | None = None) -> None:
+    def _emit_map(self, tag: _Tag, w: Tensor, what: str, batch: int | None = None,
+                  grids: dict[str, Any] | None = None, **meta: Any) -> None:
         if w.ndim < 2:
             return
+        value, extra = map_layout(w, batch or self.stack.batch_for(tuple(w.shape)), self.stack)
         q, k = w.shape[-2:]
-        lead = math.prod(w.shape[:-2])
-        b = batch or self.stack.batch or lead
-        if w.ndim == 4 and w.shape[0] == b:
-            value = w
-        elif lead % b == 0:
-            value = w.reshape(b, lead // b, q, k)
-        else:
-            value = w.reshape(lead, 1, q, k)
-        q_grid, k_grid = self.stack.grid(q), self.stack.grid(k)
+        if extra.get("windows"):
+            self._emit(tag, "attention", value, what, **extra, **meta)
+            return
+        grids = grids or {"q_grid": self.stack.grid(q), "k_grid": self.stack.grid(k)}
+        k_grid = grids["k_grid"]
         if q == 1 and value.shape[1] == 1 and k_grid is not None:
             self._emit(tag, "context", value.reshape(value.shape[0], *k_grid), "softmax pooling")
             return
-        self._emit(tag, "attention", value, what, q_grid=q_grid, k_grid=k_grid)
+        self._emit(tag, "attention", value, what, **grids, **meta)
 
 
 def canonical(kind: str, out: Tensor) -> Tensor:
@@ -272,8 +281,9 @@ def canonical(kind: str, out: Tensor) -> Tensor:
     return out.reshape(out.shape[0], -1)
 
 
-def classify(tag: _Tag, feat_shape: torch.Size) -> tuple[str, Tensor]:
-    """Kind and canonical value of a weight multiplied into a feature map of ``feat_shape``."""
+def classify(tag: _Tag, feat_shape: torch.Size, permuted: bool = False) -> tuple[str, Tensor]:
+    """Kind and canonical value of a weight multiplied into a feature map of ``feat_shape``
+    (``permuted``: its axes are not (B, C, H, W), so only a ``gate`` as multiplied)."""
     g = tag.eff
     n = len(feat_shape)
     b = feat_shape[0]
@@ -281,11 +291,13 @@ def classify(tag: _Tag, feat_shape: torch.Size) -> tuple[str, Tensor]:
     aligned = g.reshape(shape)
     if aligned.shape[0] != b:
         aligned = aligned.expand(b, *aligned.shape[1:])
+    if permuted:
+        return "gate", aligned
     if n == 4 and len(shape) == 4:
         _, c, h, w = feat_shape
         if shape[1:] == (c, 1, 1):
             return "channel", aligned.reshape(b, c)
-        if shape[1:] == (1, h, w) and (h, w) != (1, 1):
+        if shape[1:] == (1, h, w) and (h, w) != (1, 1) and tag.kind != "softmax":
             return "spatial", aligned.reshape(b, h, w)
     if n == 3 and len(shape) == 3 and shape[1] == 1 and shape[2] == feat_shape[2]:
         return "channel", aligned.reshape(b, -1)  # tokens (B, N, C) · (B, 1, C)

@@ -15,26 +15,42 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from .axes import carries_logits, logits_of
+from .axes import on_shape as axes_on_shape
+from .derive import handlers as derive_handlers
+
 if TYPE_CHECKING:
     from .observe import Observer
 
 
-def _on_sigmoid(obs: Observer, args, kwargs, out) -> None:
-    src = args[0] if args else kwargs.get("input")
-    ref = weakref.ref(src) if isinstance(src, Tensor) else None
-    obs.new_tag("gate", out, act_input=ref)
+def _on_gate(act: str) -> Callable:
+    def handler(obs: Observer, args, kwargs, out) -> None:
+        src = args[0] if args else kwargs.get("input")
+        ref = weakref.ref(src) if isinstance(src, Tensor) else None
+        obs.new_tag("gate", out, act_input=ref, act=act)
+
+    return handler
 
 
 def _on_softmax(obs: Observer, args, kwargs, out) -> None:
     dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
     if not isinstance(dim, int) or not isinstance(out, Tensor) or out.ndim == 0:
         return
-    obs.new_tag("softmax", out, dim=dim % out.ndim)
+    logits = carries_logits(obs, args[0] if args else kwargs.get("input"))
+    obs.new_tag("softmax", out, dim=dim % out.ndim, logits=logits)
 
 
-def _on_shape(obs: Observer, args, kwargs, out) -> None:
+def _shape_op(op: str) -> Callable:
+    def handler(obs: Observer, args, kwargs, out) -> None:
+        _on_shape(obs, args, kwargs, out, op)
+
+    return handler
+
+
+def _on_shape(obs: Observer, args, kwargs, out, op: str = "") -> None:
     tag = obs.get(args[0]) if args else None
     if tag is None:
+        axes_on_shape(obs, op, args, kwargs, out)
         return
     if isinstance(out, Tensor):
         obs.tag(out, replace(tag, eff=out))
@@ -55,24 +71,24 @@ def _on_expand(obs: Observer, args, kwargs, out) -> None:
         obs.tag(out, tag)  # keep the shape before broadcasting
 
 
-def _on_mul(obs: Observer, args, kwargs, out) -> None:
-    a = args[0] if args else None
-    b = args[1] if len(args) > 1 else kwargs.get("other")
-    ta, tb = obs.get(a), obs.get(b)
-    if ta is not None and tb is None and isinstance(b, Tensor) and b.ndim >= 3:
-        obs.gate_meets(ta, b)
-    elif tb is not None and ta is None and isinstance(a, Tensor) and a.ndim >= 3:
-        obs.gate_meets(tb, a)
-
-
 def _on_matmul(obs: Observer, args, kwargs, out) -> None:
     operands = args[1:] if args and isinstance(args[0], str) else args
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = operands[0]
-    for t in operands:
+    tagged = False
+    for i, t in enumerate(operands):
         tag = obs.get(t)
         if tag is not None and tag.kind == "softmax" and tag.piece is None:
-            obs.attention(tag)
+            pair = len(operands) == 2 and not _is_einsum(args)
+            other = operands[1 - i] if pair else None
+            obs.attention(tag, t, right=pair and i == 1, values=other)
+        tagged = tagged or tag is not None
+    if not tagged:
+        logits_of(obs, args, out)
+
+
+def _is_einsum(args: tuple) -> bool:
+    return bool(args) and isinstance(args[0], str)
 
 
 def sdpa_weights(q: Tensor, k: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False,
@@ -98,10 +114,17 @@ def sdpa_weights(q: Tensor, k: Tensor, attn_mask: Tensor | None = None, is_causa
 def _on_sdpa(obs: Observer, args, kwargs, out) -> None:
     names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
     bound = dict(zip(names, args, strict=False)) | kwargs
+    q, k = bound["query"], bound["key"]
+    shape = (*q.shape[:-1], k.shape[-2])
+    if not obs.admit(shape):
+        return  # over the memory budget or filtered out: never computed
     w = sdpa_weights(bound["query"], bound["key"], bound.get("attn_mask"),
                      bool(bound.get("is_causal", False)), bound.get("scale"),
                      bool(bound.get("enable_gqa", False)))
-    obs.weights(w, "scaled_dot_product_attention weights")
+    p = float(bound.get("dropout_p") or 0.0)
+    note = {"dropout": f"p={p:g}: the fused kernel dropped weights at random; these are the "
+                       "weights before dropout"} if p > 0 else {}
+    obs.weights(w, "scaled_dot_product_attention weights", **note)
 
 
 def _on_mha(obs: Observer, args, kwargs, out) -> None:
@@ -111,31 +134,38 @@ def _on_mha(obs: Observer, args, kwargs, out) -> None:
     import torch.nn.functional as F
 
     bound = inspect.signature(F.multi_head_attention_forward).bind(*args, **kwargs)
+    p = float(bound.arguments.get("dropout_p") or 0.0) if bound.arguments.get("training") else 0.0
     bound.arguments.update(need_weights=True, average_attn_weights=False, dropout_p=0.0)
     if bound.arguments.get("is_causal") and bound.arguments.get("attn_mask") is None:
         return  # the causal mask is implied and not passed: nothing exact to recompute from
+    q, k, heads = bound.arguments["query"], bound.arguments["key"], bound.arguments["num_heads"]
+    batch = q.shape[1] if q.ndim == 3 else 1  # (L, N, E) here: MHA transposes batch_first
+    if not obs.admit((batch, heads, q.shape[0], k.shape[0])):
+        return  # over the memory budget or filtered out: never computed
     _, w = F.multi_head_attention_forward(*bound.args, **bound.kwargs)
     if w is None:
         return
     w = w if w.ndim == 4 else w[None]
-    obs.weights(w, "nn.MultiheadAttention weights", batch=w.shape[0])
+    note = {"dropout": f"p={p:g}: dropout applied in the forward; these are the weights "
+                       "before dropout"} if p > 0 else {}
+    obs.weights(w, "nn.MultiheadAttention weights", batch=w.shape[0], **note)
 
 
 def _handlers() -> dict[str, Callable]:
-    table: dict[str, Callable] = {}
-    for n in ("sigmoid", "sigmoid_", "expit", "hardsigmoid"):
-        table[n] = _on_sigmoid
+    table: dict[str, Callable] = dict(derive_handlers())
+    for n in ("sigmoid", "sigmoid_", "expit"):
+        table[n] = _on_gate("sigmoid")
+    for n in ("hardsigmoid", "hardsigmoid_"):
+        table[n] = _on_gate("hardsigmoid")
     table["softmax"] = _on_softmax
     for n in ("view", "reshape", "unsqueeze", "squeeze", "transpose", "permute", "contiguous",
               "flatten", "unflatten", "view_as", "reshape_as", "t", "movedim", "to", "float",
               "half", "bfloat16", "type_as", "clone", "split", "chunk", "unbind",
               "tensor_split", "split_with_sizes", "interpolate", "upsample"):
-        table[n] = _on_shape
+        table[n] = _shape_op(n)
     table["__getitem__"] = _on_getitem
     for n in ("expand", "expand_as", "broadcast_to"):
         table[n] = _on_expand
-    for n in ("mul", "mul_", "__mul__", "__rmul__", "__imul__", "multiply"):
-        table[n] = _on_mul
     for n in ("matmul", "__matmul__", "__rmatmul__", "bmm", "einsum"):
         table[n] = _on_matmul
     table["scaled_dot_product_attention"] = _on_sdpa

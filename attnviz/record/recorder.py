@@ -23,21 +23,23 @@ from torch import nn
 from torch.nn.modules import module as _module_hooks
 
 from ..errors import MemoryBudgetError, NoAttentionError, ParameterError, RecorderBusyError
-from .adapters import supported_types
+from .budget import DEFAULT_MAX_BYTES, Budget
 from .observe import ModuleStack, Observation, Observer, canonical
 from .records import KINDS, AttentionRecord, RecordSet
 from .sites import (
     AttentionSite,
     ModelInfo,
     candidates,
+    fast_path_scope,
+    looks_message,
     matches,
     model_info,
+    nothing_message,
     parse_layers,
     stage_block,
 )
 
 _ACTIVE: weakref.WeakKeyDictionary[nn.Module, Recorder] = weakref.WeakKeyDictionary()
-DEFAULT_MAX_BYTES = 2 * 1024**3
 
 
 def _in_backward() -> bool:
@@ -56,7 +58,14 @@ class Recorder(RecordSet):
         observe: also find weights by watching the computation (default); ``False`` uses only
             the named adapters.
         heads: ``"all"`` keeps attention maps per head, ``"mean"`` averages them over heads.
-        max_bytes: refuse (``MemoryBudgetError``) to hold more than this many bytes of records.
+        recurrent: also record the gates of recurrent cells (a module named ``*LSTM*``,
+            ``*GRU*``, ``*RNN*``, ``*Recurrent*``); they are state updates, not attention, and
+            left out by default.
+        max_bytes: hold at most this many bytes of records. A weight's size is known before it
+            is copied (or, for fused attention, computed), so a site over the budget is skipped
+            before anything is allocated, with one ``MemoryBudgetWarning``; the forward and its
+            output are untouched. If every site was skipped, leaving the block raises
+            ``MemoryBudgetError``.
     """
 
     def __init__(
@@ -69,11 +78,18 @@ class Recorder(RecordSet):
         observe: bool = True,
         heads: str = "all",
         max_bytes: int = DEFAULT_MAX_BYTES,
+        recurrent: bool = False,
         _discover: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
             raise ParameterError(f"record() needs a torch.nn.Module, got {type(model).__name__}")
+        if isinstance(model, torch.jit.ScriptModule):
+            raise ParameterError(
+                f"{type(model).__name__} is a TorchScript model (torch.jit.script/trace): its "
+                "compiled code runs no Python hooks, so attnviz cannot watch it; record the "
+                "original nn.Module instead"
+            )
         if hasattr(model, "_orig_mod") and type(model).__name__ == "OptimizedModule":
             raise ParameterError(
                 "this model was compiled with torch.compile, and compiled code runs no hooks: "
@@ -85,21 +101,28 @@ class Recorder(RecordSet):
         if not isinstance(max_bytes, int) or max_bytes <= 0:
             raise ParameterError(f"max_bytes must be a positive integer, got {max_bytes!r}")
         self.model, self.keep_graph, self.observe = model, keep_graph, observe
-        self.heads, self.max_bytes = heads, max_bytes
+        self.heads, self.max_bytes, self.recurrent = heads, max_bytes, recurrent
         self._patterns = parse_layers(layers)
         self._kinds = _parse_kinds(kinds)
         self._info: ModelInfo = model_info(model)
-        self._discover = observe and (_discover or self._info.observed is None)
+        # recurrent gates are left out of what is cached: recording them watches the model
+        self._discover = observe and (_discover or recurrent or self._info.observed is None)
+        self._find = _discover  # find_attention returns the candidates instead of warning
         self.sites: list[AttentionSite] = [s for s in self._info.adapter_sites if self._keep(s)]
         self.problems: list[str] = []
         self._handles: list[Any] = []
         self._used = False
-        self._pass, self._bytes, self._depth, self._added = -1, 0, 0, 0
+        self._pass, self._depth, self._added = -1, 0, 0
         self._firings: dict[tuple[str, str], int] = {}
         self._seen: dict[str, tuple[str, str]] = {}
         self._scopes_found: set[str] = set()
         self._hooked_found: dict[str, tuple[str, str, str]] = {}
         self._observer: Observer | None = None
+        self._ran: set[str] = set()
+        self._compiled = False
+        self.watched = 0  # how many times the observer was entered (0: hooks only)
+        self.skipped: list[str] = []  # sites left out (over the budget, internal failure)
+        self._budget = Budget(max_bytes, heads, self.skipped, self.problems)
         if not self._discover:
             self._check_known()
 
@@ -112,7 +135,7 @@ class Recorder(RecordSet):
         observed = self._info.observed or {} if self.observe else {}
         known = [s.name for s in self._info.adapter_sites] + list(observed)
         if not known:
-            raise NoAttentionError(_nothing_message(self.model, []))
+            raise NoAttentionError(nothing_message(self.model, []))
         if self._patterns is None and self._kinds is None:
             return
         kinds = {s.name: s.kind for s in self._info.adapter_sites}
@@ -155,10 +178,10 @@ class Recorder(RecordSet):
     def _install(self) -> None:
         on_root = self._on_root  # a closure, not a bound method: deepcopy(model) copies hooks
 
-        def root_hook(module: nn.Module, args: object) -> None:
-            on_root(module, args)
+        def root_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            on_root(module, args, kwargs)
 
-        self._handles.append(self.model.register_forward_pre_hook(root_hook))
+        self._handles.append(self.model.register_forward_pre_hook(root_hook, with_kwargs=True))
         for site in self.sites:
             hook = site.adapter.hook
             target = site.module.get_submodule(hook) if hook else site.module
@@ -167,13 +190,16 @@ class Recorder(RecordSet):
             for target_name, site in self._info.hooked.items():
                 target = self.model.get_submodule(target_name)
                 self._handles.append(target.register_forward_hook(self._output_hook(site, target)))
-        scopes = {""} if self._discover else self._info.scopes
-        if not self.observe or not scopes:
-            return
+        if not self.observe or (not self._discover and not self._info.scopes
+                                and self._info.all_ran()):
+            return  # nothing to watch: every module ran while watched, every site is hooked
         covered = {s.module for s in self._info.adapter_sites}
-        self._stack = ModuleStack(self.model, covered)
-        self._observer = Observer(self._stack, self._on_observation)
-        self._scopes = scopes
+        self._stack = ModuleStack(self.model, covered, keep_recurrent=self.recurrent)
+        self._observer = Observer(self._stack, self._on_observation, self._on_failure,
+                                  self._admit)
+        # later recordings watch the scopes where weights were found, and any module that never
+        # ran while watched (data-dependent routing): nothing a first pass saw can escape
+        self._scopes = {""} if self._discover else self._info.scopes
         self._handles.append(_module_hooks.register_module_forward_pre_hook(self._on_pre))
         self._handles.append(
             _module_hooks.register_module_forward_hook(self._on_post, always_call=True)
@@ -183,15 +209,30 @@ class Recorder(RecordSet):
         self._remove()
         if exc_type is not None:
             return
-        if self._discover and self._pass >= 0:
+        if self._compiled:
+            raise ParameterError(
+                f"a torch.compile'd copy of {type(self.model).__name__} (an OptimizedModule made "
+                f"by torch.compile) was called inside record(model): compiled code runs no "
+                "hooks, so nothing it computes can be recorded; call the model itself (or "
+                "compiled._orig_mod) inside the block")
+        if self._discover and self._pass >= 0 and not self.skipped:
             self._info.observed = dict(self._seen)
             self._info.scopes = set(self._scopes_found)
             self._info.hooked = dict(self._hooked_found)
+            self._info.ran = set(self._ran)
+            self._warn_candidates(quiet=self._find)
+        elif self.observe and self._pass >= 0 and self._info.observed is not None:
+            self._info.observed.update(self._seen)  # found in modules first run now
+            self._info.scopes |= self._scopes_found
+            self._info.hooked.update(self._hooked_found)
+            self._info.ran |= self._ran
+        if self._pass >= 0 and not self._added and self._budget.over:
+            raise MemoryBudgetError(self._budget.message)
         if self._pass >= 0 and not self._added:
             known = [s.name for s in self._info.adapter_sites] + list(self._seen)
             if known:
                 raise NoAttentionError(self._filter_message(known))
-            raise NoAttentionError(_nothing_message(self.model, candidates(self.model, [])))
+            raise NoAttentionError(nothing_message(self.model, candidates(self.model, [])))
         if self._pass < 0 and not self._added:
             warnings.warn(
                 f"no forward pass of {type(self.model).__name__} ran inside the recording, so "
@@ -217,31 +258,52 @@ class Recorder(RecordSet):
         return bool(self._handles)
 
     # -- hooks -------------------------------------------------------------------------------
-    def _on_root(self, module: nn.Module, _args: object) -> None:
+    def _on_root(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if torch.compiler.is_compiling():
+            self._compiled = True  # a torch.compile'd copy is tracing this model
+            return
         if module is self.model and not _in_backward():
             self._pass += 1
             self._firings.clear()
+            if self._observer is not None:
+                self._stack.set_input(args, kwargs)
+
+    def _watch(self, name: str | None) -> bool:
+        """Is ``name`` a module to watch: a scope where weights were found, or a module that
+        never ran while watched?"""
+        return name is not None and (name in self._scopes or name not in self._info.ran)
 
     def _on_pre(self, module: nn.Module, args: tuple) -> None:
-        name = self._stack.push(module, args)
-        if name is not None and name in self._scopes:
-            if self._depth == 0:
-                self._observer.__enter__()
-            self._depth += 1
+        try:
+            name = self._stack.push(module, args)
+            if self._depth == 0 and not self._watch(name):
+                return
+            if name is not None:
+                self._ran.add(name)
+            if self._watch(name):
+                if self._depth == 0:
+                    self._observer.__enter__()
+                    self.watched += 1
+                self._depth += 1
+        except Exception as e:
+            self._on_failure(self._stack.owner(), e)
 
     def _on_post(self, module: nn.Module, _args: object, _out: object) -> None:
-        name = self._stack.pop(module)
-        if name is None:
-            return
-        if name in self._scopes and self._depth > 0:
-            self._depth -= 1
-            if self._depth == 0:
-                self._observer.flush()
-                self._observer.__exit__(None, None, None)
-        elif self._depth > 0:
-            self._observer.purge()
-        if self._discover and self._depth > 0:
-            self._observer.returned(name, _out)
+        try:
+            name = self._stack.pop(module)
+            if name is None:
+                return
+            if self._watch(name) and self._depth > 0:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._observer.flush()
+                    self._observer.__exit__(None, None, None)
+            elif self._depth > 0:
+                self._observer.purge()
+            if self._depth > 0:
+                self._observer.returned(name, _out)
+        except Exception as e:
+            self._on_failure(self._stack.owner(), e)
 
     def _adapter_hook(self, site: AttentionSite, target: nn.Module):
         adapter, module = site.adapter, site.module
@@ -249,8 +311,12 @@ class Recorder(RecordSet):
         def hook(mod: nn.Module, _inp: object, out: torch.Tensor) -> None:
             if mod is not target:  # a deepcopy of the model carries this hook along: ignore
                 return
-            value = adapter.transform(out if self.keep_graph else out.detach(), module)
-            self._add(site.name, site.kind, value, site.module_type, "adapter", {}, site.order)
+            try:
+                value = adapter.transform(out if self.keep_graph else out.detach(), module)
+                self._add(site.name, site.kind, value, site.module_type, "adapter", {},
+                          site.order)
+            except Exception as e:
+                self._on_failure(site.name, e)
 
         return hook
 
@@ -259,39 +325,49 @@ class Recorder(RecordSet):
 
         def hook(mod: nn.Module, _inp: object, out: torch.Tensor) -> None:
             if mod is target:
-                value = canonical(kind, out if self.keep_graph else out.detach())
-                self._add(name, kind, value, label, "observed", {})
+                try:
+                    value = canonical(kind, out if self.keep_graph else out.detach())
+                    self._add(name, kind, value, label, "observed", {})
+                except Exception as e:
+                    self._on_failure(name, e)
 
         return hook
 
     def _on_observation(self, obs: Observation) -> None:
         if _in_backward():
             return
-        if self._discover:
-            self._seen.setdefault(obs.name, (obs.kind, obs.label))
-            if obs.hook is not None:
-                self._hooked_found[obs.hook] = (obs.name, obs.kind, obs.label)
-            else:
-                self._scopes_found.add(obs.scope)
+        if not self._discover and obs.hook is not None and obs.hook in self._info.hooked:
+            return  # its output hook records it already
+        self._seen.setdefault(obs.name, (obs.kind, obs.label))
+        if obs.hook is not None:
+            self._hooked_found[obs.hook] = (obs.name, obs.kind, obs.label)
+        else:
+            # a GraphModule runs its inlined modules in the root's forward: watch the root
+            scope = "" if self._stack.fx is not None else obs.scope
+            self._scopes_found.add(fast_path_scope(self.model, scope))
         self._add(obs.name, obs.kind, obs.value, obs.label, "observed", obs.meta)
+
+    def _on_failure(self, name: str, error: Exception) -> None:
+        """An internal failure at ``name``: drop that site with one warning; the forward goes on
+        unchanged."""
+        self._budget.failed(name, error)
+
+    def _admit(self, name: str, shape: tuple[int, ...], kind: str = "attention") -> bool:
+        """May a weight of ``shape`` made at ``name`` be computed and kept? Checked before it is
+        allocated: a site over the budget is skipped with one warning, the forward goes on."""
+        if _in_backward() or not matches(name, self._patterns):
+            return False
+        if self._kinds is not None and kind not in self._kinds:
+            return False
+        return self._budget.admit(name, kind, shape)
 
     def _add(self, name: str, kind: str, value: torch.Tensor, label: str, source: str,
              meta: dict[str, Any], order: int | None = None) -> None:
-        if _in_backward() or not matches(name, self._patterns):
-            return
-        if self._kinds is not None and kind not in self._kinds:
+        if not self._admit(name, tuple(value.shape), kind):
             return
         if kind == "attention" and self.heads == "mean":
             value = value.mean(1, keepdim=True)
-        nbytes = value.numel() * 4
-        if self._bytes + nbytes > self.max_bytes:
-            raise MemoryBudgetError(
-                f"recording {name!r} ({kind} {tuple(value.shape)}, {nbytes / 2**20:.0f} MiB) "
-                f"would hold {(self._bytes + nbytes) / 2**20:.0f} MiB of records, over "
-                f"max_bytes={self.max_bytes / 2**20:.0f} MiB: record fewer layers (layers=...), "
-                "average attention heads (heads='mean'), use smaller images, or raise max_bytes"
-            )
-        self._bytes += nbytes
+        self._budget.used += value.numel() * 4
         self._added += 1
         if self.keep_graph:
             value = value.float()
@@ -307,19 +383,32 @@ class Recorder(RecordSet):
         self.records.append(AttentionRecord(name, kind, value, label, order, stage, block,
                                             max(self._pass, 0), firing, source, meta))
 
+    def _warn_candidates(self, quiet: bool) -> None:
+        """After a watched pass: warn about modules that look like attention but gave no record,
+        even when other sites were found (partial misses are never silent)."""
+        if not self._added or self._patterns is not None or self._kinds is not None:
+            return  # a filtered recording is about the chosen layers only
+        looks = candidates(self.model, [*self._seen, *(s.name for s in self.sites)])
+        self._info.candidates = looks
+        if looks and not quiet:
+            warnings.warn(looks_message(self.model, looks), stacklevel=3)
+
     # -- running -----------------------------------------------------------------------------
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Run ``model(x)`` without gradients inside the recording and return the logits."""
         if not self.active:
-            raise RuntimeError("use the recorder inside `with attnviz.record(model) as rec:`")
+            raise RecorderBusyError(
+                "this recorder is not recording: call it inside `with attnviz.record(model) as "
+                "rec:`")
         return self.model(x)
 
     def clear(self) -> None:
         """Forget what was recorded (the hooks stay)."""
         self.records.clear()
         self.problems.clear()
-        self._bytes = 0
+        self.skipped.clear()
+        self._budget.reset()
 
     def __repr__(self) -> str:
         n = len(self.records)
@@ -336,16 +425,6 @@ def _parse_kinds(kinds: Iterable[str] | None) -> tuple[str, ...] | None:
     return kinds
 
 
-def _nothing_message(model: nn.Module, looks: list[str]) -> str:
-    msg = (f"{type(model).__name__} has no attention attnviz can record: no module of a supported "
-           "type (" + ", ".join(supported_types()[:4]) + ", ...; see attnviz.supported_types()) "
-           "and no sigmoid or softmax output multiplied into a feature map or used as an "
-           "attention map")
-    if looks:
-        msg += "; modules that look like attention but produced nothing: " + ", ".join(looks[:8])
-    return msg
-
-
 def record(
     model: nn.Module,
     layers: str | Iterable[str] | None = None,
@@ -355,6 +434,6 @@ def record(
 ) -> Recorder:
     """Record the attention weights ``model`` multiplies by, inside a ``with`` block.
 
-    ``options``: ``observe``, ``heads``, ``max_bytes`` (see :class:`Recorder`).
+    ``options``: ``observe``, ``heads``, ``max_bytes``, ``recurrent`` (see :class:`Recorder`).
     """
     return Recorder(model, layers=layers, kinds=kinds, keep_graph=keep_graph, **options)

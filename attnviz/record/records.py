@@ -147,9 +147,9 @@ class RecordSet:
         return sorted(last.values(), key=lambda r: (r.order, r.firing))
 
     def cpu(self) -> RecordSet:
-        """Move every recorded tensor to the CPU (they stay on the model's device until then)."""
-        self.records[:] = [replace(r, value=r.value.cpu()) for r in self.records]
-        return self
+        """A new :class:`RecordSet` of the same records with every tensor on the CPU (they stay
+        on the model's device until then); this one is left as it is."""
+        return RecordSet([replace(r, value=r.value.cpu()) for r in self.records])
 
     def summary(self) -> str:
         """``channel=16, spatial=8`` (layers per kind), or ``empty``."""

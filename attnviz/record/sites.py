@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from ..errors import ParameterError
-from .adapters import Adapter, find_adapter
-from .observe import is_activation
+from .adapters import Adapter, find_adapter, supported_types
+from .stack import is_activation
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,15 @@ class ModelInfo:
     observed: dict[str, tuple[str, str]] | None = None  # name -> (kind, label), once watched
     scopes: set[str] = field(default_factory=set)  # modules to watch in later recordings
     hooked: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # module -> site
+    ran: set[str] = field(default_factory=set)  # modules seen running while watched
+    candidates: list[str] = field(default_factory=list)  # look like attention, no record
     model: weakref.ref | None = None
     _order: dict[str, int] | None = None
+
+    def all_ran(self) -> bool:
+        """Did every module of the model run in a watched forward pass?"""
+        self.order("")
+        return self._order is not None and len(self.ran) >= len(self._order)
 
     def order(self, name: str) -> int:
         """Position of ``name`` in ``model.named_modules()`` (-1 when unknown)."""
@@ -175,6 +182,11 @@ def stage_block(name: str) -> tuple[int | None, int | None]:
 
 _ATTN_NAME = re.compile(r"attn|attention|excit|(^|_)se($|_)|gate|cbam|eca|context|nonlocal|"
                         r"non_local|coord|squeeze", re.IGNORECASE)
+# class-name abbreviations of common attention units: SELayer, SEBlock, SCSEModule, SKConv,
+# BAM, PAM_Module / CAM_Module (DANet), CBAM, ECALayer, GCBlock
+_ATTN_CLASS = re.compile(r"(^|_)(SE|SK|SCSE|BAM|PAM|CAM|CBAM|ECA|GC|DA|CA|SA)([A-Z_]|$)")
+_NOT_ATTN = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.Dropout, nn.Linear,
+             nn.modules.conv._ConvNd, nn.Identity)
 
 
 def candidates(model: nn.Module, recorded: Iterable[str]) -> list[str]:
@@ -182,9 +194,11 @@ def candidates(model: nn.Module, recorded: Iterable[str]) -> list[str]:
     names = list(recorded)
     out = []
     for name, m in model.named_modules():
-        if not name or is_activation(m):
-            continue
-        looks = bool(_ATTN_NAME.search(type(m).__name__) or _ATTN_NAME.search(name.split(".")[-1]))
+        if not name or is_activation(m) or isinstance(m, _NOT_ATTN):
+            continue  # a norm / dropout / projection named after the attention it follows
+        cls = type(m).__name__
+        looks = bool(_ATTN_NAME.search(cls) or _ATTN_CLASS.search(cls)
+                     or _ATTN_NAME.search(name.split(".")[-1]))
         looks = looks or any(
             w in type(c).__name__.lower() for c in m.children() for w in ("sigmoid", "softmax")
         )
@@ -193,3 +207,38 @@ def candidates(model: nn.Module, recorded: Iterable[str]) -> list[str]:
         if looks and not related and not any(name.startswith(o + ".") for o in out):
             out.append(name)
     return out
+
+
+_FAST_PATHS = (nn.TransformerEncoder, nn.TransformerEncoderLayer, nn.TransformerDecoder,
+               nn.TransformerDecoderLayer, nn.Transformer)
+
+
+def fast_path_scope(model: nn.Module, scope: str) -> str:
+    """The scope to watch for a weight found in ``scope``: widened to the outermost enclosing
+    module that has a fused fast path (``nn.TransformerEncoderLayer`` in eval + no_grad), which
+    a watched scope switches off, so later recordings see what the first one saw."""
+    parts = scope.split(".") if scope else []
+    for i in range(len(parts) + 1):
+        name = ".".join(parts[:i])
+        if isinstance(model.get_submodule(name), _FAST_PATHS):
+            return name
+    return scope
+
+
+def nothing_message(model: nn.Module, looks: list[str]) -> str:
+    """The ``NoAttentionError`` message for ``model``, naming modules that look like attention."""
+    msg = (f"{type(model).__name__} has no attention attnviz can record: no module of a supported "
+           "type (" + ", ".join(supported_types()[:4]) + ", ...; see attnviz.supported_types()) "
+           "and no sigmoid or softmax output multiplied into a feature map or used as an "
+           "attention map")
+    if looks:
+        msg += "; modules that look like attention but produced nothing: " + ", ".join(looks[:8])
+    return msg
+
+
+def looks_message(model: nn.Module, looks: list[str]) -> str:
+    """The warning for modules that look like attention but gave no record."""
+    more = " ..." if len(looks) > 8 else ""
+    return (f"{len(looks)} module(s) of {type(model).__name__} look like attention but gave no "
+            f"record: {', '.join(looks[:8])}{more} (attnviz.find_attention(model, x).candidates "
+            "lists them)")

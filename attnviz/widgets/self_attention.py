@@ -85,7 +85,7 @@ class SelfAttentionExplorer:
             with torch.no_grad(), record(self.model, self.layers, ("attention",)) as rec:
                 self.model(x)
             self.forward_count += 1
-            rec.cpu()
+            rec = rec.cpu()
             self._cache[key] = AttentionView(image.cpu(), {r.key: r for r in rec.latest()})
         return self._cache[key]
 
