@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from .observe import Observer
+    from .tags import Watcher as Observer
 
 
 @dataclass(frozen=True)

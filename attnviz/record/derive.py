@@ -20,7 +20,7 @@ from torch import Tensor
 from .axes import carries_logits, logits_of
 
 if TYPE_CHECKING:
-    from .observe import Observer
+    from .tags import Watcher as Observer
 
 
 def smaller(other: Any, ref: Tensor) -> bool:

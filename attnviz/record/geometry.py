@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from .observe import _Tag
     from .stack import ModuleStack
+    from .tags import Tag as _Tag
 
 
 def _pair(v: Any) -> tuple[int, int] | None:

@@ -30,6 +30,7 @@ from .axes import Axes, value_grids
 from .geometry import is_self_gate, map_layout
 from .ops import HANDLERS
 from .stack import ModuleStack
+from .tags import Tag as _Tag
 
 
 @dataclass(frozen=True)
@@ -54,21 +55,6 @@ def common_scope(a: str, b: str) -> str:
             break
         out.append(x)
     return ".".join(out)
-
-
-@dataclass(frozen=True)
-class _Tag:
-    kind: str  # "gate" (sigmoid family) | "softmax"
-    src: int  # unique id of the activation call that made the weight
-    base: Tensor  # the activation's output
-    eff: Tensor  # the tagged tensor before any expand/broadcast
-    producer: str
-    dim: int | None = None  # softmax dim of ``base``
-    piece: int | None = None  # index of a split/chunk/unbind piece
-    act_input: Any = None  # weakref to the activation's input (x · σ(x) is SiLU, not attention)
-    act: str = ""  # "sigmoid" / "hardsigmoid" for gates
-    logits: bool = False  # a softmax of q @ kᵀ (its rows are queries)
-    mixed: tuple[str, ...] = ()  # what the network did to the weight after its activation
 
 
 class Observer(TorchFunctionMode):

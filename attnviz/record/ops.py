@@ -20,7 +20,7 @@ from .axes import on_shape as axes_on_shape
 from .derive import handlers as derive_handlers
 
 if TYPE_CHECKING:
-    from .observe import Observer
+    from .tags import Watcher as Observer
 
 
 def _on_gate(act: str) -> Callable:

@@ -106,7 +106,7 @@ class Analyser:
         with torch.no_grad(), record(self.model, self.layers, self.kinds) as rec:
             out = forward(self.model, x, self.output)
         self.forward_count += 1
-        rec.cpu()
+        rec = rec.cpu()
         top = out.top(self.class_names)
         return Analysis(image=image.cpu(), records=rec.latest(), top=top[0] if top else [],
                         output_kind=out.kind)
