@@ -5,7 +5,7 @@ from __future__ import annotations
 from .adapters import ADAPTERS, Adapter, find_adapter, supported_types
 from .budget import MemoryBudgetWarning
 from .find import find_attention
-from .geometry import window_pixels, window_to_image
+from .geometry import window_geometry, window_pixels, window_rows, window_to_image
 from .ops import sdpa_weights
 from .recorder import Recorder, record
 from .records import KINDS, AttentionRecord, RecordSet
@@ -26,6 +26,8 @@ __all__ = [
     "record",
     "sdpa_weights",
     "supported_types",
+    "window_geometry",
     "window_pixels",
+    "window_rows",
     "window_to_image",
 ]

@@ -180,3 +180,45 @@ def window_to_image(value: Tensor, meta: dict[str, Any]) -> Tensor:
         block = value[:, :, win][:, :, real][:, :, :, real]
         out[:, :, idx[:, None], idx[None, :]] = block
     return out
+
+
+def window_geometry(meta: dict[str, Any]) -> tuple[Tensor, Tensor] | None:
+    """``(distance, local)``, each ``(windows, Q, K)``, of a windowed attention map: the
+    distance in token-grid cells between each query and key of a window (the unit of
+    :func:`attnviz.metrics.grid_distances`), and whether the key lies in the 3×3 cells around
+    the query. None when the partition is not known (no ``window`` / ``grid`` in ``meta``);
+    padding tokens are at distance 0 and never local (their weights are 0 anyway)."""
+    if "window" not in meta or "grid" not in meta:
+        return None
+    pix = window_pixels(meta).float()  # (windows, N, 2)
+    diff = pix[:, :, None, :] - pix[:, None, :, :]
+    real = (pix[:, :, None, 0] >= 0) & (pix[:, None, :, 0] >= 0)
+    dist = torch.where(real, diff.pow(2).sum(-1).sqrt(), torch.zeros(()))
+    local = real & (diff.abs().amax(-1) <= 1)
+    return dist, local.float()
+
+
+def window_rows(value: Tensor, meta: dict[str, Any], pixel: tuple[int, int],
+                ) -> tuple[Tensor, Tensor] | None:
+    """One image's windowed map ``(heads, windows, Q, K)`` on the image: the attention row of
+    the query at ``pixel`` (row, col of the token grid) and the mean attention each key receives
+    from the queries of its window, each ``(heads, H, W)`` (keys outside the query's window are
+    0). None when the partition is not known."""
+    if "window" not in meta or "grid" not in meta:
+        return None
+    h, w = meta.get("image", meta["grid"])
+    pix = window_pixels(meta)  # (windows, N, 2)
+    heads = value.shape[0]
+    hit = ((pix[..., 0] == pixel[0]) & (pix[..., 1] == pixel[1])).nonzero()
+    row = value.new_zeros(heads, h * w)
+    received = value.new_zeros(heads, h * w)
+    for win in range(pix.shape[0]):
+        real = pix[win, :, 0] >= 0
+        idx = pix[win, real, 0] * w + pix[win, real, 1]
+        block = value[:, win][:, real][:, :, real]  # (heads, q, k)
+        received[:, idx] = block.mean(1)
+    if len(hit):
+        win, q = int(hit[0, 0]), int(hit[0, 1])
+        real = pix[win, :, 0] >= 0
+        row[:, pix[win, real, 0] * w + pix[win, real, 1]] = value[:, win, q][:, real]
+    return row.view(heads, h, w), received.view(heads, h, w)

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from ..kinds import KINDS, ORDER
+from ..record import window_rows
 from ..vis import to_unit
 from .tiles import map_uri, pool
 
@@ -104,7 +106,29 @@ def gate(key: str, v: np.ndarray, meta: Mapping[str, Any]) -> list[Tile]:
     return [Tile(map_uri(m), [f"{key} {_shape(v)}", what, raw_range(v)], over, w, h)]
 
 
+def windowed(key: str, v: np.ndarray, meta: Mapping[str, Any]) -> list[Tile]:
+    """A windowed map (heads, windows, Q, K) at its place in the image: the centre pixel's row
+    over its window's keys and the attention each key receives within its window."""
+    heads, wins, q, k = v.shape
+    head = f"{key} {heads} head(s) × {wins} windows of {q}"
+    h, w = meta.get("image", meta.get("grid", (0, 0)))
+    maps = window_rows(torch.from_numpy(v), dict(meta), (h // 2, w // 2)) if h else None
+    if maps is None:  # partition unknown: window 0, query × key
+        unit, label = to_unit(np.nanmean(v[:, 0], 0), "attention", k)
+        return [Tile(map_uri(unit), [head, "window 0: query × key (mean over heads)", label,
+                                     raw_range(v)], overlay=False)]
+    row, received = (m.mean(0).numpy() for m in maps)
+    unit, label = to_unit(row, "attention", k)  # uniform = 1/K over the window's K keys
+    return [Tile(map_uri(unit), [head, f"keys of the centre pixel's window (+), {label}",
+                                 raw_range(row)], marker=((w // 2 + 0.5) / w, (h // 2 + 0.5) / h)),
+            Tile(map_uri(to_unit(received, "attention", k)[0]),
+                 [head, "mean attention each key receives in its window", label,
+                  raw_range(received)])]
+
+
 def attention(key: str, v: np.ndarray, meta: Mapping[str, Any]) -> list[Tile]:
+    if v.ndim == 4:
+        return windowed(key, v, meta)
     heads, q, k = v.shape
     mean = np.nanmean(v, 0) if heads > 1 else v[0]  # (Q, K), mean over heads
     qg, kg = meta.get("q_grid"), meta.get("k_grid")

@@ -31,6 +31,7 @@ from torch import Tensor
 
 from .. import metrics
 from ..kinds import GATE_KINDS, MAP_KINDS, SPLIT_KINDS
+from ..record import window_geometry
 
 SUMMARY_FIELDS = (
     "image", "layer", "kind", "mean", "min", "max", "std", "entropy", "saturation",
@@ -65,8 +66,18 @@ def grid_geometry(q_grid: tuple[int, int], k_grid: tuple[int, int]) -> tuple[Ten
 
 def attention_stats(value: Tensor, meta: Mapping[str, Any]) -> dict[str, Tensor]:
     """``entropy``, and with known grids ``attn_distance`` and ``local_mass``, per image of an
-    attention map (N, heads, Q, K)."""
+    attention map (N, heads, Q, K), or of a windowed one (N, heads, windows, Q, K) with its
+    partition in ``meta`` (:func:`attnviz.record.window_geometry`)."""
     v = value.float()
+    if v.ndim == 5:  # windowed: (N, heads, windows, Q, K), distances within each window
+        out = {"entropy": metrics.entropy(v, -1, normalized=True).mean((1, 2, 3))}
+        geo = window_geometry(dict(meta))
+        if geo is not None:
+            dist, local = geo
+            per = v.shape[1] * v.shape[2] * v.shape[3]
+            out["attn_distance"] = torch.einsum("nhwqk,wqk->n", v, dist) / per
+            out["local_mass"] = torch.einsum("nhwqk,wqk->n", v, local) / per
+        return out
     out = {"entropy": metrics.entropy(v, -1, normalized=True).mean((1, 2))}
     q, k = _grid(meta, "q_grid", v.shape[2]), _grid(meta, "k_grid", v.shape[3])
     if q is not None and k is not None:
@@ -97,7 +108,7 @@ def layer_stats(kind: str, value: Tensor,
         if r > 1:
             tv = 0.5 * (v - 1.0 / r).abs().sum(1)  # (N, C): distance from the uniform split
             stats["balance"] = 1.0 - tv.mean(1) / (1.0 - 1.0 / r)
-    elif kind == "attention" and v.ndim == 4:
+    elif kind == "attention" and v.ndim in (4, 5):
         stats.update(_basic(v.reshape(n, -1)), **attention_stats(v, meta or {}))
     else:
         flat = v.reshape(n, -1)

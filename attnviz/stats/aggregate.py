@@ -39,8 +39,10 @@ def spec_of(r: AttentionRecord) -> LayerSpec:
     """The :class:`LayerSpec` of a record."""
     grid = {k: tuple(int(x) for x in r.meta[k]) if r.meta.get(k) else None
             for k in ("q_grid", "k_grid")}
+    part = ({k: tuple(int(x) for x in r.meta[k]) for k in ("window", "grid", "shift", "image")
+             if r.meta.get(k) is not None} if "window" in r.meta else None)
     return LayerSpec(r.key, r.name, r.kind, tuple(r.value.shape[1:]), r.module_type, r.order,
-                     **grid)
+                     **grid, partition=part)
 
 
 @dataclass
@@ -140,5 +142,7 @@ class Aggregate:
 def spec_from_json(d: dict) -> LayerSpec:
     """The inverse of :meth:`LayerSpec.to_json`."""
     grids = {k: tuple(d[k]) if d.get(k) else None for k in ("q_grid", "k_grid")}
+    part = d.get("partition")
     return LayerSpec(d["key"], d["name"], d["kind"], tuple(d["shape"]), d["module_type"],
-                     int(d["order"]), **grids)
+                     int(d["order"]), **grids,
+                     partition={k: tuple(v) for k, v in part.items()} if part else None)

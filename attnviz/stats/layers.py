@@ -16,13 +16,14 @@ All of it stays on the device the weights were recorded on.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor
 
 from .. import metrics
 from ..kinds import KINDS
+from ..record import window_geometry
 from .moments import Moments
 
 #: Per-image feature columns (a layer fills those its kind defines; the others stay empty).
@@ -41,11 +42,15 @@ class LayerSpec:
     order: int
     q_grid: tuple[int, int] | None = None
     k_grid: tuple[int, int] | None = None
+    #: a windowed attention map's partition: ``{"window", "grid", "shift", "image"}``
+    partition: dict | None = field(default=None, compare=False, hash=False)
 
     def to_json(self) -> dict:
         d = asdict(self)
         d.update(shape=list(self.shape), q_grid=_grid_list(self.q_grid),
-                 k_grid=_grid_list(self.k_grid))
+                 k_grid=_grid_list(self.k_grid),
+                 partition=None if self.partition is None else {
+                     k: _grid_list(v) for k, v in self.partition.items()})
         return d
 
 
@@ -174,11 +179,16 @@ class AttentionStats(LayerStats):
 
     def __init__(self, spec: LayerSpec, groups: int, device: torch.device,
                  ground_truth: bool = False) -> None:
-        _, q, k = spec.shape
+        q, k = spec.shape[-2:]
         grids = spec.q_grid, spec.k_grid
-        ok = all(g is not None for g in grids) and math.prod(grids[0]) == q \
-            and math.prod(grids[1]) == k
-        self.dist = metrics.grid_distances(grids[0], grids[1], device) if ok else None
+        self.dist: Tensor | None = None
+        if len(spec.shape) == 4:  # windowed (heads, windows, Q, K): distances within windows
+            geo = window_geometry(spec.partition) if spec.partition else None
+            self.dist = geo[0].to(device) if geo is not None else None
+        elif all(g is not None for g in grids) and math.prod(grids[0]) == q \
+                and math.prod(grids[1]) == k:
+            self.dist = metrics.grid_distances(grids[0], grids[1], device)
+        ok = self.dist is not None
         self.features = ("entropy", "distance") if ok else ("entropy",)
         super().__init__(spec, groups, device, ground_truth)
         self._last: dict[str, Tensor] = {}
@@ -190,6 +200,13 @@ class AttentionStats(LayerStats):
             self.moments["head_distance"] = Moments(1, heads, self.device)
 
     def _features(self, v: Tensor, info: BatchInfo) -> dict[str, Tensor]:
+        if v.ndim == 5:  # windowed: queries of every window together
+            per_head = {"entropy": metrics.entropy(v, -1, normalized=True).mean((-2, -1))}
+            if self.dist is not None:
+                d = torch.einsum("bhwqk,wqk->bhwq", v, self.dist)
+                per_head["distance"] = d.mean((-2, -1))
+            self._last = per_head
+            return {k: t.mean(1) for k, t in per_head.items()}
         per_head = {"entropy": metrics.entropy(v, -1, normalized=True).mean(-1)}  # (B, heads)
         if self.dist is not None:
             per_head["distance"] = torch.einsum("bhqk,qk->bhq", v, self.dist).mean(-1)
