@@ -68,3 +68,23 @@ def test_first_report_shapes_first_with_numbers(tmp_path, capsys) -> None:
         assert (hit == "yes") == bool(metrics.pointing_hits(mask, objects)[0])
         assert float(energy) == round(metrics.energy_in_box(mask, objects)[0].item(), 3)
     assert any(hit == "yes" for _, hit, _ in rows)
+
+
+def test_report_reads_what_stats_reads(tmp_path) -> None:
+    """One data path: shapes:N (with its ground truth) and an ImageFolder tree go into a report
+    as into attnviz stats."""
+    out = tmp_path / "shapes"
+    assert cli.main(["report", "shapes:6", "--model", "demo-cbam", "--out", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    section = page[page.index('id="in-distribution"'):]
+    assert section.count("<section>") == 6 and section.count('class="t loc"') == 6
+    assert 'id="out-of-distribution"' not in page
+
+    tree = tmp_path / "tree"
+    for k, p in enumerate(sample_images("shapes")[:2]):
+        (tree / f"class{k}" / "deep").mkdir(parents=True)
+        shutil.copy(p, tree / f"class{k}" / "deep" / p.name)
+    assert cli.main(["report", str(tree), "--model", "demo-cbam", "--out",
+                     str(tmp_path / "tree-out")]) == 0
+    summary = (tmp_path / "tree-out" / "summary.json").read_text()
+    assert summary.count('"class_index"') == 2  # both images, found below their class folders

@@ -53,13 +53,14 @@ def good_files(d: Path) -> list[str]:
     return sorted(p.name for p in d.iterdir() if p.name not in BAD)
 
 
-def test_collate_separates_bad_images(image_dir):
-    ds = report.ImageFiles(sorted(image_dir.iterdir()), size=32)
-    idx, batch, bad = report.collate_images([ds[i] for i in range(len(ds))])
-    names = [ds.paths[i].rsplit("/", 1)[-1] for i in idx]
-    assert names == good_files(image_dir)
-    assert batch.shape == (len(idx), 3, 32, 32)
-    assert {ds.paths[i].rsplit("/", 1)[-1] for i, _ in bad} == set(BAD)
+def test_batches_separate_bad_images(image_dir):
+    source = report.open_images([str(image_dir)], 32)
+    items = [b for b in report.batches(source, 32, 64, 0, False)]
+    assert len(items) == 1
+    b = items[0]
+    assert [Path(n).name for n in b["name"]] == good_files(image_dir)
+    assert b["image"].shape == (len(b["name"]), 3, 32, 32)
+    assert {Path(n).name for n, _ in b["bad"]} == set(BAD)
 
 
 def test_analyse_summaries_match_records(image_dir):

@@ -23,7 +23,7 @@ from __future__ import annotations
 from .analysis import Prediction, ReportData, analyse, image_progress, load_report_model
 from .compare import attribution_section
 from .files import read_summary, write_summaries
-from .inputs import ImageFiles, collate_images, collect_images
+from .inputs import batches, open_images
 from .params import MAX_FIGURES, ReportParameters, add_report_arguments, cli_options, validate
 from .publish import REPORT_FILES, Publication
 from .render import render_page, tables_html
@@ -41,7 +41,6 @@ __all__ = [
     "MAX_FIGURES",
     "REPORT_FILES",
     "SUMMARY_FIELDS",
-    "ImageFiles",
     "Prediction",
     "Publication",
     "ReportData",
@@ -50,14 +49,14 @@ __all__ = [
     "add_report_arguments",
     "analyse",
     "attribution_section",
+    "batches",
     "cli_options",
-    "collate_images",
-    "collect_images",
     "default_notebook",
     "execute_notebook",
     "image_progress",
     "layer_stats",
     "load_report_model",
+    "open_images",
     "publish_report",
     "read_summary",
     "render_page",

@@ -16,13 +16,11 @@ from __future__ import annotations
 import datetime as _dt
 import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 
 from .. import threads
 from ..checks import cpu_count
@@ -30,8 +28,9 @@ from ..engine import forward, load_for_run, probe, random_weights_note
 from ..models.preprocess import class_names, input_spec, model_device, normalize
 from ..outputs import CLASSIFIER, NO_PREDICTION, NONE, OutputSelector, top_classes
 from ..record import AttentionRecord, record
+from ..stats.data import Source
 from .collect import Collector
-from .inputs import ImageFiles, collate_images, collect_images, prefetch
+from .inputs import batches, open_images, prefetch
 from .params import ReportParameters, validate
 from .stats import STAT_FIELDS
 
@@ -79,6 +78,7 @@ class ReportData:
     layers: str | None = None
     output_kind: str = CLASSIFIER
     predicted_maps: Tensor | None = None
+    masks: dict[int, Tensor] = field(default_factory=dict)  # ground truth of kept images
     output: Any = None  # the --output selector (attribution targets use it too)
     output_source: str = "output"
     random_weights: str | None = None
@@ -209,7 +209,7 @@ def analyse(
     net: nn.Module | None = None,
     keep: int | None = None,
     progress: bool = True,
-    found: tuple[Sequence[str], Sequence[tuple[str, str]]] | None = None,
+    source: Source | None = None,
     **options: Any,
 ) -> ReportData:
     """Run the model over the images in batches and record every attention weight.
@@ -218,8 +218,9 @@ def analyse(
     None: the bundled samples) with the other parameters as keywords (``model``, ``layers``,
     ``device``, ``batch_size``, ``num_workers``, ``amp``, ...). ``net``: the model
     ``params.model`` names, already built by :func:`load_report_model`. ``keep``: how many
-    images (and their attention weights) to keep for figures (None: all). ``found``: the
-    ``(paths, missed)`` of :func:`collect_images`, when already known.
+    images (and their attention weights) to keep for figures (None: all). The images are read
+    as ``attnviz stats`` reads them (:func:`.inputs.open_images`: also an ImageFolder tree,
+    ``shapes:N`` with ground truth, tar shards); ``source``: already opened.
 
     Files that cannot be read are listed in ``bad`` with the reason, never raised. Raises
     ParameterError / ModelError / NoAttentionError for bad parameters.
@@ -228,8 +229,6 @@ def analyse(
     params = ReportParameters.build(images, **({"model": model} if model is not None else {}),
                                     **options)
     params = validate(params, out=False)
-    paths, missed = found if found is not None else collect_images(params.images)
-    paths = list(paths)
     if net is None:
         net, name = load_report_model(params)
     else:
@@ -238,30 +237,29 @@ def analyse(
     kinds: dict[str, str] = {}
     dev = model_device(net)
     size = input_spec(net).size
+    source = source if source is not None else open_images(params.images, size)
     channels_last = dev.type == "cuda"
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
-    loader = DataLoader(
-        ImageFiles(paths, size), batch_size=params.batch_size, shuffle=False,
-        num_workers=params.num_workers, collate_fn=collate_images, pin_memory=channels_last,
-    )
-    col = Collector(paths, len(paths) if keep is None else keep)
-    bar = image_progress(len(paths), "attention", disable=not progress)
+    classes = len(class_names(net) or []) or None
+    loader = batches(source, size, params.batch_size, params.num_workers, channels_last, classes)
+    col = Collector(keep if keep is not None else 2**62)  # None: keep every image
+    bar = image_progress(source.n or 0, "attention", disable=not progress)
     try:
         # record() checks the layer pattern (NoAttentionError) before any image is read
         with threads.using(params.threads), torch.no_grad(), \
                 record(net, layers=params.layers) as rec:
-            for idx, batch, bad in (prefetch(loader) if _read_ahead(params) else loader):
-                if batch is not None:
-                    x = normalize(net, batch.to(dev))
+            for b in (prefetch(loader) if _read_ahead(params) else loader):
+                if b["image"] is not None:
+                    x = normalize(net, b["image"].to(dev))
                     if channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)
                     out = forward(net, x, selector, params.amp)
                     kinds.setdefault(out.kind, out.source)
-                    col.add(idx, batch, out, rec.latest())
+                    col.add(b["name"], b["image"], out, rec.latest(), b["mask"])
                     rec.clear()
-                col.add_bad(bad)
-                bar.update(len(idx) + len(bad))
+                col.add_bad(b["bad"])
+                bar.update(len(b["seen"]))
         col.flush()
     finally:
         bar.close()
@@ -272,10 +270,11 @@ def analyse(
         images=col.images(size), logits=logits_all,
         predictions=predictions(net, logits_all, kind=kind),
         records=[replace(r, call=0) for r in col.records()], layers_found=col.layers_found,
-        bad=col.bad + [(str(i), why) for i, why in missed], summaries=col.summaries,
+        bad=col.bad + [(str(i), why) for i, why in source.skipped], summaries=col.summaries,
         non_finite=col.non_finite(), split_means=col.splits.table(),
         seconds=time.perf_counter() - t0, layers=params.layers, output_kind=kind,
         output_source=kinds.get(kind, ""), predicted_maps=col.predicted_maps(),
+        masks=col.masks,
         random_weights=random_weights_note(net), output=selector,
     )
 

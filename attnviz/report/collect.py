@@ -25,8 +25,8 @@ STATS_BYTES = 64 * 2**20
 class Collector:
     """Accumulates one report's batches (``add``) and bad files (``add_bad``)."""
 
-    def __init__(self, paths: Sequence[str], keep: int) -> None:
-        self.paths, self.keep = list(paths), max(0, int(keep))
+    def __init__(self, keep: int) -> None:
+        self.keep = max(0, int(keep))
         self.good_paths: list[str] = []
         self.summaries: list[dict[str, Any]] = []
         self.layers_found: list[dict[str, Any]] = []
@@ -34,6 +34,7 @@ class Collector:
         self.splits = SplitMeans()
         self._images: list[Tensor] = []
         self._logits: list[Tensor] = []
+        self.masks: dict[int, Tensor] = {}  # ground truth of kept images, by position
         self._pred_maps: list[Tensor] = []
         self._first: dict[tuple[str, str], AttentionRecord] = {}
         self._chunks: dict[tuple[str, str], list[Tensor]] = {}
@@ -42,8 +43,9 @@ class Collector:
         self._pending: list[tuple[list[str], list[tuple[AttentionRecord, Tensor]]]] = []
         self._pending_images = self._pending_bytes = 0
 
-    def add_bad(self, bad: Sequence[tuple[int, str]]) -> None:
-        self.bad.extend((self.paths[i], why) for i, why in bad)
+    def add_bad(self, bad: Sequence[tuple[str, str]]) -> None:
+        """Items that could not be read: ``(name, reason)``."""
+        self.bad.extend(bad)
 
     def _first_seen(self, r: AttentionRecord, value: Tensor) -> None:
         self._first[r.key, r.kind] = r
@@ -55,10 +57,11 @@ class Collector:
                 info[g] = list(r.meta[g])
         self.layers_found.append(info)
 
-    def add(self, idx: Sequence[int], batch: Tensor, output: Output,
-            records: Sequence[AttentionRecord]) -> None:
-        """One forward pass: its image indices, images, interpreted output and records."""
-        names = [self.paths[i] for i in idx]
+    def add(self, names: Sequence[str], batch: Tensor, output: Output,
+            records: Sequence[AttentionRecord], masks: Tensor | None = None) -> None:
+        """One forward pass: its images' names, the images, the interpreted output, the
+        records and, when the data has them, the ground-truth object masks."""
+        names = list(names)
         start = len(self.good_paths)
         self.good_paths.extend(names)
         scores = output.image_scores()
@@ -66,6 +69,8 @@ class Collector:
         kept = max(0, min(len(names), self.keep - start))
         if kept:
             self._images.append(batch[:kept].cpu())
+            if masks is not None:
+                self.masks.update({start + j: m.bool() for j, m in enumerate(masks[:kept].cpu())})
             pred = output.predicted()
             if output.kind == DENSE and pred is not None:
                 self._pred_maps.append(pred[:kept].cpu())

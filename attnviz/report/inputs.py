@@ -1,64 +1,22 @@
-"""Reading the report's images: file lists, a DataLoader-friendly dataset that never raises on a
-bad file, and a reader thread that decodes the next batch while the model runs."""
+"""Reading the report's images: the same sources as ``attnviz stats`` (files, folders, globs, an
+ImageFolder tree, ``shapes:N``, tar shards; :mod:`attnviz.stats.data`), in batches that never
+raise on a bad file, and a reader thread that decodes the next batch while the model runs."""
 
 from __future__ import annotations
 
 import os
 import queue
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
-import torch
-from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader
 
-from ..errors import ImageError, ParameterError
-from ..images import load_image
-from ..models.preprocess import resize
+from ..errors import ParameterError
 from ..resources import data_dir
-from ..scan import find_images
-from ..terminal import shown
+from ..stats.data import Source, collate, open_source
 
 T = TypeVar("T")
-
-
-def _reason(e: BaseException, path: str) -> str:
-    """The reason part of an error message (the path is listed next to it)."""
-    text = str(e).strip() or type(e).__name__
-    for prefix in (f"cannot read image {path}: ", f"cannot read image {shown(path)}: "):
-        if text.startswith(prefix):
-            return text[len(prefix):]
-    return text if isinstance(e, ImageError) else f"{type(e).__name__}: {text}"
-
-
-class ImageFiles(Dataset):
-    """Image files as ``(index, image, None)`` or, when a file cannot be read,
-    ``(index, None, reason)``: a bad file never raises inside a DataLoader worker."""
-
-    def __init__(self, paths: Sequence[str | os.PathLike], size: int) -> None:
-        self.paths = [str(p) for p in paths]
-        self.size = int(size)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> tuple[int, Tensor | None, str | None]:
-        path = self.paths[i]
-        try:
-            return i, resize(load_image(path), self.size), None
-        except Exception as e:  # any failure on one file is reported, not raised
-            return i, None, _reason(e, path)
-
-
-def collate_images(
-    items: Sequence[tuple[int, Tensor | None, str | None]],
-) -> tuple[list[int], Tensor | None, list[tuple[int, str]]]:
-    """Separate good images (stacked) from error markers: ``(indices, batch | None, bad)``."""
-    good = [(i, im) for i, im, err in items if err is None and im is not None]
-    bad = [(i, err or "unknown error") for i, im, err in items if err is not None or im is None]
-    batch = torch.stack([im for _, im in good]) if good else None
-    return [i for i, _ in good], batch, bad
 
 
 def as_inputs(images: str | os.PathLike | Iterable[str | os.PathLike] | None) -> list[str]:
@@ -77,16 +35,30 @@ def as_inputs(images: str | os.PathLike | Iterable[str | os.PathLike] | None) ->
     return items
 
 
-def collect_images(
-    images: str | os.PathLike | Iterable[str | os.PathLike] | None,
-) -> tuple[list[str], list[tuple[str, str]]]:
-    """``(paths, missed)`` for files/folders/globs; ParameterError when nothing matched at all."""
-    inputs = as_inputs(images)
-    paths, missed = find_images(inputs)
-    if not paths:
-        detail = "; ".join(f"{i or repr(i)}: {why}" for i, why in missed)
-        raise ParameterError(f"no images found in {', '.join(map(repr, inputs))} ({detail})")
-    return [str(p) for p in paths], [(str(i), why) for i, why in missed]
+def open_images(images: str | os.PathLike | Iterable[str | os.PathLike] | None,
+                size: int) -> Source:
+    """The report's data, read as ``attnviz stats`` reads it (one set of sources): image files,
+    folders and glob patterns (None: the bundled samples), an ImageFolder tree, ``shapes:N``
+    (generated, with ground-truth masks) or tar shards, at ``size`` px. ParameterError when
+    nothing matched at all."""
+    return open_source(as_inputs(images), size)
+
+
+def batches(source: Source, size: int, batch_size: int, workers: int, pin: bool,
+            classes: int | None = None) -> DataLoader:
+    """The source's items in order, in batches (:func:`attnviz.stats.data.collate`: ``name``,
+    ``image``, ``mask``, ``bad``, ...); a file that cannot be read is an item with its reason,
+    never an exception."""
+    common = dict(batch_size=batch_size, collate_fn=collate, pin_memory=pin)
+    if source.dataset is not None:
+        n = len(source.dataset)  # type: ignore[arg-type]
+        return DataLoader(source.dataset, sampler=[(i, i) for i in range(n)],
+                          num_workers=workers, **common)
+    from ..stats.webdata import TarShards
+
+    shards = source.shards or []
+    return DataLoader(TarShards(shards, size, classes), num_workers=min(workers, len(shards)),
+                      **common)
 
 
 _DONE = object()
@@ -133,4 +105,4 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
         thread.join(timeout=5)
 
 
-__all__ = ["ImageFiles", "as_inputs", "collate_images", "collect_images", "prefetch", "resize"]
+__all__ = ["as_inputs", "batches", "open_images", "prefetch"]

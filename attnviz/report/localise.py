@@ -1,6 +1,6 @@
 """Where the report can check attention against ground truth: images with a known object mask
-(the bundled generated shapes, :func:`attnviz.samples.ground_truth`) seen by a model trained on
-such images (its model card says ``data.source == "shapes"``).
+(``shapes:N`` data, or the bundled generated shapes, :func:`attnviz.samples.ground_truth`) seen
+by a model trained on such images (its model card says ``data.source == "shapes"``).
 
 For each such image and spatial layer: does the mask peak on the object (pointing game, 3 px
 tolerance) and how much of its mass sits in the object's box relative to the box's area
@@ -56,7 +56,8 @@ def localise(run: ReportData) -> Localisation:
     """The ground truth and per-image localisation numbers of ``run``'s kept images."""
     out = Localisation(trained_on(run.model))
     for i in range(len(run.images)):
-        mask = ground_truth(run.paths[i])
+        mask = run.masks.get(i)  # from the data (shapes:N), else a bundled shapes file
+        mask = mask if mask is not None else ground_truth(run.paths[i])
         if mask is not None:
             out.masks[i] = mask
     spatial = run.spatial

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ParameterError
+from ..models.preprocess import input_spec
 from ..resources import REPORT_NOTEBOOK, notebooks_dir
 from .analysis import ReportData, analyse, load_report_model
 from .files import write_summaries
-from .inputs import collect_images
+from .inputs import open_images
 from .params import ReportParameters, validate
 from .publish import NOTEBOOK_MARK, Publication
 
@@ -155,22 +156,24 @@ def write_report(
     receives progress lines; ``template`` replaces the bundled notebook.
     """
     params = validate(ReportParameters.build(images, **options))
-    found = collect_images(params.images)
     nb_in = Path(template) if template is not None else default_notebook()
     if params.notebook and not nb_in.is_file():
         raise ParameterError(f"report notebook {os.fspath(nb_in)!r} not found")
     net, _ = load_report_model(params)  # built once; errors before anything is written
+    source = open_images(params.images, input_spec(net).size)  # nothing matched: error here
     with _sigterm_raises(), Publication(params.out_dir) as pub:
         if log is not None:
             from ..models import model_device
 
             name = params.model if isinstance(params.model, str) else type(net).__name__
-            log(f"{len(found[0])} image file(s), model {name}, device {model_device(net)}; "
+            what = f"{source.n} image(s)" if source.n is not None else \
+                f"{len(source.shards or [])} tar shard(s)"
+            log(f"{what} ({source.kind}), model {name}, device {model_device(net)}; "
                 "writing the report ...")
         if params.notebook:
             _run_notebook(params, pub, nb_in, timeout)
         else:
-            run = analyse(params, net=net, keep=params.max_figures, found=found,
+            run = analyse(params, net=net, keep=params.max_figures, source=source,
                           progress=progress)
             write_outputs(run, params, pub.stage)
         pub.publish()

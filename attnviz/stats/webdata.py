@@ -32,7 +32,7 @@ def _webdataset():
     return webdataset
 
 
-def _label(sample: dict, classes: int) -> tuple[int, str | None]:
+def _label(sample: dict, classes: int | None) -> tuple[int, str | None]:
     for k in LABEL_KEYS:
         if k in sample:
             raw = sample[k]
@@ -41,13 +41,13 @@ def _label(sample: dict, classes: int) -> tuple[int, str | None]:
                 value = int(text.strip())
             except ValueError:
                 return -1, f"its {k} is not an integer class: {text.strip()[:40]!r}"
-            if not 0 <= value < classes:
+            if classes is not None and not 0 <= value < classes:
                 return -1, f"its {k} {value} is not a class of the model (0..{classes - 1})"
             return value, None
     return -1, None
 
 
-def decode_sample(sample: dict, size: int, classes: int) -> Item:
+def decode_sample(sample: dict, size: int, classes: int | None) -> Item:
     """An item from a raw WebDataset sample (bytes per file extension)."""
     name = f"{sample.get('__url__', '?')}#{sample.get('__key__', '?')}"
     label, bad_label = _label(sample, classes)
@@ -67,7 +67,7 @@ class TarShards(IterableDataset):
     """The samples of ``shards`` in order; ``done[shard]`` samples of a shard are skipped
     (``--resume``). Items carry ``stream`` = the shard and ``pos`` = the sample's position."""
 
-    def __init__(self, shards: Sequence[str], size: int, classes: int,
+    def __init__(self, shards: Sequence[str], size: int, classes: int | None,
                  done: dict[str, int] | None = None) -> None:
         _webdataset()
         self.shards, self.size, self.classes = list(shards), size, classes
