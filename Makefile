@@ -71,6 +71,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/stats_memory.py --n 20000 --per-image
 	$(BIN)/python benchmarks/attribution_overhead.py
 	$(BIN)/python benchmarks/threads.py
+	$(BIN)/python benchmarks/attention_queries.py
 
 clean:
 	rm -rf $(VENV) reports dist build .pytest_cache .ruff_cache

@@ -29,6 +29,7 @@ from torch.overrides import TorchFunctionMode
 from .axes import Axes, value_grids
 from .geometry import is_self_gate, map_layout
 from .ops import HANDLERS
+from .queries import QuerySpec
 from .stack import ModuleStack
 from .tags import Tag as _Tag
 
@@ -44,6 +45,7 @@ class Observation:
     scope: str
     meta: dict[str, Any]
     hook: str | None = None  # a module whose output *is* the weight: hook it next time
+    owned: bool = False  # a fresh tensor the recorder computed: no defensive copy needed
 
 
 def common_scope(a: str, b: str) -> str:
@@ -69,6 +71,7 @@ class Observer(TorchFunctionMode):
         self.fail = fail
         self._admit = admit
         self._tags: dict[int, tuple[weakref.ref, _Tag]] = {}
+        self.queries: QuerySpec | None = None  # record(queries=...): rows fused SDPA computes
         self._axes: dict[int, tuple[weakref.ref, Axes]] = {}
         self._pieces: dict[int, list] = {}
         self._done: set[int] = set()
@@ -169,7 +172,8 @@ class Observer(TorchFunctionMode):
     def _scope(self, producer: str) -> str:
         return common_scope(producer, self.stack.owner())
 
-    def _emit(self, tag: _Tag, kind: str, value: Tensor, what: str, **meta: Any) -> None:
+    def _emit(self, tag: _Tag, kind: str, value: Tensor, what: str, owned: bool = False,
+              **meta: Any) -> None:
         label = f"observed {what} in {self.stack.type_name(tag.producer)}"
         scope = self._scope(tag.producer)
         hook = None
@@ -177,7 +181,7 @@ class Observer(TorchFunctionMode):
             meta["mixed"] = ", ".join(tag.mixed)
         elif kind in ("channel", "spatial") and tag.eff.numel() == tag.base.numel():
             hook = self.outputs.get(tag.src)
-        self.emit(Observation(tag.producer, kind, value, label, scope, meta, hook))
+        self.emit(Observation(tag.producer, kind, value, label, scope, meta, hook, owned))
 
     # -- events ------------------------------------------------------------------------------
     def gate_meets(self, tag: _Tag, feat: Tensor) -> None:
@@ -237,27 +241,35 @@ class Observer(TorchFunctionMode):
             return {"q_grid": None, "k_grid": k_grid, **meta}
         return {"q_grid": self.stack.grid(q), "k_grid": k_grid, **meta}
 
-    def weights(self, w: Tensor, what: str, batch: int | None = None, **meta: Any) -> None:
-        """Attention weights computed explicitly (fused SDPA, nn.MultiheadAttention)."""
+    def weights(self, w: Tensor, what: str, batch: int | None = None,
+                rows: list[int] | None = None, n_queries: int | None = None,
+                **meta: Any) -> None:
+        """Attention weights computed explicitly (fused SDPA, nn.MultiheadAttention): a fresh
+        tensor, kept without a copy; ``rows``: only these query rows were computed, of
+        ``n_queries``."""
         tag = _Tag("softmax", next(self._ids), w, w, self.stack.producer(), dim=w.ndim - 1,
                    logits=True)
-        self._emit_map(tag, w, what, batch, **meta)
+        self._emit_map(tag, w, what, batch, rows=rows, n_queries=n_queries, owned=True, **meta)
 
     def _emit_map(self, tag: _Tag, w: Tensor, what: str, batch: int | None = None,
-                  grids: dict[str, Any] | None = None, **meta: Any) -> None:
+                  grids: dict[str, Any] | None = None, rows: list[int] | None = None,
+                  n_queries: int | None = None, owned: bool = False, **meta: Any) -> None:
         if w.ndim < 2:
             return
         value, extra = map_layout(w, batch or self.stack.batch_for(tuple(w.shape)), self.stack)
-        q, k = w.shape[-2:]
+        q, k = n_queries or w.shape[-2], w.shape[-1]
         if extra.get("windows"):
-            self._emit(tag, "attention", value, what, **extra, **meta)
+            self._emit(tag, "attention", value, what, owned=owned, **extra, **meta)
             return
         grids = grids or {"q_grid": self.stack.grid(q), "k_grid": self.stack.grid(k)}
         k_grid = grids["k_grid"]
         if q == 1 and value.shape[1] == 1 and k_grid is not None:
-            self._emit(tag, "context", value.reshape(value.shape[0], *k_grid), "softmax pooling")
+            self._emit(tag, "context", value.reshape(value.shape[0], *k_grid), "softmax pooling",
+                       owned=owned)
             return
-        self._emit(tag, "attention", value, what, **grids, **meta)
+        if rows is not None:  # only these rows were computed (the recorder keeps the rest)
+            meta["queries"] = list(rows)
+        self._emit(tag, "attention", value, what, owned=owned, **grids, **meta)
 
 
 def canonical(kind: str, out: Tensor) -> Tensor:

@@ -18,6 +18,7 @@ from torch import Tensor
 from .axes import carries_logits, logits_of
 from .axes import on_shape as axes_on_shape
 from .derive import handlers as derive_handlers
+from .queries import select
 
 if TYPE_CHECKING:
     from .tags import Watcher as Observer
@@ -115,16 +116,19 @@ def _on_sdpa(obs: Observer, args, kwargs, out) -> None:
     names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
     bound = dict(zip(names, args, strict=False)) | kwargs
     q, k = bound["query"], bound["key"]
+    n_q = q.shape[-2]
+    rows = obs.queries.rows(n_q, obs.stack.grid(n_q)) if obs.queries is not None else None
+    q, mask, causal = select(q, bound.get("attn_mask"), bool(bound.get("is_causal", False)),
+                             rows, k.shape[-2])
     shape = (*q.shape[:-1], k.shape[-2])
     if not obs.admit(shape):
         return  # over the memory budget or filtered out: never computed
-    w = sdpa_weights(bound["query"], bound["key"], bound.get("attn_mask"),
-                     bool(bound.get("is_causal", False)), bound.get("scale"),
+    w = sdpa_weights(q, k, mask, causal, bound.get("scale"),
                      bool(bound.get("enable_gqa", False)))
     p = float(bound.get("dropout_p") or 0.0)
     note = {"dropout": f"p={p:g}: the fused kernel dropped weights at random; these are the "
                        "weights before dropout"} if p > 0 else {}
-    obs.weights(w, "scaled_dot_product_attention weights", **note)
+    obs.weights(w, "scaled_dot_product_attention weights", rows=rows, n_queries=n_q, **note)
 
 
 def _on_mha(obs: Observer, args, kwargs, out) -> None:

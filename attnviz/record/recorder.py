@@ -25,6 +25,7 @@ from torch.nn.modules import module as _module_hooks
 from ..errors import MemoryBudgetError, NoAttentionError, ParameterError, RecorderBusyError
 from .budget import DEFAULT_MAX_BYTES, Budget
 from .observe import ModuleStack, Observation, Observer, canonical
+from .queries import QuerySpec, keep_rows
 from .records import KINDS, AttentionRecord, RecordSet
 from .sites import (
     AttentionSite,
@@ -61,6 +62,10 @@ class Recorder(RecordSet):
         recurrent: also record the gates of recurrent cells (a module named ``*LSTM*``,
             ``*GRU*``, ``*RNN*``, ``*Recurrent*``); they are state updates, not attention, and
             left out by default.
+        queries: keep only these query rows of attention maps: ``"cls"`` (row 0), an index,
+            a list of indices, or a list of ``(row, col)`` pixels of the query grid;
+            ``meta["queries"]`` lists the rows kept. Fused ``scaled_dot_product_attention``
+            weights are computed for those rows only (see :mod:`.queries`).
         max_bytes: hold at most this many bytes of records. A weight's size is known before it
             is copied (or, for fused attention, computed), so a site over the budget is skipped
             before anything is allocated, with one ``MemoryBudgetWarning``; the forward and its
@@ -79,6 +84,7 @@ class Recorder(RecordSet):
         heads: str = "all",
         max_bytes: int = DEFAULT_MAX_BYTES,
         recurrent: bool = False,
+        queries: Any = None,
         _discover: bool = False,
     ) -> None:
         super().__init__()
@@ -102,6 +108,7 @@ class Recorder(RecordSet):
             raise ParameterError(f"max_bytes must be a positive integer, got {max_bytes!r}")
         self.model, self.keep_graph, self.observe = model, keep_graph, observe
         self.heads, self.max_bytes, self.recurrent = heads, max_bytes, recurrent
+        self.queries = QuerySpec.parse(queries)
         self._patterns = parse_layers(layers)
         self._kinds = _parse_kinds(kinds)
         self._info: ModelInfo = model_info(model)
@@ -197,6 +204,7 @@ class Recorder(RecordSet):
         self._stack = ModuleStack(self.model, covered, keep_recurrent=self.recurrent)
         self._observer = Observer(self._stack, self._on_observation, self._on_failure,
                                   self._admit)
+        self._observer.queries = self.queries
         # later recordings watch the scopes where weights were found, and any module that never
         # ran while watched (data-dependent routing): nothing a first pass saw can escape
         self._scopes = {""} if self._discover else self._info.scopes
@@ -345,7 +353,8 @@ class Recorder(RecordSet):
             # a GraphModule runs its inlined modules in the root's forward: watch the root
             scope = "" if self._stack.fx is not None else obs.scope
             self._scopes_found.add(fast_path_scope(self.model, scope))
-        self._add(obs.name, obs.kind, obs.value, obs.label, "observed", obs.meta)
+        self._add(obs.name, obs.kind, obs.value, obs.label, "observed", obs.meta,
+                  owned=obs.owned)
 
     def _on_failure(self, name: str, error: Exception) -> None:
         """An internal failure at ``name``: drop that site with one warning; the forward goes on
@@ -362,14 +371,16 @@ class Recorder(RecordSet):
         return self._budget.admit(name, kind, shape)
 
     def _add(self, name: str, kind: str, value: torch.Tensor, label: str, source: str,
-             meta: dict[str, Any], order: int | None = None) -> None:
+             meta: dict[str, Any], order: int | None = None, owned: bool = False) -> None:
+        if kind == "attention" and value.ndim == 4 and "queries" not in meta:
+            value, meta, owned = keep_rows(self.queries, value, meta, owned)
         if not self._admit(name, tuple(value.shape), kind):
             return
         if kind == "attention" and self.heads == "mean":
             value = value.mean(1, keepdim=True)
         self._budget.used += value.numel() * 4
         self._added += 1
-        if self.keep_graph:
+        if self.keep_graph or owned:  # owned: computed here, nobody else holds it
             value = value.float()
         else:  # a copy: the network may write into its tensors later (in-place adds)
             value = value.clone() if value.dtype == torch.float32 else value.float()
@@ -434,6 +445,7 @@ def record(
 ) -> Recorder:
     """Record the attention weights ``model`` multiplies by, inside a ``with`` block.
 
-    ``options``: ``observe``, ``heads``, ``max_bytes``, ``recurrent`` (see :class:`Recorder`).
+    ``options``: ``observe``, ``heads``, ``max_bytes``, ``recurrent``, ``queries`` (see
+    :class:`Recorder`).
     """
     return Recorder(model, layers=layers, kinds=kinds, keep_graph=keep_graph, **options)
