@@ -3,6 +3,7 @@
 * CSV text cells that start with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return get a
   leading ``'`` (spreadsheets would otherwise run them as formulas); numbers are written as
   numbers, NaN and infinite values as empty cells.
+* File names whose bytes are not UTF-8 are written escaped (``caf\\xe9.png``), never a crash.
 * JSON is strict (RFC 8259): NaN and ±Infinity, which ``json`` would write as bare ``NaN`` /
   ``Infinity``, are written as ``null``; ``non_finite`` says where they came from.
 """
@@ -16,6 +17,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..terminal import text_name
 from .stats import SUMMARY_FIELDS
 
 if TYPE_CHECKING:
@@ -33,16 +35,19 @@ def csv_cell(value: object) -> object:
         return value if math.isfinite(value) else ""
     if isinstance(value, (int, bool)):
         return value
-    text = str(value)
+    text = text_name(str(value))
     return "'" + text if text.startswith(FORMULA_START) else text
 
 
 def json_safe(value: Any) -> Any:
-    """``value`` with every NaN / infinite float replaced by None (tuples become lists)."""
+    """``value`` with every NaN / infinite float replaced by None (tuples become lists) and
+    text that is not valid UTF-8 (file names with such bytes) escaped."""
+    if isinstance(value, str):
+        return text_name(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
+        return {text_name(str(k)): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
     return value

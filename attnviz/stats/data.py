@@ -2,7 +2,8 @@
 WebDataset tar shards, as items ``{name, index, image, label, mask, reason, stream, pos}``.
 
 * ImageFolder: one folder whose top level holds sub-folders and no image file; each
-  sub-folder (sorted by name) is a class, its images are found at any depth (``**``).
+  sub-folder (sorted by name) is a class, its images are found at any depth (``**``); a
+  class name with bytes that are not UTF-8 or control characters is shown escaped.
 * Files: image files, folders (their image files) and glob patterns, as everywhere in attnviz;
   no labels.
 * ``shapes:N``: N generated shapes images from the held-out stream (seed 1, as
@@ -29,6 +30,7 @@ from ..datasets import CLASSES, ShapesDataset
 from ..errors import ParameterError
 from ..images import load_image
 from ..scan import IMAGE_SUFFIXES, find_images, glob_paths
+from ..terminal import printable
 
 SHAPES_SEED = 1  # the held-out stream of attnviz.evaluate (training uses seed 0)
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -159,7 +161,8 @@ def image_folder(root: Path, size: int) -> Source:
         skipped += [(p, why) for p, why in missed if why != "matched no image file"]
     if not paths:
         raise ParameterError(f"no images found in the class folders of {str(root)!r}")
-    return Source("imagefolder", [str(root)], classes, FileItems(paths, labels, size),
+    shown = [printable(c) for c in classes]  # names that are not UTF-8 or hold ESC, escaped
+    return Source("imagefolder", [str(root)], shown, FileItems(paths, labels, size),
                   skipped=skipped)
 
 

@@ -27,6 +27,7 @@ from ..models.preprocess import class_names, input_spec, model_device
 from ..models.registry import is_model
 from ..models.user import is_user_spec
 from ..record import record
+from ..terminal import text_name
 from . import checkpoint, document, publish
 from .aggregate import Aggregate, ClassInfo, spec_from_json
 from .checkpoint import Progress
@@ -271,10 +272,11 @@ def _data_json(source: Source, everyone: list[dict]) -> dict[str, Any]:
     bad = sorted((b for p in everyone for b in p["bad"]), key=lambda b: b[0])
     n_bad = sum(p["n_bad"] for p in everyone)
     n_items = sum(p["n_seen"] for p in everyone)
-    return {"kind": source.kind, "spec": list(source.spec), "n_items": n_items,
-            "n_images": n_items - n_bad, "n_bad": n_bad,
-            "bad": [{"image": n, "reason": r} for n, r in bad],
-            "skipped": [[p, r] for p, r in source.skipped[:checkpoint.MAX_LISTED]],
+    return {"kind": source.kind, "spec": [text_name(s) for s in source.spec],
+            "n_items": n_items, "n_images": n_items - n_bad, "n_bad": n_bad,
+            "bad": [{"image": text_name(n), "reason": text_name(r)} for n, r in bad],
+            "skipped": [[text_name(p), text_name(r)]
+                        for p, r in source.skipped[:checkpoint.MAX_LISTED]],
             "ground_truth": source.ground_truth}
 
 
