@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .checks import cpu_count
+from .checks import cpu_count, number_text
 from .terminal import one_line, shown
 
 EXIT_CODES = """exit codes:
@@ -53,9 +53,7 @@ def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
         if value < low:
             raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
         if high is not None and value > high:
-            digits = str(value)
-            got = digits if len(digits) <= 12 else f"{digits[:6]}... ({len(digits)} digits)"
-            raise argparse.ArgumentTypeError(f"must be at most {high}, got {got}")
+            raise argparse.ArgumentTypeError(f"must be at most {high}, got {number_text(value)}")
         return value
 
     parse.__name__ = f"integer >= {low}"

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from . import metrics
-from .cli import CommandParser, run_command
+from .checks import MAX_INPUT_SIZE, MAX_ITEMS
+from .cli import CommandParser, _int_at_least, run_command
 from .datasets import Shapes, make_shapes
 from .models.preprocess import model_device, prepare
 from .record import record
@@ -168,8 +169,10 @@ def main(argv: list[str] | None = None) -> int:
 
     p = CommandParser(prog="attnviz evaluate", description=__doc__.splitlines()[0])
     add_model_arguments(p)
-    p.add_argument("--n", type=int, default=2000, help="held-out shapes images")
-    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--n", type=_int_at_least(1, MAX_ITEMS), default=2000,
+                   help="held-out shapes images (default: %(default)s)")
+    p.add_argument("--size", type=_int_at_least(16, MAX_INPUT_SIZE), default=64,
+                   help="their side in px (default: %(default)s)")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
     model = load_model(args.model, device=args.device, **model_options(args))

@@ -35,12 +35,50 @@ def is_user_spec(name: str) -> bool:
     return m["target"].endswith(".py") or _DOTTED.fullmatch(m["target"]) is not None
 
 
+#: ``--model-args`` limits: nesting depth of its arrays / objects, and length in characters
+MAX_ARGS_DEPTH = 32
+MAX_ARGS_CHARS = 1_000_000
+
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of ``[`` / ``{`` in JSON ``text`` (brackets in strings not counted),
+    found without parsing (a parser recurses once per level)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
 def parse_model_args(text: str | dict | None) -> dict[str, Any]:
-    """``--model-args``: a JSON object of keyword arguments for the factory."""
+    """``--model-args``: a JSON object of keyword arguments for the factory, at most
+    :data:`MAX_ARGS_CHARS` long and :data:`MAX_ARGS_DEPTH` levels deep."""
     if text is None:
         return {}
     if isinstance(text, dict):
         return text
+    if not isinstance(text, str):
+        raise ParameterError(f"--model-args must be a JSON object, got {type(text).__name__}")
+    if len(text) > MAX_ARGS_CHARS:
+        raise ParameterError(f"--model-args is {len(text)} characters long, at most "
+                             f"{MAX_ARGS_CHARS}")
+    depth = json_depth(text)
+    if depth > MAX_ARGS_DEPTH:
+        raise ParameterError(f"--model-args is nested {depth} levels deep, at most "
+                             f"{MAX_ARGS_DEPTH} (the JSON parser recurses once per level)")
     try:
         args = json.loads(text)
     except ValueError as e:

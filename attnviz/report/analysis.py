@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from ..checks import cpu_count
+from ..checks import check_images_memory, check_input_size, cpu_count
 from ..models import DEMO_MODELS, load_model
 from ..models.preprocess import class_names, input_spec, model_device, prepare
 from ..models.registry import is_model
@@ -241,6 +241,8 @@ def analyse(
         name = params.model if isinstance(params.model, str) else type(net).__name__
     dev = model_device(net)
     size = input_spec(net).size
+    batch = min(params.batch_size, max(1, len(paths)))
+    check_images_memory(f"--batch-size {batch}", batch, check_input_size(size))
     channels_last = dev.type == "cuda"
     if channels_last:
         net = net.to(memory_format=torch.channels_last)

@@ -20,7 +20,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..checks import MAX_BATCH_SIZE, cap_workers, check_int, check_out_dir
+from ..checks import (
+    MAX_BATCH_SIZE,
+    cap_workers,
+    check_images_memory,
+    check_input_size,
+    check_int,
+    check_out_dir,
+)
 from ..errors import AttnvizError, ParameterError
 from ..models import DEMO_MODELS, load_model, resolve_device
 from ..models.preprocess import class_names, input_spec, model_device
@@ -206,6 +213,8 @@ def _run(dist: Dist, dev: torch.device, job: Job) -> Path:
     if dev.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
     spec = input_spec(net)
+    check_images_memory(f"--batch-size {job.batch_size}", job.batch_size,
+                        check_input_size(spec.size))
     layers, amp = job.loop.layers, job.loop.amp
     outputs = probe(net, spec.size, layers)
     source = on_main(dist, lambda: open_source(job.data, spec.size))
