@@ -5,6 +5,7 @@ exhausting the machine)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import attnviz
+from attnviz import cli
 from attnviz.checks import MAX_INPUT_SIZE, check_images_memory, check_input_size
 from attnviz.errors import ParameterError
 from attnviz.models.user import MAX_ARGS_DEPTH, json_depth, parse_model_args
@@ -122,3 +124,119 @@ def test_brace_count_bounds_the_expansion(pattern: str) -> None:
     import braceexpand
 
     assert brace_count(pattern) >= len(list(braceexpand.braceexpand(pattern)))
+
+
+# -- archives: sizes checked from the headers, before anything is inflated ---------------------
+
+BOMB = 512 * 2**20  # what a bomb unpacks to; a missing check shows as a peak this much higher
+PEAK_SLACK_MB = 150
+
+
+class _Zeros:
+    """A file-like source of ``n`` zero bytes, read in chunks (a bomb is never in memory)."""
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+
+    def read(self, size: int = -1) -> bytes:
+        size = self.left if size < 0 else min(size, self.left)
+        self.left -= size
+        return bytes(size)
+
+
+def _tar(path: Path, members: list[tuple[str, bytes | int]]) -> Path:
+    """A ``.tar.gz`` of members given as bytes or as a count of zero bytes (streamed)."""
+    import tarfile
+
+    with tarfile.open(path, "w:gz", compresslevel=1) as t:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = data if isinstance(data, int) else len(data)
+            t.addfile(info, _Zeros(data) if isinstance(data, int) else _Bytes(data))
+    return path
+
+
+class _Bytes(_Zeros):
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def read(self, size: int = -1) -> bytes:
+        out, self.data = (self.data, b"") if size < 0 else (self.data[:size], self.data[size:])
+        return out
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    """``good.tar.gz`` (two samples) and ``bomb.tar.gz``: the same plus a sample whose image
+    member declares 512 MiB of zeros (a 2.3 MB file)."""
+    folder = tmp_path_factory.mktemp("shards")
+    png = [p.read_bytes() for p in attnviz.sample_images("shapes")[:2]]
+    good = [("a.png", png[0]), ("a.cls", b"0"), ("b.png", png[1]), ("b.cls", b"1")]
+    _tar(folder / "good.tar.gz", good)
+    _tar(folder / "bomb.tar.gz", good[:2] + [("huge.png", BOMB), ("huge.cls", b"2")] + good[2:])
+    assert (folder / "bomb.tar.gz").stat().st_size < 4 * 2**20  # gzip -1 of zeros: ~230:1
+    return folder
+
+
+def test_tar_member_over_the_limit_is_listed_unread(shards: Path, tmp_path: Path) -> None:
+    code, err, good_peak = run_measured(["stats", str(shards / "good.tar.gz"), "--out", "g",
+                                         "--no-progress"], tmp_path)
+    assert code == 0, err
+    code, err, bomb_peak = run_measured(["stats", str(shards / "bomb.tar.gz"), "--out", "b",
+                                         "--no-progress"], tmp_path)
+    assert code == 0, err
+    doc = json.loads((tmp_path / "b" / "stats.json").read_text())
+    assert doc["data"]["n_images"] == 2 and doc["data"]["n_bad"] == 1
+    reason = doc["data"]["bad"][0]["reason"]
+    assert "'huge.png' declares 512.0 MiB, over the limit" in reason and "not read" in reason
+    assert bomb_peak - good_peak < PEAK_SLACK_MB, f"{bomb_peak:.0f} vs {good_peak:.0f} MB"
+
+
+def test_truncated_shard_keeps_what_was_read(shards: Path, tmp_path: Path) -> None:
+    data = (shards / "good.tar.gz").read_bytes()
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    out = tmp_path / "o"
+    assert cli.main(["stats", str(cut), "--out", str(out), "--no-progress"]) == 0
+    d = json.loads((out / "stats.json").read_text())["data"]
+    assert d["n_bad"] == 1 and "tar error" in d["bad"][0]["reason"]
+
+
+def _zip_bomb(path: Path) -> Path:
+    """A torch checkpoint whose one storage record is replaced by 512 MiB of zeros, deflated
+    (torch itself stores records uncompressed)."""
+    import zipfile
+
+    import torch
+
+    src = path.with_suffix(".src")
+    torch.save({"w": torch.zeros(4)}, src)
+    with zipfile.ZipFile(src) as z, zipfile.ZipFile(path, "w") as out:
+        for info in z.infolist():
+            if info.filename.endswith("/data/0"):
+                entry = zipfile.ZipInfo(info.filename)
+                entry.compress_type = zipfile.ZIP_DEFLATED
+                with out.open(entry, "w", force_zip64=True) as f:
+                    chunk = bytes(2**20)
+                    for _ in range(BOMB // len(chunk)):
+                        f.write(chunk)
+            else:
+                out.writestr(info, z.read(info))
+    return path
+
+
+def test_checkpoint_zip_bomb_is_refused_before_inflating(tmp_path: Path) -> None:
+    import torch
+
+    good = tmp_path / "good.pt"
+    torch.save(attnviz.load_model("demo-cbam").state_dict(), good)
+    bomb = _zip_bomb(tmp_path / "bomb.pt")
+    assert bomb.stat().st_size < 2 * 2**20
+    args = ["evaluate", "--model", "demo-cbam", "--n", "30", "--checkpoint"]
+    code, err, good_peak = run_measured(args + [str(good)], tmp_path)
+    assert code == 0, err
+    code, err, bomb_peak = run_measured(args + [str(bomb)], tmp_path)
+    line = _one_error_line(err)
+    assert code == 2, err
+    assert bomb_peak - good_peak < PEAK_SLACK_MB, f"{bomb_peak:.0f} vs {good_peak:.0f} MB"
+    assert "declares 512.0 MiB of data in a" in line and "zip bomb" in line, line
