@@ -107,6 +107,27 @@ class Source:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     ground_truth: bool = False
 
+    def files(self) -> list[str]:
+        """The files this run reads (image files, or tar shards)."""
+        if self.shards is not None:
+            return list(self.shards)
+        return list(getattr(self.dataset, "paths", []))
+
+    def digest(self) -> str:
+        """A fingerprint of the data: the names, sizes and modification times of its files
+        (sha256), so that ``--resume`` refuses a data set that was replaced or edited."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for path in self.files():
+            try:
+                st = os.stat(path)
+                facts = f"{st.st_size} {st.st_mtime_ns}"
+            except OSError as e:
+                facts = f"missing {e.errno}"
+            h.update(os.fsencode(path) + b"\0" + facts.encode() + b"\n")
+        return h.hexdigest()
+
     @property
     def n(self) -> int | None:
         """Items in all (None for tar shards: not known before reading them)."""

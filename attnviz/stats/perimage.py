@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import MissingDependencyError
+from ..errors import MissingDependencyError, ParameterError
 from ..terminal import text_name
 from .aggregate import BatchResult
 from .layers import FEATURES
@@ -60,6 +60,11 @@ class RowWriter:
         _pa()
         self.folder, self.rank, self.part = folder, rank, part
         self.folder.mkdir(parents=True, exist_ok=True)
+        missing = [p for p in range(part) if not part_path(folder, rank, p).is_file()]
+        if missing:
+            raise ParameterError(f"cannot resume: per-image part {missing[0]} of process "
+                                 f"{rank} is missing from {str(folder)!r}; start again "
+                                 "without --resume")
         for p in folder.glob(f"rank-{rank:05d}.part-*.parquet"):
             if int(p.stem.rsplit("-", 1)[1]) >= part:
                 p.unlink()

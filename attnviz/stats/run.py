@@ -220,16 +220,20 @@ def _run(dist: Dist, dev: torch.device, job: Job) -> Path:
     source = on_main(dist, lambda: open_source(job.data, spec.size))
     classes = class_info(source, net, outputs)
     fp = checkpoint.fingerprint(data=source.spec, kind=source.kind, n=source.n, model=name,
-                                options=job.model_options, layers=layers, world=dist.world,
+                                files=source.digest(),
+                                options={k: v for k, v in job.model_options.items()
+                                         if v is not None},  # the CLI's unset ones: None
+                                layers=layers, world=dist.world,
                                 classes=classes.names, amp=amp, device=dev.type)
     work, resumed = on_main(dist, lambda: publish.start(job.out, job.resume))
     agg = Aggregate(classes, dev, source.ground_truth)
     ckpt_path = checkpoint.checkpoint_path(work, dist.rank, dist.world)
-    saved = on_each(dist, lambda: checkpoint.load(ckpt_path, fp) if resumed else None)
+    items = len(range(dist.rank, source.n, dist.world)) if source.n is not None else None
+    saved = on_each(dist, lambda: checkpoint.load(ckpt_path, fp, items) if resumed else None)
     prog = Progress()
     if saved is not None:
         prog, state = saved
-        agg.load(state)
+        on_each(dist, lambda: checkpoint.restore(agg, state, prog, ckpt_path))
     rows = RowWriter(work / "parts", dist.rank, prog.parts) if job.per_image else None
     loader, total = make_loader(source, dist, prog, spec.size, outputs, job.batch_size,
                                 job.workers, dev.type == "cuda")
