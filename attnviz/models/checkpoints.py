@@ -143,6 +143,14 @@ def _check_values(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor],
         raise CheckpointError(
             f"checkpoint {str(path)!r} has NaN or infinite values in {len(bad)} tensor(s): "
             f"{_short(bad)}")
+    overflow = sorted(f"{k} ({str(v.dtype).removeprefix('torch.')} to "
+                      f"{str(own[k].dtype).removeprefix('torch.')})" for k, v in state.items()
+                      if v.is_floating_point() and v.dtype != own[k].dtype
+                      and not bool(torch.isfinite(v.to(own[k].dtype)).all()))
+    if overflow:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} has values too large for the model's precision (they "
+            f"would become infinite) in {len(overflow)} tensor(s): {_short(overflow)}")
 
 
 def read_class_names(path: str | os.PathLike) -> list[str] | None:

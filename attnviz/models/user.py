@@ -35,6 +35,8 @@ def is_user_spec(name: str) -> bool:
     return m["target"].endswith(".py") or _DOTTED.fullmatch(m["target"]) is not None
 
 
+#: largest labels file read (100,000 names of 100 characters are 10 MB)
+MAX_LABELS_BYTES = 16 * 2**20
 #: ``--model-args`` limits: nesting depth of its arrays / objects, and length in characters
 MAX_ARGS_DEPTH = 32
 MAX_ARGS_CHARS = 1_000_000
@@ -152,8 +154,14 @@ def read_labels(path: str | os.PathLike | Sequence[str]) -> list[str]:
         names = [str(n) for n in path]
     else:
         p = Path(path)
-        if not p.is_file():
+        if not p.exists():
             raise ParameterError(f"labels file {str(p)!r} does not exist")
+        if not p.is_file():
+            raise ParameterError(f"labels file {str(p)!r} is not a regular file (a folder or a "
+                                 "device such as /dev/null); give a text file, one name a line")
+        if p.stat().st_size > MAX_LABELS_BYTES:
+            raise ParameterError(f"labels file {str(p)!r} is {p.stat().st_size} bytes, more "
+                                 f"than the {MAX_LABELS_BYTES} a list of class names needs")
         try:
             names = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
         except (OSError, UnicodeDecodeError) as e:

@@ -26,7 +26,13 @@ from torch.utils.data import DataLoader
 
 from ..checks import check_images_memory, check_input_size, cpu_count
 from ..models import DEMO_MODELS, load_model
-from ..models.preprocess import class_names, input_spec, model_device, prepare
+from ..models.preprocess import (
+    check_class_names,
+    class_names,
+    input_spec,
+    model_device,
+    prepare,
+)
 from ..models.registry import is_model
 from ..models.user import is_user_spec
 from ..record import AttentionRecord, find_attention, record
@@ -263,6 +269,8 @@ def analyse(
                         x = x.contiguous(memory_format=torch.channels_last)
                     with torch.autocast(dev.type, dtype=amp_dtype, enabled=params.amp):
                         logits = net(x)
+                    if not col.good_paths:  # the first batch: names must fit the outputs
+                        check_class_names(net, int(logits.shape[-1]))
                     col.add(idx, batch, logits.float().cpu(), rec.latest())
                     rec.clear()
                 col.add_bad(bad)

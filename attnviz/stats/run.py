@@ -30,7 +30,7 @@ from ..checks import (
 )
 from ..errors import AttnvizError, ParameterError
 from ..models import DEMO_MODELS, load_model, resolve_device
-from ..models.preprocess import class_names, input_spec, model_device
+from ..models.preprocess import check_class_names, class_names, input_spec, model_device
 from ..models.registry import is_model
 from ..models.user import is_user_spec
 from ..record import record
@@ -77,6 +77,7 @@ def probe(net: nn.Module, size: int, layers: str | None) -> int:
 
 def class_info(source: Source, net: nn.Module, outputs: int) -> ClassInfo:
     """Groups for the per-class statistics and how labels map to the model's outputs."""
+    check_class_names(net, outputs)
     model_names = class_names(net) or [str(i) for i in range(outputs)]
     if len(model_names) != outputs:
         model_names = [str(i) for i in range(outputs)]

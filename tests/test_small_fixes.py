@@ -1,0 +1,106 @@
+"""Small hardening fixes of the third reliability pass: each case once refused or escaped."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import pytest
+import torch
+from torch import nn
+
+import attnviz
+from attnviz.examples import HandMHSA, Net
+from attnviz.models import set_preprocess
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+
+
+def test_self_attention_explorer_escapes_module_names_in_its_caption() -> None:
+    from attnviz.attention_explorer import SelfAttentionExplorer
+
+    model = Net(HandMHSA(16, heads=4)).eval()
+    model.layer1 = nn.Sequential(OrderedDict([(HOSTILE, HandMHSA(16, heads=4))]))
+    set_preprocess(model, 16, None, None)
+    ex = SelfAttentionExplorer(model, torch.rand(1, 3, 16, 16), static=False)
+    assert ex.layer_select.value == f"layer1.{HOSTILE}"
+    assert "<img" not in ex.caption.value
+    assert "layer1.&lt;img src=x onerror=alert(1)&gt;" in ex.caption.value
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_float64_weight_too_large_for_float32_is_refused(tmp_path, suffix: str) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.clone() for k, v in attnviz.create_model("demo_se_resnet").state_dict().items()}
+    state["fc.weight"] = state["fc.weight"].double()
+    state["fc.weight"][0, 0] = 1e300  # finite as float64, inf as float32
+    path = tmp_path / f"w{suffix}"
+    if suffix == ".pt":
+        torch.save(state, path)
+    else:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    with pytest.raises(attnviz.CheckpointError, match=r"too large for the model's precision.*"
+                                                      r"fc.weight \(float64 to float32\)"):
+        attnviz.load_model("demo_se_resnet", checkpoint=path, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def two_images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("imgs")
+    for p in attnviz.sample_images("shapes")[:2]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    return folder
+
+
+def _labels(tmp_path, n: int):
+    path = tmp_path / f"labels-{n}.txt"
+    path.write_text("".join(f"class {i}\n" for i in range(n)))
+    return path
+
+
+@pytest.mark.parametrize("n", [2, 100_000])
+@pytest.mark.parametrize("command", ["report", "stats"])
+def test_labels_whose_count_differs_from_the_outputs_are_refused(tmp_path, two_images, capsys,
+                                                                  n: int, command: str) -> None:
+    from attnviz import cli
+
+    out = tmp_path / "out"
+    code = cli.main([command, str(two_images), "--model", "demo-cbam", "--out", str(out),
+                     "--labels", str(_labels(tmp_path, n))])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"attnviz: error: {n} class names (from --labels or the checkpoint) for a model " \
+           "with 5 outputs" in err
+    assert not (out / "report.html").exists() and not (out / "stats.json").exists()
+
+
+def test_labels_matching_the_outputs_are_used(tmp_path, two_images) -> None:
+    from attnviz import cli, report
+
+    out = tmp_path / "out"
+    assert cli.main(["report", str(two_images), "--model", "demo-cbam", "--out", str(out),
+                     "--labels", str(_labels(tmp_path, 5))]) == 0
+    labels = {p["label"] for p in report.read_summary(out)["predictions"]}
+    assert labels <= {f"class {i}" for i in range(5)}
+
+
+def test_checkpoint_class_list_of_the_wrong_length_is_refused(tmp_path, two_images,
+                                                              capsys) -> None:
+    from attnviz import cli
+    from attnviz.models import save_weights
+
+    ckpt = save_weights(attnviz.create_model("demo_cbam_resnet"), tmp_path / "w.safetensors",
+                        metadata={"classes": ["a", "b"]})
+    code = cli.main(["report", str(two_images), "--model", "demo_cbam_resnet", "--checkpoint",
+                     str(ckpt), "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "2 class names (from --labels or the checkpoint)" in capsys.readouterr().err
+
+
+def test_labels_from_a_device_name_what_is_wrong(tmp_path, two_images, capsys) -> None:
+    from attnviz import cli
+
+    assert cli.main(["report", str(two_images), "--labels", "/dev/null", "--out",
+                     str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a regular file" in err and "does not exist" not in err
