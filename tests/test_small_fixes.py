@@ -104,3 +104,31 @@ def test_labels_from_a_device_name_what_is_wrong(tmp_path, two_images, capsys) -
                      str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "is not a regular file" in err and "does not exist" not in err
+
+
+@pytest.mark.parametrize("body,words", [
+    ("import sys\nsys.exit(0)\n", "importing"),
+    ("import sys\ndef build():\n    sys.exit(3)\n", "raised"),
+])
+def test_model_code_calling_sys_exit_is_an_error(tmp_path, two_images, capsys, body: str,
+                                                 words: str) -> None:
+    from attnviz import cli
+
+    model_py = tmp_path / "quits.py"
+    model_py.write_text(body)
+    code = cli.main(["report", str(two_images), "--model", f"{model_py}:build", "--out",
+                     str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("attnviz: error:") and words in err and "sys.exit(" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_help_says_that_model_runs_the_named_code(capsys) -> None:
+    from attnviz import cli
+
+    for command in (["report", "--help"], ["stats", "--help"]):
+        assert cli.main(command) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert "runs that code as `python file.py` would" in text
+        assert "name only code you trust" in text

@@ -103,18 +103,27 @@ def _import(target: str) -> Any:
         sys.modules[name] = module
         try:
             spec.loader.exec_module(module)  # type: ignore[union-attr]
-        except Exception as e:
+        except (Exception, SystemExit) as e:
             del sys.modules[name]
-            raise ModelError(f"importing {target!r} failed: {type(e).__name__}: "
-                             f"{_first_line(e)}") from None
+            raise ModelError(f"importing {target!r} failed: {_raised(e)}") from None
         return module
     try:
         return importlib.import_module(target)
     except ModuleNotFoundError as e:
         raise ModelError(f"cannot import module {target!r}: {_first_line(e)}") from None
+    except SystemExit as e:
+        raise ModelError(f"importing {target!r} failed: {_raised(e)}") from None
     except Exception as e:
         raise ModelError(f"importing {target!r} failed: {type(e).__name__}: "
                          f"{_first_line(e)}") from None
+
+
+def _raised(e: BaseException) -> str:
+    """What model code raised, for a message; ``sys.exit()`` in it is named as such (the
+    model's code must not end attnviz, with exit 0 and nothing written)."""
+    if isinstance(e, SystemExit):
+        return f"it called sys.exit({e.code!r}), which attnviz treats as an error"
+    return f"{type(e).__name__}: {_first_line(e)}"
 
 
 def _first_line(e: BaseException) -> str:
@@ -139,8 +148,8 @@ def load_user_model(spec: str, model_args: str | dict | None = None) -> nn.Modul
     elif callable(obj):
         try:
             model = obj(**args)
-        except Exception as e:
-            raise ModelError(f"{spec} raised {type(e).__name__}: {_first_line(e)}") from None
+        except (Exception, SystemExit) as e:
+            raise ModelError(f"{spec} raised {_raised(e)}") from None
     else:
         raise ModelError(f"{spec} is neither a factory nor a model: {type(obj).__name__}")
     if not isinstance(model, nn.Module):
@@ -201,8 +210,9 @@ def add_model_arguments(parser: Any, default: str = "demo-cbam") -> None:
                         help="a demo model (demo-cbam, demo-se, demo-resnest, demo-botnet: "
                              "offline), a timm name (its pretrained ImageNet weights: needs the "
                              "network unless --checkpoint is given), an attnviz architecture, or "
-                             "your own path/to/file.py:factory or package.module:attr "
-                             "(default: %(default)s)")
+                             "your own path/to/file.py:factory or package.module:attr, which "
+                             "imports and runs that code as `python file.py` would: name only "
+                             "code you trust (default: %(default)s)")
     parser.add_argument("--checkpoint", default=None, metavar="PATH",
                         help="weights file (.safetensors preferred; .pt/.pth weights-only)")
     parser.add_argument("--model-args", default=None, metavar="JSON",
