@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import importlib.util
 import os
@@ -31,6 +32,10 @@ report (figures embedded, nothing loaded from the network) to OUT/report.html, n
 OUT/summary.csv (one row per image and attention layer) and OUT/summary.json (and, with
 --notebook, OUT/report.ipynb). The files are written aside and published together; a second
 report into the same OUT while one runs is refused."""
+
+
+#: errors of writing output that the user fixes outside attnviz: one line, exit code 1
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
 
 
 class UsageError(Exception):
@@ -117,7 +122,8 @@ def _err(message: object) -> None:
 
 def run_command(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = None) -> int:
     """Run a command's ``main(argv)``: usage mistakes and AttnvizErrors become one line
-    ``attnviz: error: ...`` and exit code 2, Ctrl-C exit code 130, ``--help`` 0."""
+    ``attnviz: error: ...`` and exit code 2, a full disk (or quota, size limit, read-only
+    file system) one such line and exit code 1, Ctrl-C exit code 130, ``--help`` 0."""
     from .errors import AttnvizError
 
     try:
@@ -130,6 +136,13 @@ def run_command(main: Callable[[list[str]], int | None], argv: Sequence[str] | N
     except KeyboardInterrupt:
         print("attnviz: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        if e.errno not in WRITE_ERRNOS:
+            raise
+        where = f" {shown(e.filename)}" if e.filename else ""
+        _err(f"cannot write{where}: {e.strerror or e} (a full disk, a size limit or a quota); "
+             "the output folder keeps its earlier results: free some space and run again")
+        return 1
 
 
 def _size(n: int) -> str:

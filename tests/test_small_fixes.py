@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from pathlib import Path
 
 import pytest
 import torch
@@ -132,3 +133,57 @@ def test_help_says_that_model_runs_the_named_code(capsys) -> None:
         text = " ".join(capsys.readouterr().out.split())
         assert "runs that code as `python file.py` would" in text
         assert "name only code you trust" in text
+
+
+FULL_DISK = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))
+from attnviz.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("args", [["report"], ["stats", "--save-every", "0"],
+                                  ["stats", "--per-image"]], ids=" ".join)
+def test_a_full_disk_is_one_line(tmp_path, two_images, args) -> None:
+    """Files may not grow past 3000 bytes (as on a full disk): one line, exit 1."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+        [str(Path(attnviz.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", FULL_DISK, *args[:1], str(two_images), "--out",
+                           str(tmp_path / "out"), "--no-progress" if args[0] == "stats" else
+                           "--max-figures=2", *args[1:]], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("attnviz: error:")]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "File too large" in lines[0] or "writing the checkpoint failed" in lines[0]
+    assert "free some space" in lines[0]
+    published = {"report.html", "summary.csv", "stats.json", "stats.html"}
+    assert not published & {p.name for p in (tmp_path / "out").iterdir()}
+
+
+@pytest.mark.parametrize("edit", ["d['layers'][0]['moments'] = {'x': 5}", "d.pop('layers')",
+                                  "d['layers'][0]['moments']['s']['mean']['shape'] = [9**7, 9]",
+                                  "d['classes']['names'] = 5", "d['model'] = None"])
+def test_malformed_stats_json_to_stats_html_is_one_line(tmp_path, two_images, capsys,
+                                                        edit: str) -> None:
+    import json
+
+    from attnviz import cli
+
+    assert cli.main(["stats", str(two_images), "--out", str(tmp_path / "s"),
+                     "--no-progress"]) == 0
+    capsys.readouterr()
+    d = json.loads((tmp_path / "s" / "stats.json").read_text())
+    exec(edit, {"d": d})
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(d))
+    assert cli.main(["stats-html", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("attnviz: error:") and err.count("\n") == 1, err
+    assert not (tmp_path / "stats.html").exists()

@@ -8,6 +8,7 @@ lists and dicts only.
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -60,7 +61,12 @@ def save(path: Path, fp: str, progress: Progress, aggregate: dict) -> None:
     """Write one process's state atomically."""
     tmp = path.with_name(path.name + ".tmp")
     state = {"fingerprint": fp, "progress": asdict(progress), "aggregate": aggregate}
-    torch.save(state, tmp)
+    try:
+        torch.save(state, tmp)
+    except RuntimeError as e:  # torch's writer reports a failed write (a full disk) this way
+        tmp.unlink(missing_ok=True)
+        raise OSError(errno.EIO, f"writing the checkpoint failed ({one_line(e)[:200]})",
+                      str(tmp)) from None
     os.replace(tmp, path)
 
 
