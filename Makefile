@@ -7,11 +7,12 @@ STAMP   := $(VENV)/.installed-stamp
 RESOURCES := attnviz/resources
 PYTEST_ARGS ?=
 
-.PHONY: help setup test test-fast lint report lab demo-weights dist browser bench clean
+.PHONY: help setup test test-fast mutations lint report lab demo-weights dist browser bench clean
 
 help:
 	@echo "make report        write reports/report.html for the bundled images (offline, demo models)"
 	@echo "make test          set up .venv and run the whole test suite (notebooks and browser test too)"
+	@echo "make mutations     break each claim on purpose and check that its test fails"
 	@echo "make lab           open the notebooks in JupyterLab (127.0.0.1, with a token)"
 	@echo "make dist          build the sdist and the wheel (from the sdist) into dist/"
 	@echo "make demo-weights  retrain the bundled demo checkpoints (CPU, ~1 h)"
@@ -37,6 +38,11 @@ browser:
 test: $(STAMP) browser
 	$(BIN)/ruff check attnviz tests benchmarks
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python tests/mutations.py
+
+# each claim's test fails when the claim is broken on purpose (tests/CLAIMS.md)
+mutations: $(STAMP)
+	$(BIN)/python tests/mutations.py
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not e2e" $(PYTEST_ARGS)

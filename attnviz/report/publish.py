@@ -92,6 +92,15 @@ def _signals_held():
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+def _fault(step: str) -> None:
+    """Test hook: ``ATTNVIZ_FAULT_PUBLISH=STEP:SIGNAL`` (e.g. ``rename-1:SIGKILL``) sends
+    SIGNAL to this process at STEP of :meth:`Publication.publish` (``staged``: everything is
+    written aside; ``rename-N``: after the N-th rename), so tests can kill inside the window."""
+    spec = os.environ.get("ATTNVIZ_FAULT_PUBLISH")
+    if spec and spec.partition(":")[0] == step:
+        os.kill(os.getpid(), getattr(signal, spec.partition(":")[2]))
+
+
 class Publication:
     """``with Publication(out) as pub:`` write files into ``pub.stage``, then
     ``pub.publish()``; leaving the block without publishing discards them."""
@@ -172,6 +181,7 @@ class Publication:
     def publish(self) -> list[Path]:
         """Move the staged files into ``out`` (rename; symlinks there are replaced, never
         followed) and remove report files of an earlier run that this run did not write."""
+        _fault("staged")
         names = sorted(p.name for p in self.stage.iterdir())
         unknown = set(names) - set(REPORT_FILES)
         if unknown:
@@ -186,8 +196,9 @@ class Publication:
                 old = self.out / name
                 if old.is_symlink() or old.is_file():
                     old.unlink()
-            for name in sorted(names, key=lambda n: n == "report.html"):  # the page last
-                os.replace(self.stage / name, self.out / name)
+            for i, name in enumerate(sorted(names, key=lambda n: n == "report.html"), 1):
+                os.replace(self.stage / name, self.out / name)  # the page last
+                _fault(f"rename-{i}")
         return [self.out / n for n in names]
 
 
