@@ -2,7 +2,7 @@
 
     python tests/mutations.py            # every mutation (make test runs this)
     python tests/mutations.py recorder   # those whose name contains "recorder"
-    MUTATION_JOBS=1 python tests/mutations.py   # one at a time (default: up to 4 at once)
+    MUTATION_JOBS=1 python tests/mutations.py   # one at a time (default: the CPUs, at most 4)
 
 For each mutation the package and the tests are copied into a temporary folder, the named
 source text is replaced there (it must occur exactly once), and only the named tests run on
@@ -140,7 +140,8 @@ def main(argv: list[str]) -> int:
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     chosen = [m for m in MUTATIONS if not argv or any(a in m.name for a in argv)]
-    jobs = int(os.environ.get("MUTATION_JOBS") or min(4, os.cpu_count() or 1))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    jobs = int(os.environ.get("MUTATION_JOBS") or min(4, cpus or 1))
     missed = 0
     with ThreadPoolExecutor(max(1, jobs)) as pool:  # each mutation runs in its own process
         futures = {pool.submit(run, m): m for m in chosen}
