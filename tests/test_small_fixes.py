@@ -187,3 +187,11 @@ def test_malformed_stats_json_to_stats_html_is_one_line(tmp_path, two_images, ca
     err = capsys.readouterr().err
     assert err.startswith("attnviz: error:") and err.count("\n") == 1, err
     assert not (tmp_path / "stats.html").exists()
+
+
+def test_control_characters_in_labels_are_escaped(tmp_path) -> None:
+    from attnviz.models.user import read_labels
+
+    path = tmp_path / "labels.txt"
+    path.write_text("red\x1b[31m\nplain\ncafé\n", encoding="utf-8")
+    assert read_labels(path) == ["red\\x1b[31m", "plain", "café"]

@@ -21,7 +21,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import ModelError, ParameterError
-from ..terminal import one_line
+from ..terminal import one_line, printable
 
 _SPEC = re.compile(r"^(?P<target>[^:]+):(?P<attr>[A-Za-z_][\w.]*)$")
 _DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
@@ -158,7 +158,9 @@ def load_user_model(spec: str, model_args: str | dict | None = None) -> nn.Modul
 
 
 def read_labels(path: str | os.PathLike | Sequence[str]) -> list[str]:
-    """Class names: a list, or a text file with one name a line (blank lines ignored)."""
+    """Class names: a list, or a text file with one name a line (blank lines ignored);
+    control characters in a name (ESC, ...) are escaped, so that no figure or warning sends
+    them to a terminal."""
     if not isinstance(path, (str, os.PathLike)):
         names = [str(n) for n in path]
     else:
@@ -179,7 +181,7 @@ def read_labels(path: str | os.PathLike | Sequence[str]) -> list[str]:
         names = [n for n in names if n]
     if not names:
         raise ParameterError("labels: no class names given")
-    return names
+    return [printable(n) for n in names]  # ESC and other control characters escaped
 
 
 def parse_floats(text: str | float | Sequence[float] | None, what: str) -> tuple[float, ...] | None:
