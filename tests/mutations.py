@@ -61,6 +61,11 @@ MUTATIONS = (
              (("self.m2 += m2_b + delta * delta * self.col(self.n * n_b / safe)",
                "self.m2 += m2_b"),),
              ("tests/test_stats.py::test_moments_match_numpy_per_group_whatever_the_batches",)),
+    Mutation("stats merge: processes merged without their spread around the mean",
+             "attnviz/stats/distributed.py",
+             (("m2 = [m.m2 + m.col(m.n) * (m.mean - mean) ** 2", "m2 = [m.m2 + 0 * m.n.sum()"),),
+             ("tests/test_claims.py::"
+              "test_moments_of_two_processes_merge_into_those_of_all_the_data",)),
     Mutation("names: bytes that are not UTF-8 kept raw", "attnviz/terminal.py",
              (('    if s.isascii():\n        return s\n',
                '    if True:\n        return s\n'),),

@@ -146,3 +146,59 @@ def test_sigkill_between_the_renames_leaves_old_or_new(two_sets, tmp_path) -> No
     assert code == -signal.SIGKILL
     now = _digest(out)
     assert now == previous or all(now[n] != previous[n] for n in now)
+
+
+# -- the statistics of several processes merge into those of one --------------------------------
+def test_moments_of_two_processes_merge_into_those_of_all_the_data() -> None:
+    """Two ranks (threads exchanging their sums in place of gloo's all_reduce) with uneven
+    shares and different means per group: the merged count, mean and population variance
+    equal numpy's over all the data."""
+    import threading
+
+    import numpy as np
+
+    from attnviz.stats.distributed import Dist
+    from attnviz.stats.moments import Moments
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(50, 4, generator=g, dtype=torch.float64)
+    groups = torch.randint(0, 3, (50,), generator=g)
+    shares = [slice(0, 13), slice(13, 50)]
+    x[13:] += 5.0  # the second rank's values sit elsewhere: the merge must account for it
+    board: list = [None, None]
+    barrier = threading.Barrier(2)
+
+    def all_reduce(rank: int):
+        def sum_(tensors) -> None:
+            flat = torch.cat([t.reshape(-1) for t in tensors])
+            board[rank] = flat
+            barrier.wait()
+            total = board[0] + board[1]
+            barrier.wait()
+            offset = 0
+            for t in tensors:
+                t.copy_(total[offset:offset + t.numel()].view_as(t))
+                offset += t.numel()
+        return sum_
+
+    merged: list = [None, None]
+
+    def rank_run(rank: int) -> None:
+        m = Moments(3, (4,))
+        m.update(x[shares[rank]], groups[shares[rank]])
+        d = Dist(rank, 2, backend="threads")
+        d.sum_ = all_reduce(rank)  # type: ignore[method-assign]
+        d.merge_moments_([m])
+        merged[rank] = m
+
+    threads = [threading.Thread(target=rank_run, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    for m in merged:
+        for k in range(3):
+            ref = x[groups == k].numpy()
+            assert int(m.n[k]) == len(ref)
+            np.testing.assert_allclose(m.mean[k].numpy(), ref.mean(0), rtol=1e-12)
+            np.testing.assert_allclose(m.var[k].numpy(), ref.var(0), rtol=1e-10)
