@@ -66,8 +66,8 @@ CASES = [
     # (command, words the error must hold)
     (["report", "{img}", "--input-size", "9000", "--out", "o"], ["at most 1024 px", "GiB"]),
     (["stats", "{img}", "--input-size", "100000", "--out", "o"], ["at most 1024 px"]),
-    (["stats", "{img}", "--input-size", "1024", "--batch-size", "4096", "--out", "o"],
-     ["--batch-size 4096 at 1024 px", "at most 341"]),
+    (["stats", "shapes:1000", "--input-size", "1024", "--batch-size", "4096", "--out", "o"],
+     ["--batch-size 1000 at 1024 px", "at most 341"]),
     (["stats", "shapes:99999999999", "--out", "o"], ["shapes:N must be at most 10000000"]),
     (["evaluate", "--n", "1000000000"], ["--n", "at most 10000000"]),
     (["evaluate", "--n", "1000000"], ["1000000 shapes images at 64 px", "at most 80659"]),

@@ -214,11 +214,12 @@ def _run(dist: Dist, dev: torch.device, job: Job) -> Path:
     if dev.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
     spec = input_spec(net)
-    check_images_memory(f"--batch-size {job.batch_size}", job.batch_size,
-                        check_input_size(spec.size))
+    check_input_size(spec.size)
     layers, amp = job.loop.layers, job.loop.amp
     outputs = probe(net, spec.size, layers)
     source = on_main(dist, lambda: open_source(job.data, spec.size))
+    batch = min(job.batch_size, source.n or job.batch_size)  # images held at once
+    check_images_memory(f"--batch-size {batch}", batch, spec.size)
     classes = class_info(source, net, outputs)
     fp = checkpoint.fingerprint(data=source.spec, kind=source.kind, n=source.n, model=name,
                                 files=source.digest(),
