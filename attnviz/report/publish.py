@@ -93,12 +93,17 @@ def _signals_held():
 
 
 def _fault(step: str) -> None:
-    """Test hook: ``ATTNVIZ_FAULT_PUBLISH=STEP:SIGNAL`` (e.g. ``rename-1:SIGKILL``) sends
-    SIGNAL to this process at STEP of :meth:`Publication.publish` (``staged``: everything is
-    written aside; ``rename-N``: after the N-th rename), so tests can kill inside the window."""
-    spec = os.environ.get("ATTNVIZ_FAULT_PUBLISH")
-    if spec and spec.partition(":")[0] == step:
-        os.kill(os.getpid(), getattr(signal, spec.partition(":")[2]))
+    """Test hook: ``ATTNVIZ_FAULT_PUBLISH=STEP:SIGNAL[:main]`` (e.g. ``rename-1:SIGKILL``)
+    sends SIGNAL to this process (``:main``: to its main thread) at STEP of
+    :meth:`Publication.publish` (``staged``: everything is written aside; ``rename-N``: after
+    the N-th rename), so tests can kill inside the window."""
+    spec = os.environ.get("ATTNVIZ_FAULT_PUBLISH", "").split(":")
+    if len(spec) >= 2 and spec[0] == step:
+        sig = getattr(signal, spec[1])
+        if spec[2:] == ["main"]:
+            signal.pthread_kill(threading.main_thread().ident or 0, sig)
+        else:
+            os.kill(os.getpid(), sig)
 
 
 class Publication:
