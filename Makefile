@@ -5,11 +5,12 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help setup test test-fast lint report lab demo-weights dist browser bench docs-images clean
+.PHONY: help setup test test-fast mutations lint report lab demo-weights dist browser bench docs-images clean
 
 help:
 	@echo "make report        write reports/report.html for the bundled images (offline, demo models)"
 	@echo "make test          set up .venv and run the whole test suite (notebooks and browser test too)"
+	@echo "make mutations     break each claim on purpose and check that its test fails"
 	@echo "make lab           open the notebooks in JupyterLab (127.0.0.1, with a token)"
 	@echo "make dist          build the sdist and the wheel (from the sdist) into dist/"
 	@echo "make demo-weights  retrain the bundled demo checkpoints (one CPU thread, about 2 h 20 min)"
@@ -36,6 +37,11 @@ browser:
 test: $(STAMP) browser
 	$(BIN)/ruff check attnviz tests benchmarks
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python tests/mutations.py
+
+# each claim's test fails when the claim is broken on purpose (tests/CLAIMS.md)
+mutations: $(STAMP)
+	$(BIN)/python tests/mutations.py
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not e2e" $(PYTEST_ARGS)

@@ -8,10 +8,15 @@ this module sits below them and imports nothing of attnviz but the terminal help
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Callable, Sequence
 
-from .terminal import one_line
+from .checks import number_text
+from .terminal import one_line, shown
+
+#: errors of writing output that the user fixes outside attnviz: one line, exit code 1
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
 
 
 class UsageError(Exception):
@@ -34,9 +39,7 @@ def int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
         if value < low:
             raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
         if high is not None and value > high:
-            digits = str(value)
-            got = digits if len(digits) <= 12 else f"{digits[:6]}... ({len(digits)} digits)"
-            raise argparse.ArgumentTypeError(f"must be at most {high}, got {got}")
+            raise argparse.ArgumentTypeError(f"must be at most {high}, got {number_text(value)}")
         return value
 
     parse.__name__ = f"integer >= {low}"
@@ -49,7 +52,8 @@ def error_line(message: object) -> None:
 
 def run_command(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = None) -> int:
     """Run a command's ``main(argv)``: usage mistakes and AttnvizErrors become one line
-    ``attnviz: error: ...`` and exit code 2, Ctrl-C exit code 130, ``--help`` 0."""
+    ``attnviz: error: ...`` and exit code 2, a full disk (or quota, size limit, read-only
+    file system) one such line and exit code 1, Ctrl-C exit code 130, ``--help`` 0."""
     from .errors import AttnvizError
 
     try:
@@ -62,6 +66,14 @@ def run_command(main: Callable[[list[str]], int | None], argv: Sequence[str] | N
     except KeyboardInterrupt:
         print("attnviz: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        if e.errno not in WRITE_ERRNOS:
+            raise
+        where = f" {shown(e.filename)}" if e.filename else ""
+        error_line(f"cannot write{where}: {e.strerror or e} (a full disk, a size limit or a "
+                   "quota); the output folder keeps its earlier results: free some space and "
+                   "run again")
+        return 1
 
 
 __all__ = ["CommandParser", "UsageError", "error_line", "int_at_least", "run_command"]

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from . import metrics
-from .commands import CommandParser, run_command
+from .checks import MAX_INPUT_SIZE, MAX_ITEMS
+from .commands import CommandParser, int_at_least, run_command
 from .datasets import Shapes, make_shapes
 from .engine import forward
 from .models.preprocess import model_device, prepare
@@ -184,8 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     p = CommandParser(prog="attnviz evaluate", description=__doc__.splitlines()[0])
     add_model_arguments(p)
     add_threads_argument(p)
-    p.add_argument("--n", type=int, default=2000, help="held-out shapes images")
-    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--n", type=int_at_least(1, MAX_ITEMS), default=2000,
+                   help="held-out shapes images (default: %(default)s)")
+    p.add_argument("--size", type=int_at_least(16, MAX_INPUT_SIZE), default=64,
+                   help="their side in px (default: %(default)s)")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
     apply_threads(args.threads)

@@ -11,7 +11,9 @@ and ``write_overrides`` writes the app settings that turn off the "get notified 
 pop-up.
 
 The server runs in this process's group and gets SIGTERM when this process dies, even by
-SIGKILL (Linux parent-death signal); its kernels stop when the server does. Exit codes: the
+SIGKILL (Linux parent-death signal); its kernels stop when the server does. Its runtime files
+(the server's JSON holding the token, kernel connection files) live in a private temporary
+folder removed on every exit but SIGKILL of this process. Exit codes: the
 server's own when it stops by itself, 0 when stopped with SIGTERM or SIGHUP, 130 on Ctrl-C,
 2 for bad arguments (one line ``attnviz: error: ...``).
 """
@@ -20,10 +22,13 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -31,6 +36,9 @@ from .errors import require
 
 HOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_PR_SET_CHILD_SUBREAPER = 36
+#: seconds to wait for kernels that outlive their server before the runtime folder goes
+REAP_S = 15.0
 
 #: App-settings overrides: never fetch news, never check for updates (no pop-up asking either).
 OVERRIDES: dict[str, dict[str, object]] = {
@@ -153,6 +161,27 @@ def _server_setup(parent: int) -> None:
         os._exit(1)
 
 
+def _adopt_orphans() -> bool:
+    """Make this process the Linux child subreaper, so that kernels whose server stopped
+    become its children (and can be waited for); False where that is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1) == 0
+
+
+def _reap(deadline: float) -> None:
+    """Wait until this process has no children left (or ``deadline``, ``time.monotonic``)."""
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(0.1)
+
+
 def _exit_code(returncode: int) -> int:
     """A shell-style exit code: 128 + N for a server killed by signal N (not 256 - N)."""
     return 128 - returncode if returncode < 0 else returncode
@@ -220,7 +249,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd = lab_command(notebook_dir, port, settings_dir, open_browser=args.browser)
     print(f"JupyterLab on {notebook_dir}\n    {lab_url(port, token)}\n(Ctrl-C to stop)",
           flush=True)
-    return serve(cmd, lab_env(token))
+    # the server's runtime files (jpserver-*.json holding the token, kernel connection files)
+    # go to a private folder that is removed on every exit: stop, Ctrl-C, SIGTERM, hang-up
+    runtime = tempfile.mkdtemp(prefix="attnviz-lab-runtime-")
+    adopting = _adopt_orphans()
+    try:
+        return serve(cmd, {**lab_env(token), "JUPYTER_RUNTIME_DIR": runtime})
+    finally:
+        if adopting:  # a kernel outliving its server is ours now: it may still write there
+            _reap(time.monotonic() + REAP_S)
+        shutil.rmtree(runtime, ignore_errors=True)
 
 
 if __name__ == "__main__":

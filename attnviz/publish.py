@@ -44,16 +44,43 @@ def _open_nofollow(path: Path) -> int:
 
 @contextlib.contextmanager
 def _signals_held():
-    """Hold back SIGINT / SIGTERM / SIGHUP for the duration (main thread, POSIX only)."""
-    held = {signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", signal.SIGTERM)}
-    main = threading.current_thread() is threading.main_thread()
-    can = main and hasattr(signal, "pthread_sigmask")
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held) if can else None
+    """Hold back SIGINT / SIGTERM / SIGHUP for the duration (POSIX; from the main thread).
+
+    Blocking a signal in this thread is not enough: a signal sent to the process may be
+    delivered to any of its threads (torch's, tqdm's). So the Python handlers are replaced too
+    — CPython runs them in the main thread whichever thread received the signal — by ones that
+    only note it; after the block the old handlers are back and a noted signal is sent again."""
+    held = [signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", signal.SIGTERM)]
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    noted: list[int] = []
+    old_handlers = {sig: signal.signal(sig, lambda n, _f: noted.append(n)) for sig in held}
+    old_mask = (signal.pthread_sigmask(signal.SIG_BLOCK, set(held))
+                if hasattr(signal, "pthread_sigmask") else None)
     try:
         yield
     finally:
-        if old is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        if old_mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        for sig in dict.fromkeys(noted):
+            os.kill(os.getpid(), sig)
+
+
+def _fault(step: str) -> None:
+    """Test hook: ``ATTNVIZ_FAULT_PUBLISH=STEP:SIGNAL[:main]`` (e.g. ``rename-1:SIGKILL``)
+    sends SIGNAL to this process (``:main``: to its main thread) at STEP of
+    :meth:`Publisher.publish` (``staged``: everything is written aside; ``rename-N``: after
+    the N-th rename), so tests can kill inside the window."""
+    spec = os.environ.get("ATTNVIZ_FAULT_PUBLISH", "").split(":")
+    if len(spec) >= 2 and spec[0] == step:
+        sig = getattr(signal, spec[1])
+        if spec[2:] == ["main"]:
+            signal.pthread_kill(threading.main_thread().ident or 0, sig)
+        else:
+            os.kill(os.getpid(), sig)
 
 
 class Publisher:
@@ -173,6 +200,7 @@ class Publisher:
                 raise ParameterError(f"{str(target)!r} is a folder; the {self.what} cannot be "
                                      "published there")
         aside = self.stage / ".replaced"
+        _fault("staged")
         with _signals_held():
             for name in self.files:
                 old = self.out / name
@@ -181,8 +209,9 @@ class Publisher:
                     os.replace(old, aside / name)
                 elif name not in names and (old.is_symlink() or old.is_file()):
                     old.unlink()
-            for name in sorted(names, key=self.files.index):
+            for n, name in enumerate(sorted(names, key=self.files.index), 1):
                 os.replace(self.stage / name, self.out / name)
+                _fault(f"rename-{n}")
         if self._fixed is not None:
             shutil.rmtree(self.stage, ignore_errors=True)
         else:

@@ -85,7 +85,7 @@ COMMAND_CASES = [
     (["train", "--steps", "0"], ["--steps", "must be at least 1"]),
     (["train", "--lr", "nan"], ["--lr", "must be in (0.0, 10.0]"]),
     (["train", "--batch-size", "0"], ["--batch-size", "must be at least 1"]),
-    (["evaluate", "--n", "0"], ["n >= 1"]),
+    (["evaluate", "--n", "0"], ["--n", "must be at least 1"]),
     (["evaluate", "--model", "nope"], ["unknown model 'nope'"]),
     (["lab", "/nonexistent"], ["notebook folder", "/nonexistent", "not a folder"]),
     (["lab", ".", "--port", "70000"], ["bad port 70000"]),

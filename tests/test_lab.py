@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -135,19 +136,31 @@ def test_token_in_no_command_line_and_hang_up_exits_0(lab: Lab) -> None:
     assert not _port_open(lab.port)
 
 
-def test_ctrl_c_exits_130(lab: Lab) -> None:
+def test_ctrl_c_exits_130_and_removes_the_runtime_files(lab: Lab, tmp_path: Path) -> None:
+    kernel = lab.start_kernel()
     server = lab.server()
+    runtime = Path(server.environ()["JUPYTER_RUNTIME_DIR"])
+    names = sorted(p.name for p in runtime.iterdir())
+    assert any(n.startswith("jpserver-") for n in names), names  # holds the token
+    assert any(n.startswith("kernel-") for n in names), names
     os.killpg(lab.wrapper.pid, signal.SIGINT)  # Ctrl-C: SIGINT to the foreground group
     assert lab.wrapper.wait(timeout=60) == 130, lab.log.read_text()
-    _wait(lambda: _gone(server), 30, "server still running")
+    _wait(lambda: _gone(server) and _gone(kernel), 30, "server or kernel still running")
     assert not _port_open(lab.port)
+    assert not runtime.exists()
+    user_runtime = tmp_path / "runtime"
+    assert not user_runtime.exists() or not list(user_runtime.iterdir())
 
 
 def test_sigkill_of_the_wrapper_stops_server_and_kernel(lab: Lab) -> None:
     kernel = lab.start_kernel()
     server = lab.server()
+    runtime = Path(server.environ()["JUPYTER_RUNTIME_DIR"])
     lab.wrapper.kill()
     lab.wrapper.wait(timeout=10)
     _wait(lambda: _gone(server), 30, "server still running after its wrapper was killed")
     _wait(lambda: _gone(kernel), 30, "kernel still running after its server stopped")
     _wait(lambda: not _port_open(lab.port), 10, "port still open")
+    # nothing can clean up after SIGKILL but the server's own shutdown (its token file goes)
+    assert not list(runtime.glob("jpserver-*.json"))
+    shutil.rmtree(runtime, ignore_errors=True)

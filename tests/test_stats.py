@@ -352,7 +352,7 @@ def test_attention_maps_entropy_and_distance_per_head(tmp_path):
 
 
 @pytest.mark.parametrize("args,expect", [
-    (["shapes:0"], "N >= 1"),
+    (["shapes:0"], "shapes:N must be an integer >= 1"),
     (["shapes:3", "more"], "only data argument"),
     (["nowhere/"], "no images found"),
     (["a.tar", "b.png"], "cannot be mixed"),

@@ -98,7 +98,7 @@ BAD = [
     ("{py}:build", ["--mean", "a,b,c"], ["mean must be 1 or 3 numbers"]),
     ("{py}:build", ["--std", "0,1,1"], ["std must be positive"]),
     ("{py}:build", ["--labels", "{dir}/none.txt"], ["labels file", "does not exist"]),
-    ("{py}:build", ["--input-size", "4"], ["input_size must be an integer of at least 8"]),
+    ("{py}:build", ["--input-size", "4"], ["input_size must be an integer >= 8"]),
     ("demo-cbam", ["--model-args", "{}"], ["model_args is for your own models"]),
 ]
 

@@ -17,6 +17,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
+from ..checks import check_images_memory, check_input_size, number_text
 from ..errors import ParameterError
 
 CLASSES = ("circle", "square", "triangle", "star", "cross")
@@ -140,6 +141,8 @@ def make_shapes(n: int, seed: int = 0, size: int = 64, start: int = 0) -> Shapes
         raise ParameterError(
             f"make_shapes needs n >= 1, size >= 16 and start >= 0, got n={n}, size={size}, "
             f"start={start}")
+    check_input_size(size, "size")
+    check_images_memory(f"{number_text(n)} shapes images", n, size, per_pixel=13)  # +1: mask
     imgs = np.empty((n, size, size, 3), np.float32)
     labels = np.empty(n, np.int64)
     masks = np.empty((n, size, size), bool)

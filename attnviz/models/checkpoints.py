@@ -16,6 +16,43 @@ from .preprocess import InputSpec
 
 SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+#: Most bytes the members of a checkpoint archive (torch's zip format) may declare in all.
+MAX_CHECKPOINT_BYTES = 16 * 2**30
+#: torch writes its archives uncompressed: members may declare at most this many times the
+#: file's size (plus a MiB), else the file is a zip bomb and is refused before any inflating.
+MAX_EXPANSION = 2
+
+
+def check_archive_size(p: Path) -> None:
+    """Refuse a zip checkpoint whose members declare more than :data:`MAX_CHECKPOINT_BYTES`
+    or more than :data:`MAX_EXPANSION` times the file's size, from its directory alone
+    (nothing is inflated). Other files (legacy pickles) are left to ``torch.load``.
+
+    Args:
+        p: the checkpoint file.
+    """
+    import zipfile
+
+    from ..checks import size_text
+
+    try:
+        if not zipfile.is_zipfile(p):
+            return
+        with zipfile.ZipFile(p) as z:
+            declared = sum(i.file_size for i in z.infolist())
+    except (OSError, zipfile.BadZipFile, ValueError) as e:
+        raise CheckpointError(f"checkpoint {str(p)!r} is a damaged archive: "
+                              f"{one_line(e)}") from None
+    size = p.stat().st_size
+    if declared > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} declares {size_text(declared)} of data, more than the "
+            f"{size_text(MAX_CHECKPOINT_BYTES)} allowed; refused before reading it")
+    if declared > MAX_EXPANSION * size + 2**20:
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} declares {size_text(declared)} of data in a "
+            f"{size_text(size)} file (torch stores tensors uncompressed: a zip bomb?); "
+            "refused before reading it")
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -34,6 +71,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 f"checkpoint {str(p)!r} is not a valid safetensors file: {e}"
             ) from None
     if p.suffix in PICKLE_SUFFIXES:
+        check_archive_size(p)
         try:
             obj = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as e:
@@ -107,6 +145,14 @@ def _check_values(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor],
         raise CheckpointError(
             f"checkpoint {str(path)!r} has NaN or infinite values in {len(bad)} tensor(s): "
             f"{_short(bad)}")
+    overflow = sorted(f"{k} ({str(v.dtype).removeprefix('torch.')} to "
+                      f"{str(own[k].dtype).removeprefix('torch.')})" for k, v in state.items()
+                      if v.is_floating_point() and v.dtype != own[k].dtype
+                      and not bool(torch.isfinite(v.to(own[k].dtype)).all()))
+    if overflow:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} has values too large for the model's precision (they "
+            f"would become infinite) in {len(overflow)} tensor(s): {_short(overflow)}")
 
 
 def read_class_names(path: str | os.PathLike) -> list[str] | None:

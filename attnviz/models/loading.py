@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..checks import check_input_size
 from ..errors import ModelError, ParameterError
 from ..samples import data_dir
 from ..terminal import one_line
@@ -90,6 +91,8 @@ def load_model(
         kwargs: passed to the builder (e.g. ``num_classes``).
     """
     dev = resolve_device(device)
+    if input_size is not None:
+        check_input_size(input_size)
     if not isinstance(name, str) or not name:
         raise ParameterError(f"model name must be a non-empty string, got {name!r}")
     if is_user_spec(name):
@@ -135,8 +138,6 @@ def load_model(
     if saved is not None:  # what attnviz.train.fit trained with travels with its checkpoint
         set_preprocess(model, saved.size, saved.mean, saved.std, normalize=saved.mean is not None)
     if input_size is not None or mean is not None or std is not None:
-        if input_size is not None and (not isinstance(input_size, int) or input_size < 8):
-            raise ParameterError(f"input_size must be an integer of at least 8, got {input_size!r}")
         set_preprocess(model, input_size, parse_floats(mean, "mean"), parse_floats(std, "std"))
     return model.eval().to(dev)
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ParameterError
 from .resnet import Normalize
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -105,6 +106,22 @@ def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter or buffer (the CPU when it has neither)."""
     t = next(chain(model.parameters(), model.buffers()), None)
     return t.device if t is not None else torch.device("cpu")
+
+
+def check_class_names(model: nn.Module, outputs: int) -> None:
+    """Refuse class names (``--labels``, a checkpoint's class list, ``model.class_names``)
+    whose count differs from the model's ``outputs``: every name would be shown against the
+    wrong output.
+
+    Args:
+        model: the model, with its ``class_names`` when it has any.
+        outputs: the number of outputs (logits) one image gives.
+    """
+    names = getattr(model, "class_names", None)
+    if names and len(names) != outputs:
+        raise ParameterError(
+            f"{len(names)} class names (from --labels or the checkpoint) for a model with "
+            f"{outputs} outputs; give exactly one name per output")
 
 
 def class_names(model: nn.Module) -> list[str] | None:

@@ -21,7 +21,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import ModelError, ParameterError
-from ..terminal import one_line
+from ..terminal import one_line, printable
 
 _SPEC = re.compile(r"^(?P<target>[^:]+):(?P<attr>[A-Za-z_][\w.]*)$")
 _DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
@@ -35,12 +35,52 @@ def is_user_spec(name: str) -> bool:
     return m["target"].endswith(".py") or _DOTTED.fullmatch(m["target"]) is not None
 
 
+#: largest labels file read (100,000 names of 100 characters are 10 MB)
+MAX_LABELS_BYTES = 16 * 2**20
+#: ``--model-args`` limits: nesting depth of its arrays / objects, and length in characters
+MAX_ARGS_DEPTH = 32
+MAX_ARGS_CHARS = 1_000_000
+
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of ``[`` / ``{`` in JSON ``text`` (brackets in strings not counted),
+    found without parsing (a parser recurses once per level)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
 def parse_model_args(text: str | dict | None) -> dict[str, Any]:
-    """``--model-args``: a JSON object of keyword arguments for the factory."""
+    """``--model-args``: a JSON object of keyword arguments for the factory, at most
+    :data:`MAX_ARGS_CHARS` long and :data:`MAX_ARGS_DEPTH` levels deep."""
     if text is None:
         return {}
     if isinstance(text, dict):
         return text
+    if not isinstance(text, str):
+        raise ParameterError(f"--model-args must be a JSON object, got {type(text).__name__}")
+    if len(text) > MAX_ARGS_CHARS:
+        raise ParameterError(f"--model-args is {len(text)} characters long, at most "
+                             f"{MAX_ARGS_CHARS}")
+    depth = json_depth(text)
+    if depth > MAX_ARGS_DEPTH:
+        raise ParameterError(f"--model-args is nested {depth} levels deep, at most "
+                             f"{MAX_ARGS_DEPTH} (the JSON parser recurses once per level)")
     try:
         args = json.loads(text)
     except ValueError as e:
@@ -63,18 +103,27 @@ def _import(target: str) -> Any:
         sys.modules[name] = module
         try:
             spec.loader.exec_module(module)  # type: ignore[union-attr]
-        except Exception as e:
+        except (Exception, SystemExit) as e:
             del sys.modules[name]
-            raise ModelError(f"importing {target!r} failed: {type(e).__name__}: "
-                             f"{_first_line(e)}") from None
+            raise ModelError(f"importing {target!r} failed: {_raised(e)}") from None
         return module
     try:
         return importlib.import_module(target)
     except ModuleNotFoundError as e:
         raise ModelError(f"cannot import module {target!r}: {_first_line(e)}") from None
+    except SystemExit as e:
+        raise ModelError(f"importing {target!r} failed: {_raised(e)}") from None
     except Exception as e:
         raise ModelError(f"importing {target!r} failed: {type(e).__name__}: "
                          f"{_first_line(e)}") from None
+
+
+def _raised(e: BaseException) -> str:
+    """What model code raised, for a message; ``sys.exit()`` in it is named as such (the
+    model's code must not end attnviz, with exit 0 and nothing written)."""
+    if isinstance(e, SystemExit):
+        return f"it called sys.exit({e.code!r}), which attnviz treats as an error"
+    return f"{type(e).__name__}: {_first_line(e)}"
 
 
 def _first_line(e: BaseException) -> str:
@@ -110,8 +159,8 @@ def load_user_model(spec: str, model_args: str | dict | None = None) -> nn.Modul
     elif callable(obj):
         try:
             model = obj(**args)
-        except Exception as e:
-            raise ModelError(f"{spec} raised {type(e).__name__}: {_first_line(e)}") from None
+        except (Exception, SystemExit) as e:
+            raise ModelError(f"{spec} raised {_raised(e)}") from None
     else:
         raise ModelError(f"{spec} is neither a factory nor a model: {type(obj).__name__}")
     if not isinstance(model, nn.Module):
@@ -120,13 +169,21 @@ def load_user_model(spec: str, model_args: str | dict | None = None) -> nn.Modul
 
 
 def read_labels(path: str | os.PathLike | Sequence[str]) -> list[str]:
-    """Class names: a list, or a text file with one name a line (blank lines ignored)."""
+    """Class names: a list, or a text file with one name a line (blank lines ignored);
+    control characters in a name (ESC, ...) are escaped, so that no figure or warning sends
+    them to a terminal."""
     if not isinstance(path, (str, os.PathLike)):
         names = [str(n) for n in path]
     else:
         p = Path(path)
-        if not p.is_file():
+        if not p.exists():
             raise ParameterError(f"labels file {str(p)!r} does not exist")
+        if not p.is_file():
+            raise ParameterError(f"labels file {str(p)!r} is not a regular file (a folder or a "
+                                 "device such as /dev/null); give a text file, one name a line")
+        if p.stat().st_size > MAX_LABELS_BYTES:
+            raise ParameterError(f"labels file {str(p)!r} is {p.stat().st_size} bytes, more "
+                                 f"than the {MAX_LABELS_BYTES} a list of class names needs")
         try:
             names = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
         except (OSError, UnicodeDecodeError) as e:
@@ -135,7 +192,7 @@ def read_labels(path: str | os.PathLike | Sequence[str]) -> list[str]:
         names = [n for n in names if n]
     if not names:
         raise ParameterError("labels: no class names given")
-    return names
+    return [printable(n) for n in names]  # ESC and other control characters escaped
 
 
 def parse_floats(text: str | float | Sequence[float] | None, what: str) -> tuple[float, ...] | None:
@@ -166,8 +223,9 @@ def add_model_arguments(parser: Any, default: str = "demo-cbam") -> None:
                         help="a demo model (demo-cbam, demo-se, demo-resnest, demo-botnet: "
                              "offline), a timm name (its pretrained ImageNet weights: needs the "
                              "network unless --checkpoint is given), an attnviz architecture, or "
-                             "your own path/to/file.py:factory or package.module:attr "
-                             "(default: %(default)s)")
+                             "your own path/to/file.py:factory or package.module:attr, which "
+                             "imports and runs that code as `python file.py` would: name only "
+                             "code you trust (default: %(default)s)")
     parser.add_argument("--checkpoint", default=None, metavar="PATH",
                         help="weights file (.safetensors preferred; .pt/.pth weights-only)")
     parser.add_argument("--model-args", default=None, metavar="JSON",

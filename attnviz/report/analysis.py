@@ -23,9 +23,15 @@ import torch
 from torch import Tensor, nn
 
 from .. import threads
-from ..checks import cpu_count
+from ..checks import check_images_memory, check_input_size, cpu_count
 from ..engine import forward, load_for_run, probe, random_weights_note
-from ..models.preprocess import class_names, input_spec, model_device, normalize
+from ..models.preprocess import (
+    check_class_names,
+    class_names,
+    input_spec,
+    model_device,
+    normalize,
+)
 from ..outputs import CLASSIFIER, NO_PREDICTION, NONE, OutputSelector, top_classes
 from ..record import AttentionRecord, record
 from ..stats.data import Source
@@ -238,6 +244,8 @@ def analyse(
     dev = model_device(net)
     size = input_spec(net).size
     source = source if source is not None else open_images(params.images, size)
+    batch = min(params.batch_size, max(1, source.n or params.batch_size))
+    check_images_memory(f"--batch-size {batch}", batch, check_input_size(size))
     channels_last = dev.type == "cuda"
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
@@ -255,6 +263,8 @@ def analyse(
                     if channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)
                     out = forward(net, x, selector, params.amp)
+                    if not kinds and out.kind == CLASSIFIER:  # names must fit the outputs
+                        check_class_names(net, int(out.classes or 0))
                     kinds.setdefault(out.kind, out.source)
                     col.add(b["name"], b["image"], out, rec.latest(), b["mask"])
                     rec.clear()

@@ -3,6 +3,7 @@
 * CSV text cells that start with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return get a
   leading ``'`` (spreadsheets would otherwise run them as formulas); numbers are written as
   numbers, NaN and infinite values as empty cells.
+* File names whose bytes are not UTF-8 are written escaped (``caf\\xe9.png``), never a crash.
 * JSON is strict (RFC 8259): NaN and ±Infinity, which ``json`` would write as bare ``NaN`` /
   ``Infinity``, are written as ``null``; ``non_finite`` says where they came from.
 """
@@ -16,6 +17,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..terminal import text_name
 from .stats import SUMMARY_FIELDS
 
 if TYPE_CHECKING:
@@ -33,21 +35,21 @@ def csv_cell(value: object) -> object:
         return value if math.isfinite(value) else ""
     if isinstance(value, (int, bool)):
         return value
-    text = str(value)
+    text = text_name(str(value))
     return "'" + text if text.startswith(FORMULA_START) else text
 
 
 def json_safe(value: Any) -> Any:
-    """``value`` with every NaN / infinite float replaced by None (tuples become lists)."""
-    t = type(value)
-    if t is float:
+    """``value`` with every NaN / infinite float replaced by None (tuples become lists) and
+    text that is not valid UTF-8 (file names with such bytes) escaped."""
+    if isinstance(value, str):
+        return text_name(value)
+    if isinstance(value, float):
         return value if math.isfinite(value) else None
-    if t is dict or isinstance(value, dict):
-        return {k if type(k) is str else str(k): json_safe(v) for k, v in value.items()}
-    if t is list or isinstance(value, (list, tuple)):
+    if isinstance(value, dict):
+        return {text_name(str(k)): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
-    if isinstance(value, float):  # float subclasses (numpy.float64)
-        return value if math.isfinite(value) else None
     return value
 
 
@@ -58,9 +60,11 @@ def dumps(value: Any) -> str:
     def encode(v: Any) -> str:
         return json.dumps(v, separators=(",", ":"), allow_nan=False, ensure_ascii=False) + "\n"
 
-    try:
-        return encode(value)  # no NaN / infinity anywhere: the common case, one C-encoder pass
-    except ValueError:
+    try:  # no NaN / infinity, all text UTF-8: the common case, one C-encoder pass
+        text = encode(value)
+        text.encode("utf-8")  # a name with bytes that are not UTF-8 raises here
+        return text
+    except ValueError:  # UnicodeEncodeError too
         return encode(json_safe(value))
 
 

@@ -12,7 +12,13 @@ from typing import Any
 
 from torch import nn
 
-from ..checks import MAX_BATCH_SIZE, cap_workers, check_int, check_path_text
+from ..checks import (
+    MAX_BATCH_SIZE,
+    cap_workers,
+    check_input_size,
+    check_int,
+    check_path_text,
+)
 from ..errors import ParameterError, require
 from ..resources import REPORT_NOTEBOOK
 
@@ -142,6 +148,8 @@ def validate(params: ReportParameters | None = None, *, out: bool = True,
     check_int("top_k", p.top_k, 1)
     check_int("max_figures", p.max_figures, 0)
     check_int("batch_size", p.batch_size, 1, MAX_BATCH_SIZE)
+    if p.input_size is not None:
+        check_input_size(p.input_size)
     workers = cap_workers(p.num_workers)
     if p.threads is not None:
         check_int("threads", p.threads, 1, 1024)

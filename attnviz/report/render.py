@@ -15,6 +15,7 @@ import torch
 from ..models import DEMO_MODELS
 from ..models.preprocess import input_spec
 from ..outputs import CLASSIFIER, DENSE, NO_PREDICTION, NONE
+from ..terminal import text_name
 from .figures import image_groups
 from .localise import Localisation, localise
 from .stats import STAT_FIELDS
@@ -46,6 +47,11 @@ def percent(value: float | None) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.1%}"
 
 
+def _text(value: object) -> object:
+    """Every value the page shows: text that is not valid UTF-8 escaped (file names)."""
+    return text_name(value) if isinstance(value, str) else value
+
+
 @lru_cache(maxsize=1)
 def template() -> Template:
     """The page template (autoescaping on, undefined names are errors)."""
@@ -53,7 +59,7 @@ def template() -> Template:
 
     text = files(__package__).joinpath(TEMPLATE).read_text(encoding="utf-8")
     env = Environment(autoescape=True, undefined=StrictUndefined, trim_blocks=True,
-                      lstrip_blocks=True)
+                      lstrip_blocks=True, finalize=_text)
     env.filters.update(num=number, pct=percent)
     return env.from_string(text)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
+import tempfile
 from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
@@ -75,22 +75,59 @@ def notebook_paths() -> list[Path]:
     return sorted(paths, key=lambda p: p.name == REPORT_NOTEBOOK)
 
 
+def write_file(path: Path, data: bytes, overwrite: bool = False) -> Path:
+    """Write ``data`` to ``path`` without ever following a symlink there: a new file is
+    created exclusively (``O_EXCL | O_NOFOLLOW``: anything at ``path``, a dangling link too,
+    is a FileExistsError); ``overwrite`` writes a temporary file beside it and renames it over
+    ``path``, which replaces a link itself, never the file it points to.
+
+    Args:
+        path: the file to write.
+        data: its contents.
+        overwrite: replace what is at ``path``.
+
+    Returns:
+        ``path``.
+    """
+    if not overwrite:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        with os.fdopen(os.open(path, flags, 0o644), "wb") as f:
+            f.write(data)
+        return path
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
+
+
 def copy_notebooks(dest: str | os.PathLike, overwrite: bool = False) -> list[Path]:
     """Copy the notebooks into ``dest`` (created if needed); returns the new files.
 
     They need nothing beside them: images and checkpoints come from the installed package.
-    An existing notebook in ``dest`` is a ParameterError unless ``overwrite``.
+    Anything already named like a notebook in ``dest`` (a symlink too, even a dangling one)
+    is a ParameterError unless ``overwrite``, which replaces it (a link itself, not its
+    target). Nothing is ever written through a symlink inside ``dest``.
     """
     folder = Path(dest).expanduser()
     if folder.exists() and not folder.is_dir():
         raise ParameterError(f"{os.fspath(folder)!r} exists and is not a folder")
     sources = notebook_paths()
-    clashes = [p.name for p in sources if (folder / p.name).exists()]
+    clashes = [p.name for p in sources if os.path.lexists(folder / p.name)]
     if clashes and not overwrite:
         raise ParameterError(f"{os.fspath(folder)!r} already has {', '.join(clashes)}; "
                              "pass --force to overwrite")
     folder.mkdir(parents=True, exist_ok=True)
-    return [Path(shutil.copyfile(p, folder / p.name)) for p in sources]
+    try:
+        return [write_file(folder / p.name, p.read_bytes(), overwrite) for p in sources]
+    except OSError as e:  # a folder named like a notebook, a file appearing meanwhile, ...
+        raise ParameterError(f"cannot write the notebooks into {os.fspath(folder)!r}: "
+                             f"{e.strerror or e}: {e.filename!r}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -128,6 +128,28 @@ class Aggregate:
         for item in state["layers"]:
             self.layer(spec_from_json(item["spec"])).load(item["tensors"])
 
+    def check(self, images: int) -> None:
+        """Raise ValueError unless the state is possible after ``images`` readable images:
+        class counts whole, non-negative, summing to ``images`` (labelled <= images, correct
+        <= labelled), and every layer's state finite and within those counts."""
+        c = self.counts
+        k = len(self.classes.names)
+        for name, t in c.items():
+            want = (1,) if name == "unlabelled" else (k,)
+            if tuple(t.shape) != want:
+                raise ValueError(f"counts {name}: shape {tuple(t.shape)}, {want} expected")
+            if not bool(torch.isfinite(t).all()) or bool((t < 0).any()) \
+                    or bool((t != t.round()).any()):
+                raise ValueError(f"counts {name} are not whole non-negative numbers")
+        if int(c["images"].sum()) != images:
+            raise ValueError(f"{int(c['images'].sum())} images counted per class but "
+                             f"{images} read")
+        if bool((c["labelled"] > c["images"]).any()) or bool((c["correct"] > c["labelled"]).any()) \
+                or int(c["unlabelled"].sum()) > images:
+            raise ValueError("more labelled or correct images than images")
+        for acc in self.layers.values():
+            acc.check(c["images"])
+
     def tensors(self) -> tuple[list[Tensor], list]:
         """``(sums, moments)`` in a fixed order, for the collectives."""
         sums = [self.counts[k] for k in (*COUNTS, "unlabelled")]

@@ -2,7 +2,8 @@
 WebDataset tar shards, as items ``{name, index, image, label, mask, reason, stream, pos}``.
 
 * ImageFolder: one folder whose top level holds sub-folders and no image file; each
-  sub-folder (sorted by name) is a class, its images are found at any depth (``**``).
+  sub-folder (sorted by name) is a class, its images are found at any depth (``**``); a
+  class name with bytes that are not UTF-8 or control characters is shown escaped.
 * Files: image files, folders (their image files) and glob patterns, as everywhere in attnviz;
   no labels.
 * ``shapes:N``: N generated shapes images from the held-out stream (seed 1, as
@@ -25,15 +26,19 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from ..checks import MAX_ITEMS, check_int
 from ..datasets import CLASSES, ShapesDataset
 from ..errors import ParameterError
 from ..images import load_image
 from ..models.preprocess import resize
 from ..scan import IMAGE_SUFFIXES, find_images, glob_paths
+from ..terminal import printable
 
 SHAPES_SEED = 1  # the held-out stream of attnviz.evaluate (training uses seed 0)
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
-_SHAPES = re.compile(r"^shapes:(\d+)$")
+_SHAPES = re.compile(r"^shapes:(\d{1,30})$")
+#: most tar shards one run reads (brace ranges are expanded lazily, up to this many names)
+MAX_SHARDS = 100_000
 
 Item = dict[str, Any]
 
@@ -103,6 +108,27 @@ class Source:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     ground_truth: bool = False
 
+    def files(self) -> list[str]:
+        """The files this run reads (image files, or tar shards)."""
+        if self.shards is not None:
+            return list(self.shards)
+        return list(getattr(self.dataset, "paths", []))
+
+    def digest(self) -> str:
+        """A fingerprint of the data: the names, sizes and modification times of its files
+        (sha256), so that ``--resume`` refuses a data set that was replaced or edited."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for path in self.files():
+            try:
+                st = os.stat(path)
+                facts = f"{st.st_size} {st.st_mtime_ns}"
+            except OSError as e:
+                facts = f"missing {e.errno}"
+            h.update(os.fsencode(path) + b"\0" + facts.encode() + b"\n")
+        return h.hexdigest()
+
     @property
     def n(self) -> int | None:
         """Items in all (None for tar shards: not known before reading them)."""
@@ -113,18 +139,89 @@ def _is_tar(text: str) -> bool:
     return text.lower().endswith(TAR_SUFFIXES)
 
 
-def _expand_braces(text: str) -> list[str]:
+_RANGE = re.compile(r"^(-?\d+|[A-Za-z])\.\.(-?\d+|[A-Za-z])(?:\.\.(-?\d+))?$")
+
+
+def _closing(text: str, start: int) -> int:
+    """The index of the ``}`` closing the ``{`` at ``start`` (-1: none)."""
+    depth, i = 0, start
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":
+            i += 1
+        elif ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return -1
+
+
+def _split_commas(body: str) -> list[str]:
+    parts, depth, last, i = [], 0, 0, 0
+    while i < len(body):
+        ch = body[i]
+        if ch == "\\":
+            i += 1
+        elif ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(body[last:i])
+            last = i + 1
+        i += 1
+    return parts + [body[last:]]
+
+
+def brace_count(text: str) -> int:
+    """How many names the brace pattern ``text`` expands to (an upper bound), computed
+    without expanding it (``braceexpand`` builds a whole range as a list first)."""
+    start = text.find("{")
+    while start > 0 and text[start - 1] == "\\":
+        start = text.find("{", start + 1)
+    if start < 0:
+        return 1
+    end = _closing(text, start)
+    if end < 0:
+        return brace_count(text[start + 1:])
+    body = text[start + 1:end]
+    alts = _split_commas(body)
+    if len(alts) > 1:
+        inner = sum(brace_count(a) for a in alts)
+    elif m := _RANGE.match(body):
+        a, b = (int(v) if v.lstrip("-").isdigit() else ord(v) for v in m.group(1, 2))
+        inner = abs(b - a) // max(1, abs(int(m.group(3) or 1))) + 1
+    else:
+        inner = brace_count(body)
+    return inner * brace_count(text[end + 1:])
+
+
+def _expand_braces(text: str, limit: int = MAX_SHARDS) -> list[str]:
+    """The names a brace pattern expands to, at most ``limit`` (a ParameterError beyond)."""
     import braceexpand  # a dependency of webdataset
 
-    return list(braceexpand.braceexpand(text))
+    try:
+        names = list(braceexpand.braceexpand(text)) if brace_count(text) <= limit else []
+    except braceexpand.UnbalancedBracesError:
+        raise ParameterError(f"the pattern {printable(text)!r} has unbalanced braces") from None
+    if not names or len(names) > limit:
+        raise ParameterError(f"the pattern {printable(text)!r} expands to more than {limit} "
+                             f"names (at most {MAX_SHARDS} tar shards in one run)")
+    return names
 
 
 def tar_shards(inputs: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
     """Local tar files named by ``inputs`` (brace ranges and globs expanded), sorted."""
     found: dict[str, None] = {}
     missed: list[tuple[str, str]] = []
+    budget = MAX_SHARDS
     for text in inputs:
-        for part in _expand_braces(text):
+        parts = _expand_braces(text, budget)
+        budget -= len(parts)
+        for part in parts:
             hits = [str(p) for p in glob_paths(part, missed)] if glob.has_magic(part) else [part]
             tars = [h for h in hits if _is_tar(h) and Path(h).is_file()]
             missed += [(h, "not a tar file") for h in hits if h not in tars]
@@ -160,7 +257,8 @@ def image_folder(root: Path, size: int) -> Source:
         skipped += [(p, why) for p, why in missed if why != "matched no image file"]
     if not paths:
         raise ParameterError(f"no images found in the class folders of {str(root)!r}")
-    return Source("imagefolder", [str(root)], classes, FileItems(paths, labels, size),
+    shown = [printable(c) for c in classes]  # names that are not UTF-8 or hold ESC, escaped
+    return Source("imagefolder", [str(root)], shown, FileItems(paths, labels, size),
                   skipped=skipped)
 
 
@@ -171,9 +269,7 @@ def open_source(inputs: Sequence[str], size: int) -> Source:
         raise ParameterError("no data given: pass a folder, files, globs, shapes:N or tar shards")
     m = _SHAPES.match(inputs[0]) if len(inputs) == 1 else None
     if m:
-        n = int(m.group(1))
-        if n < 1:
-            raise ParameterError("shapes:N needs N >= 1")
+        n = check_int("shapes:N", int(m.group(1)), 1, MAX_ITEMS)
         return Source("shapes", inputs, list(CLASSES), ShapesItems(n, size), ground_truth=True)
     if any(s.startswith("shapes:") for s in inputs):
         raise ParameterError("shapes:N must be the only data argument, N a whole number, "

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torch.utils.data import DistributedSampler, Sampler
+from torch.utils.data import Sampler
 
 from .moments import Moments
 
@@ -133,8 +133,6 @@ class UnpaddedSampler(Sampler):
 
     def __init__(self, n: int, rank: int, world: int, start: int = 0) -> None:
         self.n, self.rank, self.world, self.start = n, rank, world, start
-        self.inner = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=False,
-                                        drop_last=False)
 
     def real(self) -> int:
         """How many items this rank reads in all (its share without padding)."""
@@ -144,8 +142,7 @@ class UnpaddedSampler(Sampler):
         return max(0, self.real() - self.start)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        for pos, index in enumerate(self.inner):
-            if self.rank + pos * self.world >= self.n:
-                return  # the padding: items another rank (or this one) already reads
-            if pos >= self.start:
-                yield pos, index
+        # DistributedSampler(shuffle=False) gives rank r the indices r, r + world, ... (then
+        # padding); computed here one at a time instead of as a list of all n indices
+        for pos in range(self.start, self.real()):
+            yield pos, self.rank + pos * self.world

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ParameterError
+from ..terminal import one_line
 from . import arrays
 from .aggregate import Aggregate
 from .moments import Moments
@@ -73,13 +74,17 @@ def read_stats(path: str | os.PathLike) -> dict[str, Any]:
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise ParameterError(f"cannot read {str(p)!r}: {e}") from None
+        raise ParameterError(f"cannot read {str(p)!r}: {one_line(e)}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ParameterError(f"{str(p)!r} is not an attnviz stats.json")
     if doc.get("version") != VERSION:
         raise ParameterError(f"{str(p)!r} has version {doc.get('version')!r}; this attnviz "
                              f"reads version {VERSION}")
-    return arrays.decode_all(doc)
+    try:
+        return arrays.decode_all(doc)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ParameterError(f"{str(p)!r} holds a damaged array ({type(e).__name__}: "
+                             f"{one_line(e)})") from None
 
 
 # -- the schema (JSON Schema draft 2020-12) ------------------------------------------------------

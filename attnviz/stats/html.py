@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 
 from ..engine.model import RANDOM_WEIGHTS
+from ..errors import ParameterError
 from ..outputs import CLASSIFIER, NO_PREDICTION, NONE
+from ..terminal import one_line
 from . import figures
 from .document import read_stats
 
@@ -192,7 +194,13 @@ def write_html(stats_json: str | os.PathLike, out: str | os.PathLike | None = No
     doc = read_stats(stats_json)
     src = Path(stats_json)
     target = Path(out) if out is not None else (src if src.is_dir() else src.parent) / "stats.html"
+    try:
+        page = render(doc)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        raise ParameterError(f"{os.fspath(stats_json)!r} is not a complete attnviz stats.json "
+                             f"({type(e).__name__}: {one_line(e)}); write it again with "
+                             "`attnviz stats`") from None
     tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(render(doc), encoding="utf-8")
+    tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, target)
     return target

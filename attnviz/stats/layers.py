@@ -108,11 +108,33 @@ class LayerStats:
         return out
 
     def load(self, state: dict[str, Tensor]) -> None:
-        """Restore :meth:`tensors`."""
+        """Restore :meth:`tensors` (a wrong shape is a ValueError)."""
         for k in self.sums:
-            self.sums[k] = state[f"sums.{k}"].to(self.device, self.sums[k].dtype).clone()
+            value = state[f"sums.{k}"]
+            if tuple(value.shape) != tuple(self.sums[k].shape):
+                raise ValueError(f"{self.spec.key} sums.{k}: shape {tuple(value.shape)}, "
+                                 f"{tuple(self.sums[k].shape)} expected")
+            self.sums[k] = value.to(self.device, self.sums[k].dtype).clone()
         for name, m in self.moments.items():
             m.load({k: state[f"moments.{name}.{k}"] for k in ("n", "mean", "m2")})
+
+
+    def check(self, images: Tensor) -> None:
+        """Raise ValueError unless the state is possible for ``images`` (per group) counted
+        images: finite values, counts that are whole, non-negative and within the images."""
+        total = float(images.sum())
+        for name, t in self.tensors().items():
+            if not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{self.spec.key} {name} has NaN or infinite values")
+            if name.endswith((".n", ".m2")) or name.startswith("sums."):
+                if bool((t < 0).any()):
+                    raise ValueError(f"{self.spec.key} {name} has negative values")
+            if name.endswith(".n") or name.startswith("sums."):
+                if bool((t != t.round()).any()) or float(t.sum()) > total:
+                    raise ValueError(f"{self.spec.key} {name} counts {float(t.sum()):g} "
+                                     f"values for {total:g} images")
+            if name.endswith(".n") and t.shape == images.shape and bool((t > images).any()):
+                raise ValueError(f"{self.spec.key} {name} counts more than a class's images")
 
 
 class ChannelStats(LayerStats):

@@ -1,6 +1,7 @@
 """``--per-image``: one Parquet row per image and attention layer, one file per process.
 
-Columns: ``image`` (path, ``shapes:i`` or ``shard.tar#key``), ``index``, ``rank``, ``label``
+Columns: ``image`` (path, ``shapes:i`` or ``shard.tar#key``; bytes that are not UTF-8
+escaped as ``\\xe9``), ``index``, ``rank``, ``label``
 (-1: none), ``pred``, ``prob``, ``layer``, ``kind`` and the features of
 :data:`attnviz.stats.layers.FEATURES` (null where the kind has none). Rows are written in row
 groups as they come, so no process holds its whole table; a process writes parts into the work
@@ -16,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import MissingDependencyError
+from ..errors import MissingDependencyError, ParameterError
+from ..terminal import text_name
 from .aggregate import BatchResult
 from .layers import FEATURES
 
@@ -58,6 +60,11 @@ class RowWriter:
         _pa()
         self.folder, self.rank, self.part = folder, rank, part
         self.folder.mkdir(parents=True, exist_ok=True)
+        missing = [p for p in range(part) if not part_path(folder, rank, p).is_file()]
+        if missing:
+            raise ParameterError(f"cannot resume: per-image part {missing[0]} of process "
+                                 f"{rank} is missing from {str(folder)!r}; start again "
+                                 "without --resume")
         for p in folder.glob(f"rank-{rank:05d}.part-*.parquet"):
             if int(p.stem.rsplit("-", 1)[1]) >= part:
                 p.unlink()
@@ -81,7 +88,7 @@ class RowWriter:
         pred, prob, feats = host[0], host[1], host[2:].reshape(len(result.layers), nf, b)
         n_layers = len(result.layers)
         cols = {
-            "image": np.tile(np.asarray(names, dtype=object), n_layers),
+            "image": np.tile(np.asarray([text_name(n) for n in names], dtype=object), n_layers),
             "index": np.tile(index.numpy(), n_layers),
             "rank": np.full(b * n_layers, self.rank, dtype=np.int32),
             "label": np.tile(labels.numpy().astype(np.int32), n_layers),

@@ -20,12 +20,20 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..checks import MAX_BATCH_SIZE, cap_workers, check_int, check_out_dir
+from ..checks import (
+    MAX_BATCH_SIZE,
+    cap_workers,
+    check_images_memory,
+    check_input_size,
+    check_int,
+    check_out_dir,
+)
 from ..engine import is_random, load_for_run, probe
 from ..errors import AttnvizError, ParameterError
 from ..models import resolve_device
-from ..models.preprocess import InputSpec, class_names, input_spec
+from ..models.preprocess import InputSpec, check_class_names, class_names, input_spec
 from ..outputs import Output, OutputSelector
+from ..terminal import text_name
 from ..threads import using as using_threads
 from . import checkpoint, document, publish
 from .aggregate import ALL_IMAGES, Aggregate, ClassInfo, spec_from_json
@@ -47,6 +55,7 @@ def class_info(source: Source, net: nn.Module, outputs: int | None) -> ClassInfo
         if source.classes is not None:
             return ClassInfo(tuple(source.classes), "label")
         return ClassInfo((ALL_IMAGES,), "single")
+    check_class_names(net, outputs)
     model_names = class_names(net) or [str(i) for i in range(outputs)]
     if len(model_names) != outputs:
         model_names = [str(i) for i in range(outputs)]
@@ -211,13 +220,18 @@ def _setup(dist: Dist, dev: torch.device, job: Job) -> Setup:
     if dev.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
     spec = input_spec(net)
+    check_input_size(spec.size)
     output = probe(net, job.loop.layers, job.output)
     source = on_main(dist, lambda: open_source(job.data, spec.size))
+    batch = min(job.batch_size, source.n or job.batch_size)  # images held at once
+    check_images_memory(f"--batch-size {batch}", batch, spec.size)
     classes = class_info(source, net, output.classes)
     fp = checkpoint.fingerprint(data=source.spec, kind=source.kind, n=source.n, model=name,
-                                options=job.model_options, layers=job.loop.layers,
-                                world=dist.world, classes=classes.names, amp=job.loop.amp,
-                                device=dev.type)
+                                files=source.digest(),
+                                options={k: v for k, v in job.model_options.items()
+                                         if v is not None},  # the CLI's unset ones: None
+                                layers=job.loop.layers, world=dist.world,
+                                classes=classes.names, amp=job.loop.amp, device=dev.type)
     return Setup(net, name, spec, output, source, classes, fp)
 
 
@@ -245,11 +259,12 @@ def _pass(dist: Dist, dev: torch.device, job: Job, setup: Setup, work: Path, res
     outputs, kind = setup.output.classes, setup.output
     agg = Aggregate(classes, dev, source.ground_truth)
     ckpt_path = checkpoint.checkpoint_path(work, dist.rank, dist.world)
-    saved = on_each(dist, lambda: checkpoint.load(ckpt_path, fp) if resumed else None)
+    items = len(range(dist.rank, source.n, dist.world)) if source.n is not None else None
+    saved = on_each(dist, lambda: checkpoint.load(ckpt_path, fp, items) if resumed else None)
     prog = Progress()
     if saved is not None:
         prog, state = saved
-        agg.load(state)
+        on_each(dist, lambda: checkpoint.restore(agg, state, prog, ckpt_path))
     rows = RowWriter(work / "parts", dist.rank, prog.parts) if job.per_image else None
     loader, total = make_loader(source, dist, prog, spec.size, outputs, job.batch_size,
                                 job.workers, dev.type == "cuda")
@@ -302,10 +317,11 @@ def _data_json(source: Source, everyone: list[dict]) -> dict[str, Any]:
     bad = sorted((b for p in everyone for b in p["bad"]), key=lambda b: b[0])
     n_bad = sum(p["n_bad"] for p in everyone)
     n_items = sum(p["n_seen"] for p in everyone)
-    return {"kind": source.kind, "spec": list(source.spec), "n_items": n_items,
-            "n_images": n_items - n_bad, "n_bad": n_bad,
-            "bad": [{"image": n, "reason": r} for n, r in bad],
-            "skipped": [[p, r] for p, r in source.skipped[:checkpoint.MAX_LISTED]],
+    return {"kind": source.kind, "spec": [text_name(s) for s in source.spec],
+            "n_items": n_items, "n_images": n_items - n_bad, "n_bad": n_bad,
+            "bad": [{"image": text_name(n), "reason": text_name(r)} for n, r in bad],
+            "skipped": [[text_name(p), text_name(r)]
+                        for p, r in source.skipped[:checkpoint.MAX_LISTED]],
             "ground_truth": source.ground_truth}
 
 

@@ -6,15 +6,23 @@ is the first of ``jpg jpeg png webp bmp tif tiff ppm gif`` present and read with
 (or ``label``, ``class``) when present. Each process reads its own shards (shard i goes to
 rank i mod world) and, inside it, each DataLoader worker its own; a sample is named
 ``shard.tar#key``. Damaged samples and tar errors are items with a reason, never fatal.
+
+Members are read one at a time from the (decompressed) stream: a member whose declared size is
+over :data:`attnviz.images.MAX_BYTES` is skipped unread and its sample listed with the reason,
+so a small ``.tar.gz`` holding a huge member never reaches memory.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import re
+import tarfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 from torch.utils.data import IterableDataset, get_worker_info
 
+from ..checks import size_text
 from ..errors import MissingDependencyError
-from ..images import load_image
+from ..images import MAX_BYTES, load_image
 from ..models.preprocess import resize
 from .data import Item, failure, item
 
@@ -30,6 +38,44 @@ def _webdataset():
             "reading tar shards needs webdataset, which is not installed: "
             "pip install 'attnviz[stats]'") from None
     return webdataset
+
+
+@dataclass(frozen=True)
+class Unread:
+    """A member left unread because its declared size is over the limit."""
+
+    name: str
+    size: int
+
+    def reason(self) -> str:
+        return (f"its member {self.name!r} declares {size_text(self.size)}, over the limit of "
+                f"{size_text(MAX_BYTES)}; not read")
+
+
+_META = re.compile(r"__[^/]*__($|/)")
+
+
+def tar_members(shard: str, handler: Callable[[BaseException], bool],
+                limit: int = MAX_BYTES) -> Iterator[dict]:
+    """``{fname, data, __url__}`` for each regular member of ``shard``, streamed (``.tar.gz``
+    decompressed as it is read); ``data`` is :class:`Unread` for a member over ``limit``
+    bytes (skipped without reading it). Errors go to ``handler`` (True: go on)."""
+    try:
+        with open(shard, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as stream:
+            for info in stream:
+                if not info.isreg() or _META.match(info.name):
+                    continue
+                if info.size > limit:
+                    data: bytes | Unread = Unread(info.name, info.size)
+                else:
+                    member = stream.extractfile(info)
+                    data = member.read(limit + 1) if member is not None else b""
+                    if len(data) > limit:  # never with a true header; kept as a guard
+                        data = Unread(info.name, len(data))
+                yield {"fname": info.name, "data": data, "__url__": shard}
+                stream.members = []  # a stream keeps every member's header otherwise
+    except Exception as e:  # a damaged or truncated shard: what was read so far counts
+        handler(e)
 
 
 def _label(sample: dict, classes: int | None) -> tuple[int, str | None]:
@@ -52,6 +98,9 @@ def decode_sample(sample: dict, size: int, classes: int | None) -> Item:
     name = f"{sample.get('__url__', '?')}#{sample.get('__key__', '?')}"
     label, bad_label = _label(sample, classes)
     key = next((k for k in IMAGE_KEYS if k in sample), None)
+    unread = [v for v in sample.values() if isinstance(v, Unread)]
+    if unread:
+        return item(name, -1, reason=unread[0].reason())
     if key is None:
         files = ", ".join(sorted(k for k in sample if not k.startswith("__")))
         return item(name, -1, reason=f"no image in this sample (files: {files or 'none'})")
@@ -86,7 +135,8 @@ class TarShards(IterableDataset):
                 errors.append(e)
                 return True  # go on with the next sample or shard
 
-            samples = wds.tarfile_samples([{"url": shard}], handler=handler)
+            samples = wds.tariterators.group_by_keys(tar_members(shard, handler),
+                                                     handler=handler)
             pos = -1
             for pos, sample in enumerate(samples):
                 if pos >= self.done.get(shard, 0):

@@ -9,6 +9,7 @@ map, stretch (labelled). The key map is the recorded row of the attention map fo
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 import ipywidgets as W
@@ -22,6 +23,7 @@ from ..images import load_image
 from ..models.preprocess import input_spec, model_device, prepare
 from ..plot import DEFAULT_CMAP
 from ..record import AttentionRecord, find_attention, record
+from ..terminal import text_name
 from .common import CMAPS, figure_png, headless
 from .sources import _as_images
 
@@ -129,7 +131,8 @@ class SelfAttentionExplorer:
         head = self.head_select.value
         scale = "STRETCHED to own range" if self.stretch.value else "fixed 0–1 scale"
         who = "mean of heads" if head is None else f"head {head}"
-        self.caption.value = (f"{self.layer_select.value} · query {self.query()} · {who} · "
+        layer = html.escape(text_name(str(self.layer_select.value)))  # a module name is not HTML
+        self.caption.value = (f"{layer} · query {self.query()} · {who} · "
                               f"key weights min {km.min():.3g}, max {km.max():.3g} "
                               f"({scale})")
 

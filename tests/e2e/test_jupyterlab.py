@@ -36,6 +36,7 @@ KERNEL_READY_MS = 45_000
 FIRST_RENDER_MS = 45_000
 REDRAW_MS = 20_000
 REPS = 6  # latency samples per control
+EXPLORER_MS = 60  # the explorer's own share of a redraw, over the bare widget round trip
 
 
 def _slider(page, label: str):
@@ -173,8 +174,12 @@ def test_explorer_in_jupyterlab(chromium: Path, lab_server: LabServer, tmp_path:
     print("browser latency, control change -> new image decoded (median / max of "
           f"{REPS}): " + ", ".join(f"{k} {statistics.median(v):.0f} / {max(v):.0f} ms"
                                    for k, v in latency.items()))
-    for k, v in latency.items():  # loose: a shared 2-core machine; the target is <= 60 ms
-        assert statistics.median(v) < 1000, (k, v)
+    # the target: the explorer adds at most 60 ms to the bare widget round trip measured on
+    # the same machine, server and browser just now (absolute numbers follow the machine)
+    floor = _floor_ms(chromium, lab_server, tmp_path / "floor")
+    print(f"bare widget round trip (the floor): {floor:.0f} ms")
+    for k, v in latency.items():
+        assert statistics.median(v) - floor <= EXPLORER_MS, (k, v, floor)
 
 
 def test_headless_executed_notebook_shows_its_last_view(chromium: Path, lab_server: LabServer,
@@ -221,7 +226,15 @@ W.VBox([slider, image])
 def test_bare_widget_round_trip(chromium: Path, lab_server: LabServer, tmp_path: Path) -> None:
     """The floor under the explorer's latency: a slider that swaps two ready JPEGs of the
     explorer's size, no drawing (printed next to the explorer's numbers)."""
+    floor = _floor_ms(chromium, lab_server, tmp_path)
+    assert 0 < floor < REDRAW_MS  # every change reached the page as a decoded image
+
+
+def _floor_ms(chromium: Path, lab_server: LabServer, tmp_path: Path) -> float:
+    """The median of REPS bare widget round trips (slider -> ready JPEG decoded), in ms."""
     import nbformat
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(FLOOR_CELL)]
@@ -247,3 +260,4 @@ def test_bare_widget_round_trip(chromium: Path, lab_server: LabServer, tmp_path:
         s.check_console()
     print(f"\nbare widget round trip (slider -> ready JPEG decoded, median / max of {REPS}): "
           f"{statistics.median(samples):.0f} / {max(samples):.0f} ms")
+    return statistics.median(samples)

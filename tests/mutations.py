@@ -1,0 +1,165 @@
+"""Mutation checks: each claim's test must fail when the claim is broken on purpose.
+
+    python tests/mutations.py            # every mutation (make test runs this)
+    python tests/mutations.py recorder   # those whose name contains "recorder"
+    MUTATION_JOBS=1 python tests/mutations.py   # one at a time (default: the CPUs, at most 4)
+
+For each mutation the package and the tests are copied into a temporary folder, the named
+source text is replaced there (it must occur exactly once), and only the named tests run on
+that copy; the check passes when they fail. The table is tests/CLAIMS.md's. Exit code: the
+number of mutations whose tests still passed (0: every test caught its mutation).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    path: str  # relative to the repository root
+    edits: tuple[tuple[str, str], ...]  # (old, new): each old occurs exactly once
+    tests: tuple[str, ...]  # pytest node ids that must fail
+
+
+MUTATIONS = (
+    Mutation("recorder: no defensive copy of recorded weights", "attnviz/record/recorder.py",
+             (("value = value.clone() if value.dtype == torch.float32 else value.float()",
+               "value = value if value.dtype == torch.float32 else value.float()"),),
+             ("tests/test_claims.py::test_records_are_copies_the_network_cannot_overwrite",)),
+    Mutation("recorder: misses listed only when nothing was recorded",
+             "attnviz/record/sites.py",
+             (("    names = list(recorded)\n    out = []",
+               "    names = list(recorded)\n    if names:\n        return []\n    out = []"),),
+             ("tests/test_claims.py::test_a_partial_miss_is_listed",)),
+    Mutation("publisher: report written straight into OUT (no staging)",
+             "attnviz/report/publish.py",
+             (('        real = Path(os.path.realpath(self.out))\n        with contextlib.suppress'
+               '(OSError):\n            if os.stat',
+               '        return self.out\n        real = Path(os.path.realpath(self.out))\n'
+               '        with contextlib.suppress(OSError):\n            if os.stat'),
+              ("            if self.stage.name:",
+               "            if self.stage.name and self.stage != self.out:")),
+             ("tests/test_claims.py::test_a_kill_with_everything_staged_leaves_the_old_report",)),
+    Mutation("publisher: signals not held during the renames", "attnviz/report/publish.py",
+             (("    old = signal.pthread_sigmask(signal.SIG_BLOCK, held) if can else None",
+               "    old = None"),),
+             ("tests/test_claims.py::"
+              "test_sigterm_between_the_renames_is_held_until_the_report_is_whole",)),
+    Mutation("stats merge: Chan's merge without the between-batch term",
+             "attnviz/stats/moments.py",
+             (("self.m2 += m2_b + delta * delta * self.col(self.n * n_b / safe)",
+               "self.m2 += m2_b"),),
+             ("tests/test_stats.py::test_moments_match_numpy_per_group_whatever_the_batches",)),
+    Mutation("stats merge: processes merged without their spread around the mean",
+             "attnviz/stats/distributed.py",
+             (("m2 = [m.m2 + m.col(m.n) * (m.mean - mean) ** 2", "m2 = [m.m2 + 0 * m.n.sum()"),),
+             ("tests/test_claims.py::"
+              "test_moments_of_two_processes_merge_into_those_of_all_the_data",)),
+    Mutation("names: bytes that are not UTF-8 kept raw", "attnviz/terminal.py",
+             (('    if s.isascii():\n        return s\n',
+               '    if True:\n        return s\n'),),
+             ("tests/test_names.py::test_report_writes_every_output_with_escaped_names",)),
+    Mutation("limits: no upper bound on the input size", "attnviz/checks.py",
+             (("MAX_INPUT_SIZE = 1024", "MAX_INPUT_SIZE = 10**9"),),
+             ("tests/test_limits.py::test_library_limits_state_the_estimate",)),
+    Mutation("limits: brace patterns expanded without counting", "attnviz/stats/data.py",
+             (("if brace_count(text) <= limit else []", "if True else []"),),
+             ("tests/test_limits.py::test_hostile_sizes_are_refused_in_bounded_memory"
+              "[stats x-{00000000..99999999}.tar --out o-more than 100000 names]",)),
+    Mutation("archives: zip checkpoint inflated unchecked", "attnviz/models/checkpoints.py",
+             (("        check_archive_size(p)\n", ""),),
+             ("tests/test_limits.py::test_checkpoint_zip_bomb_is_refused_before_inflating",)),
+    Mutation("archives: tar member read whatever its size", "attnviz/stats/webdata.py",
+             (("                if info.size > limit:", "                if False:"),
+              ("member.read(limit + 1)", "member.read()")),
+             ("tests/test_limits.py::test_tar_member_over_the_limit_is_listed_unread",)),
+    Mutation("notebooks: written through a planted symlink", "attnviz/resources/__init__.py",
+             (("os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, \"O_NOFOLLOW\", 0)",
+               "os.O_WRONLY | os.O_CREAT | os.O_TRUNC"),
+              ("os.path.lexists(folder / p.name)", "(folder / p.name).exists()")),
+             ("tests/test_notebook_links.py::test_links_are_refused_without_force",)),
+    Mutation("resume: data not fingerprinted", "attnviz/stats/data.py",
+             (("        return h.hexdigest()", "        return ''"),),
+             ("tests/test_resume.py::test_changed_data_is_refused[touch]",)),
+    Mutation("resume: loaded partials not validated", "attnviz/stats/checkpoint.py",
+             (("        aggregate.check(progress.n_seen - progress.n_bad)\n", ""),),
+             ("tests/test_resume.py::test_edited_resume_files_are_refused[NaN mean]",)),
+    Mutation("labels: count not compared with the outputs", "attnviz/models/preprocess.py",
+             (("    if names and len(names) != outputs:", "    if False:"),),
+             ("tests/test_small_fixes.py::"
+              "test_labels_whose_count_differs_from_the_outputs_are_refused[report-2]",)),
+    Mutation("checkpoints: float64 overflow to float32 accepted", "attnviz/models/checkpoints.py",
+             (("    if overflow:\n", "    if False:\n"),),
+             ("tests/test_small_fixes.py::"
+              "test_float64_weight_too_large_for_float32_is_refused[.pt]",)),
+)
+
+
+def _copy(dest: Path) -> None:
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
+    for name in ("attnviz", "tests"):
+        shutil.copytree(ROOT / name, dest / name, ignore=ignore)
+    shutil.copy(ROOT / "pyproject.toml", dest / "pyproject.toml")
+
+
+def _apply(root: Path, m: Mutation) -> None:
+    path = root / m.path
+    text = path.read_text(encoding="utf-8")
+    for old, new in m.edits:
+        count = text.count(old)
+        if count != 1:
+            raise SystemExit(f"mutation {m.name!r}: {old!r} occurs {count} times in {m.path}; "
+                             "update tests/mutations.py with the code")
+        text = text.replace(old, new)
+    path.write_text(text, encoding="utf-8")
+
+
+def run(m: Mutation) -> tuple[bool, str, float]:
+    """``(caught, pytest output tail, seconds)``: caught when the named tests failed."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="attnviz-mutation-") as tmp:
+        root = Path(tmp)
+        _copy(root)
+        _apply(root, m)
+        env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p",
+                               "no:cacheprovider", "-o", "addopts=", *m.tests], cwd=root,
+                              env=env, capture_output=True, text=True, timeout=600)
+    tail = "\n".join(proc.stdout.strip().splitlines()[-3:])
+    # exit code 1: tests ran and failed; 2-5 (usage, collection, no tests) do not count
+    return proc.returncode == 1, tail, time.perf_counter() - t0
+
+
+def main(argv: list[str]) -> int:
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    chosen = [m for m in MUTATIONS if not argv or any(a in m.name for a in argv)]
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    jobs = int(os.environ.get("MUTATION_JOBS") or min(4, cpus or 1))
+    missed = 0
+    with ThreadPoolExecutor(max(1, jobs)) as pool:  # each mutation runs in its own process
+        futures = {pool.submit(run, m): m for m in chosen}
+        for future in as_completed(futures):
+            m = futures[future]
+            caught, tail, seconds = future.result()
+            print(f"{'caught' if caught else 'MISSED'}  {seconds:5.1f} s  {m.name}", flush=True)
+            if not caught:
+                missed += 1
+                print("    " + tail.replace("\n", "\n    "), flush=True)
+    print(f"{len(chosen) - missed}/{len(chosen)} mutations caught by their tests")
+    return missed
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
