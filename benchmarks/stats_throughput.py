@@ -27,10 +27,10 @@ import torch
 
 import attnviz
 from attnviz.datasets import CLASSES, make_shapes
+from attnviz.engine.sources import open_source
 from attnviz.models.preprocess import input_spec
 from attnviz.stats import dataset_stats, read_stats
 from attnviz.stats.checkpoint import Progress
-from attnviz.stats.data import open_source
 from attnviz.stats.distributed import Dist
 from attnviz.stats.loop import Inputs
 from attnviz.stats.run import make_loader

@@ -16,9 +16,9 @@ import pytest
 import attnviz
 from attnviz import cli
 from attnviz.checks import MAX_INPUT_SIZE, check_images_memory, check_input_size
+from attnviz.engine.sources import MAX_SHARDS, brace_count
 from attnviz.errors import ParameterError
 from attnviz.models.user import MAX_ARGS_DEPTH, json_depth, parse_model_args
-from attnviz.stats.data import MAX_SHARDS, brace_count
 
 #: what a refused command may use at its peak (importing torch alone takes ~0.7 GiB)
 PEAK_LIMIT_MB = 1500

@@ -370,8 +370,8 @@ def test_bad_command_lines_are_one_line_errors(args, expect, tmp_path, capsys):
 
 def test_missing_extra_is_one_line(monkeypatch, tmp_path):
     from attnviz import MissingDependencyError
+    from attnviz.engine.shards import TarShards
     from attnviz.stats.perimage import RowWriter
-    from attnviz.stats.webdata import TarShards
 
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     monkeypatch.setitem(sys.modules, "webdataset", None)

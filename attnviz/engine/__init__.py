@@ -5,7 +5,8 @@ the explorers.
     out = probe(net, layers=None)                    # NoAttentionError / what the output means
     result = forward(net, x, output=None, amp=False)  # one batch: Output (classifier/dense/none)
 
-Data flows one way: source → :func:`attnviz.models.preprocess.resize` / ``prepare`` → batches →
+Data flows one way: source (:mod:`.sources`: files, folders, ImageFolder trees, ``shapes:N``;
+:mod:`.shards`: tar shards) → :func:`attnviz.models.preprocess.resize` / ``prepare`` → batches →
 ``model(x)`` inside :func:`attnviz.record` → :func:`attnviz.outputs.interpret` → per-kind
 reducers → sinks → :mod:`attnviz.publish`.
 """

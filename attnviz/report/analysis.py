@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from .. import threads
 from ..checks import check_images_memory, check_input_size, cpu_count
 from ..engine import forward, load_for_run, probe, random_weights_note
+from ..engine.sources import Source
 from ..models.preprocess import (
     check_class_names,
     class_names,
@@ -34,7 +35,6 @@ from ..models.preprocess import (
 )
 from ..outputs import CLASSIFIER, NO_PREDICTION, NONE, OutputSelector, top_classes
 from ..record import AttentionRecord, record
-from ..stats.data import Source
 from .collect import Collector
 from .inputs import batches, open_images, prefetch
 from .params import ReportParameters, validate

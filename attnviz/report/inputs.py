@@ -1,5 +1,5 @@
 """Reading the report's images: the same sources as ``attnviz stats`` (files, folders, globs, an
-ImageFolder tree, ``shapes:N``, tar shards; :mod:`attnviz.stats.data`), in batches that never
+ImageFolder tree, ``shapes:N``, tar shards; :mod:`attnviz.engine.sources`), in batches that never
 raise on a bad file, and a reader thread that decodes the next batch while the model runs."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 
 from torch.utils.data import DataLoader
 
+from ..engine.sources import Source, collate, open_source
 from ..errors import ParameterError
 from ..resources import data_dir
-from ..stats.data import Source, collate, open_source
 
 T = TypeVar("T")
 
@@ -46,7 +46,7 @@ def open_images(images: str | os.PathLike | Iterable[str | os.PathLike] | None,
 
 def batches(source: Source, size: int, batch_size: int, workers: int, pin: bool,
             classes: int | None = None) -> DataLoader:
-    """The source's items in order, in batches (:func:`attnviz.stats.data.collate`: ``name``,
+    """The source's items in order, in batches (:func:`attnviz.engine.sources.collate`: ``name``,
     ``image``, ``mask``, ``bad``, ...); a file that cannot be read is an item with its reason,
     never an exception."""
     common = dict(batch_size=batch_size, collate_fn=collate, pin_memory=pin)
@@ -54,7 +54,7 @@ def batches(source: Source, size: int, batch_size: int, workers: int, pin: bool,
         n = len(source.dataset)  # type: ignore[arg-type]
         return DataLoader(source.dataset, sampler=[(i, i) for i in range(n)],
                           num_workers=workers, **common)
-    from ..stats.webdata import TarShards
+    from ..engine.shards import TarShards
 
     shards = source.shards or []
     return DataLoader(TarShards(shards, size, classes), num_workers=min(workers, len(shards)),

@@ -29,6 +29,7 @@ from ..checks import (
     check_out_dir,
 )
 from ..engine import is_random, load_for_run, probe
+from ..engine.sources import Source, collate, open_source
 from ..errors import AttnvizError, ParameterError
 from ..models import resolve_device
 from ..models.preprocess import InputSpec, check_class_names, class_names, input_spec
@@ -38,7 +39,6 @@ from ..threads import using as using_threads
 from . import checkpoint, document, publish
 from .aggregate import ALL_IMAGES, Aggregate, ClassInfo, spec_from_json
 from .checkpoint import Progress
-from .data import Source, collate, open_source
 from .distributed import Dist, UnpaddedSampler
 from .html import write_html
 from .loop import Inputs, LoopOptions, Pass, progress_bar
@@ -111,7 +111,7 @@ def make_loader(source: Source, dist: Dist, progress: Progress, size: int, outpu
                                   start=progress.done.get("", 0))
         loader = DataLoader(source.dataset, sampler=sampler, num_workers=workers, **common)
         return loader, sampler.real()
-    from .webdata import TarShards
+    from ..engine.shards import TarShards
 
     shards = (source.shards or [])[dist.rank::dist.world]
     data = TarShards(shards, size, outputs, progress.done)

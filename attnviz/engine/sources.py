@@ -9,7 +9,7 @@ WebDataset tar shards, as items ``{name, index, image, label, mask, reason, stre
 * ``shapes:N``: N generated shapes images from the held-out stream (seed 1, as
   ``attnviz evaluate``), rendered at the model's input size, with labels and object masks.
 * Tar shards (``.tar``, ``.tar.gz``, ``.tgz``; brace ranges ``data-{000..099}.tar`` and globs
-  expand): WebDataset samples, see :mod:`attnviz.stats.webdata`.
+  expand): WebDataset samples, see :mod:`attnviz.engine.shards`.
 
 An item that cannot be read has ``image=None`` and the ``reason``; it never raises.
 """

@@ -24,7 +24,7 @@ from ..checks import size_text
 from ..errors import MissingDependencyError
 from ..images import MAX_BYTES, load_image
 from ..models.preprocess import resize
-from .data import Item, failure, item
+from .sources import Item, failure, item
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "ppm", "gif")
 LABEL_KEYS = ("cls", "label", "class")
