@@ -17,7 +17,7 @@ HOSTILE = "<img src=x onerror=alert(1)>"
 
 
 def test_self_attention_explorer_escapes_module_names_in_its_caption() -> None:
-    from attnviz.attention_explorer import SelfAttentionExplorer
+    from attnviz.widgets import SelfAttentionExplorer
 
     model = Net(HandMHSA(16, heads=4)).eval()
     model.layer1 = nn.Sequential(OrderedDict([(HOSTILE, HandMHSA(16, heads=4))]))
