@@ -2,28 +2,37 @@
 
     attnviz.widgets.SelfAttentionExplorer(attnviz.load_model("demo-botnet"))
 
-Controls: image, attention layer, head (mean or one), query row and column, opacity, colour
-map, stretch (labelled). The key map is the recorded row of the attention map for that query
-(no model run on a control change), drawn on the fixed 0–1 scale with its raw range printed.
+Controls: image, attention layer, head ("mean of heads" or one), query row and column,
+opacity, colour map, stretch (labelled). The key map is the recorded row of the attention map
+for that query (no model run on a control change), drawn as a multiple of the uniform weight
+1/K on a log scale (:func:`attnviz.vis.to_unit`; a row over 64 keys is invisible on a 0–1
+scale) with its raw range printed. It opens on ``query`` (default: the centre cell); below the
+live widget the notebook keeps a still image of the last view (:mod:`.snapshot`).
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 import ipywidgets as W
 import torch
-from IPython.display import display
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from torch import nn
 
 from .. import plot_attention as pa
-from ..errors import NoAttentionError
+from ..errors import NoAttentionError, ParameterError
 from ..images import load_image
 from ..models.preprocess import input_spec, model_device, prepare
-from ..plot import DEFAULT_CMAP
 from ..record import AttentionRecord, find_attention, record
-from .common import CMAPS, figure_png, headless
+from ..vis import DEFAULT_CMAP, UNIFORM_LABEL
+from .common import CMAPS, encode_jpeg, esc
+from .snapshot import Snapshot, hide_snapshot_css
 from .sources import _as_images
+
+#: the head selector's value for the mean over heads (a ``None`` value shows blank in a
+#: Dropdown in JupyterLab)
+MEAN_OF_HEADS = -1
 
 
 @dataclass
@@ -35,12 +44,24 @@ class AttentionView:
 
 
 class SelfAttentionExplorer:
-    """Query → key maps of every self-attention layer of ``model`` on ``images``."""
+    """Query → key maps of every self-attention layer of ``model`` on ``images``.
+
+    Args:
+        model: a model with self-attention (softmax weights entering a matmul).
+        images: what :func:`attnviz.widgets.sources._as_images` accepts (default: samples).
+        layers: layer-name patterns to explore (default: every attention layer).
+        query: the (row, col) query cell it opens on (default: the centre of the grid).
+        static: keep a still image of the last view below the widget (``"auto"``: yes).
+        dpi: resolution of the drawn figure.
+    """
 
     def __init__(self, model: nn.Module, images: object = None, layers: str | None = None,
-                 static: bool | str = "auto", dpi: int = 80) -> None:
+                 query: tuple[int, int] | None = None, static: bool | str = "auto",
+                 dpi: int = 80) -> None:
         self.model = model.eval()
         self.layers, self.dpi = layers, dpi
+        self.uid = uuid.uuid4().hex[:12]
+        self.snapshot, self._jpeg = Snapshot(self.uid), b""
         size = input_spec(model).size
         blank = torch.zeros(1, 3, size, size, device=model_device(model))
         self.sites = [s for s in find_attention(model, blank, layers=layers)
@@ -48,7 +69,7 @@ class SelfAttentionExplorer:
         if not self.sites:
             raise NoAttentionError(f"{type(model).__name__} has no self-attention map (softmax "
                                    "weights entering a matmul) to explore")
-        self.static = headless() if static == "auto" else bool(static)
+        self.static = static == "auto" or bool(static)
         self.sources = _as_images(images)
         self._cache: dict[str, AttentionView] = {}
         self.forward_count = 0
@@ -63,8 +84,15 @@ class SelfAttentionExplorer:
         self.stretch = W.Checkbox(False, description="stretch to own range (misleading!)",
                                   indent=False)
         self.caption = W.HTML()
-        self.canvas = W.Image(format="png")
+        self.canvas = W.Image(format="jpeg")
         self._sync_controls()
+        if query is not None:
+            if not (0 <= query[0] <= self.row.max and 0 <= query[1] <= self.col.max):
+                raise ParameterError(f"query {tuple(query)} is outside the "
+                                     f"{self.grid[0]}×{self.grid[1]} query grid")
+            self.row.value, self.col.value = query
+        else:
+            self.row.value, self.col.value = self.grid[0] // 2, self.grid[1] // 2
         for w in (self.head_select, self.row, self.col, self.opacity, self.cmap, self.stretch):
             w.observe(lambda _c: self.render(), names="value")
         for w in (self.image_select, self.layer_select):
@@ -73,6 +101,7 @@ class SelfAttentionExplorer:
                               W.HBox([self.row, self.col]),
                               W.HBox([self.opacity, self.cmap, self.stretch]),
                               self.caption, self.canvas])
+        self.widget.add_class(f"attnviz-explorer-{self.uid}")
         self.render()
 
     def view(self, key: str | None = None) -> AttentionView:
@@ -98,44 +127,55 @@ class SelfAttentionExplorer:
         heads = r.value.shape[1]
         q = r.value.shape[2]
         grid = r.meta.get("q_grid") or pa._grid_of(r.value, None, q, "query")
-        options = [("mean", None), *((str(h), h) for h in range(heads))]
+        options = [("mean of heads", MEAN_OF_HEADS), *((f"head {h}", h) for h in range(heads))]
         if [o[1] for o in self.head_select.options] != [o[1] for o in options]:
             self.head_select.options = options
-            self.head_select.value = None
+            self.head_select.value = MEAN_OF_HEADS
         self.row.max, self.col.max = grid[0] - 1, grid[1] - 1
         self.grid = tuple(grid)
 
     def query(self) -> tuple[int, int]:
+        """The selected query cell (row, col)."""
         return self.row.value, self.col.value
+
+    @property
+    def head(self) -> int | None:
+        """The selected head (``None``: the mean of heads)."""
+        h = self.head_select.value
+        return None if h in (None, MEAN_OF_HEADS) else h
 
     def key_map(self):
         """Exactly what is drawn: the recorded key weights of the chosen query and head."""
         r = self.current()
-        return pa.key_map(r.value, self.query(), self.grid, r.meta.get("k_grid"),
-                          self.head_select.value)
+        return pa.key_map(r.value, self.query(), self.grid, r.meta.get("k_grid"), self.head)
 
     def draw(self):
         """The current view as a Figure."""
         r, v = self.current(), self.view()
         return pa.attention_overlay(v.image, r.value, self.query(), self.grid,
-                                    r.meta.get("k_grid"), self.head_select.value,
+                                    r.meta.get("k_grid"), self.head,
                                     alpha=self.opacity.value, cmap=self.cmap.value,
                                     stretch=self.stretch.value, title=r.name)
 
     def render(self) -> None:
-        """Redraw from the cached records (no model run)."""
+        """Redraw from the cached records (no model run); the still image follows."""
         km = self.key_map()
-        self.canvas.value = figure_png(self.draw(), self.dpi)
-        head = self.head_select.value
-        scale = "STRETCHED to own range" if self.stretch.value else "fixed 0–1 scale"
-        who = "mean of heads" if head is None else f"head {head}"
-        self.caption.value = (f"{self.layer_select.value} · query {self.query()} · {who} · "
-                              f"key weights min {km.min():.3g}, max {km.max():.3g} "
-                              f"({scale})")
+        canvas = FigureCanvasAgg(self.draw())
+        canvas.figure.set_dpi(self.dpi)
+        canvas.draw()
+        self._jpeg = self.canvas.value = encode_jpeg(canvas)
+        scale = "STRETCHED to own range" if self.stretch.value else UNIFORM_LABEL
+        who = "mean of heads" if self.head is None else f"head {self.head}"
+        self.caption.value = (f"{esc(self.layer_select.value)} · query {self.query()} · {who} · "
+                              f"key weights min {km.min():.3g}, max {km.max():.3g}, uniform "
+                              f"{1 / km.size:.3g} ({esc(scale)})" + hide_snapshot_css(self.uid))
+        self.snapshot.update(self._jpeg, self.describe())
+
+    def describe(self) -> str:
+        """The current view in words (for the still image)."""
+        who = "mean of heads" if self.head is None else f"head {self.head}"
+        return (f"image {self.image_select.value}, layer {self.layer_select.value}, "
+                f"query {self.query()}, {who}")
 
     def _ipython_display_(self) -> None:
-        display(self.widget)
-        if self.static:
-            from IPython.display import Image as IPImage
-
-            display(IPImage(data=figure_png(self.draw(), self.dpi)))
+        self.snapshot.show(self.widget, self._jpeg if self.static else None, self.describe())
