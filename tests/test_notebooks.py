@@ -72,15 +72,21 @@ def _solution_blocks(nb: nbformat.NotebookNode) -> list[str]:
     return blocks
 
 
-@pytest.mark.parametrize("path", LESSONS, ids=[p.stem for p in LESSONS])
+EXERCISED = [p for p in NOTEBOOKS if re.match(r"0\d_", p.name)]
+
+
+@pytest.mark.parametrize("path", EXERCISED, ids=[p.stem for p in EXERCISED])
 def test_lessons_end_with_exercises_and_solutions_that_run_all_does_not_run(path: Path) -> None:
-    """Solutions are code in a closed markdown <details> after the exercises: readable, valid
-    Python, and never executed by Run All (no code cell holds one)."""
+    """Solutions are in a closed markdown <details> after the exercises (in 00–05 and 07 as
+    code): readable, valid Python, and never executed by Run All (no code cell holds one)."""
     nb = nbformat.read(path, as_version=4)
     at = next(i for i, c in enumerate(nb.cells)
               if c.cell_type == "markdown" and "## Exercises" in c.source)
     blocks = _solution_blocks(nb)
-    assert blocks and all(b.lstrip().startswith("# Solution") for b in blocks), path.name
+    assert any("<details>" in c.source for c in nb.cells[at:] if c.cell_type == "markdown")
+    assert path in LESSONS + [notebooks_dir() / "07_self_attention.ipynb"] or not blocks
+    assert path not in LESSONS or blocks, path.name
+    assert all(b.lstrip().startswith("# Solution") for b in blocks), path.name
     assert all(i >= at for i, c in enumerate(nb.cells)
                if c.cell_type == "markdown" and "<details>" in c.source)
     for block in blocks:
@@ -89,6 +95,55 @@ def test_lessons_end_with_exercises_and_solutions_that_run_all_does_not_run(path
         if cell.cell_type == "code":
             assert "solution" not in cell.metadata.get("tags", []), path.name
             assert not any(b.strip().splitlines()[-1] in cell.source for b in blocks), cell.source
+
+
+def test_self_attention_exercise_3_raises_the_memory_error_it_announces(
+        capsys: pytest.CaptureFixture) -> None:
+    """07's exercise 3 announces a MemoryBudgetError: its solution, run on the module of the
+    notebook's section 1, gets that error (not a tensor-size error)."""
+    import torch
+
+    import attnviz
+    from attnviz.nn import MultiHeadSelfAttention2d
+
+    nb = nbformat.read(notebooks_dir() / "07_self_attention.ipynb", as_version=4)
+    (block,) = [b for b in _solution_blocks(nb) if b.startswith("# Solution 3")]
+    assert "max_bytes=10_000_000" in block
+    exec(block, {"torch": torch, "attnviz": attnviz,  # noqa: S102  (the notebook's own code)
+                 "mhsa": MultiHeadSelfAttention2d(16, heads=4).eval()})
+    printed = capsys.readouterr().out
+    assert printed.startswith("MemoryBudgetError") and "(1, 4, 3136, 3136)" in printed
+
+
+def _check_07(nb: nbformat.NotebookNode, outputs: list[dict]) -> None:
+    """07's "what to notice" on the heads states the numbers its table printed, and the
+    explorer opened on a query inside the object."""
+    import torch
+
+    from attnviz.datasets import make_shapes
+
+    printed = "".join(o.get("text", "") for o in outputs if o.get("name") == "stdout")
+    table = printed[printed.index("on object / area share"):]
+    ratios = [float(v) for v in re.findall(r"^\s*\d+\s+([\d.]+)×", table, flags=re.M)]
+    mean = float(re.search(r"mean\s+([\d.]+)×", table).group(1))
+    notice = next(c.source for c in nb.cells
+                  if c.cell_type == "markdown" and "only head" in c.source)
+    text = " ".join(notice.split())
+    local = [h for h, r in enumerate(ratios) if r > 1]
+    others = [r for r in ratios if r <= 1]
+    assert len(ratios) == 4 and local == [3], ratios
+    assert f"only head {local[0]} localises" in text
+    assert f"{ratios[local[0]]:.2f}× the object's area share" in text
+    assert f"Heads 0–2 put *less* than the area share there ({min(others):.2f}–" \
+           f"{max(others):.2f}×)" in text
+    assert f"The mean of heads ({mean:.2f}×)" in text and min(ratios) < mean < max(ratios)
+    still = [o["data"]["text/plain"] for o in outputs
+             if "last view of the explorer" in o.get("data", {}).get("text/plain", "")]
+    row, col = map(int, re.search(r"query \((\d+), (\d+)\)", still[-1]).groups())
+    masks = make_shapes(4, seed=3).masks
+    cells = torch.nn.functional.adaptive_avg_pool2d(masks[:1, None].float(), (8, 8))[0, 0]
+    assert cells[row, col] > 0.5, (row, col)  # the query lies inside the object
+    assert "mean of heads" in still[-1]
 
 
 def _execute(nb: nbformat.NotebookNode, folder: Path) -> float:
@@ -129,6 +184,8 @@ def test_notebook_runs(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         still = [o["data"]["text/plain"] for o in outputs
                  if "last view of the explorer" in o.get("data", {}).get("text/plain", "")]
         assert still and "chelsea" not in still[-1], still
+    if path.stem == "07_self_attention":
+        _check_07(nb, outputs)
     if path.stem == "06_your_own_model":  # the explorer shows the 32-px model as trained
         still = [o["data"]["text/plain"] for o in outputs
                  if "last view of the explorer" in o.get("data", {}).get("text/plain", "")]

@@ -201,3 +201,22 @@ def test_self_attention_explorer_leaves_a_still_image(monkeypatch):
     assert f"attnviz-snapshot-{ex.uid}" in ex.caption.value  # the live widget hides the still
     ex.head_select.value = 1
     assert "head 1" in updated[-1]["text/plain"]
+
+
+def test_a_row_of_the_trained_botnet_is_visible_on_the_uniform_scale():
+    """Notebook 07's view: a query inside the object, mean of heads. On a fixed 0–1 scale the
+    row is one colour (weights of about 1/64 span a few hundredths of the scale); on the
+    uniform log scale it spans much of the colour map."""
+    model = attnviz.load_model("demo-botnet", device="cpu")
+    data = attnviz.datasets.make_shapes(4, seed=3)
+    with torch.no_grad(), attnviz.record(model) as rec:
+        model(data.images)
+    r = rec.records[0]
+    cells = torch.nn.functional.adaptive_avg_pool2d(data.masks[:1, None].float(), (8, 8))[0, 0]
+    query = divmod(int(cells.argmax()), 8)
+    assert cells[query] > 0.5
+    fig = pa.attention_heads(data.images, r.value, query, r.meta["q_grid"])
+    drawn = _drawn_map(fig)  # the mean of heads
+    raw = pa.key_map(r.value, query, r.meta["q_grid"])
+    assert raw.max() - raw.min() < 0.1  # invisible on 0–1
+    assert drawn.max() - drawn.min() > 0.4  # visible: across much of the colour map
