@@ -115,6 +115,28 @@ def test_self_attention_exercise_3_raises_the_memory_error_it_announces(
     assert printed.startswith("MemoryBudgetError") and "(1, 4, 3136, 3136)" in printed
 
 
+def _cell_seconds(cell: nbformat.NotebookNode) -> float:
+    """How long an executed cell ran (nbclient's timing metadata)."""
+    from datetime import datetime
+
+    t = cell.metadata["execution"]
+    start, end = (datetime.fromisoformat(t[k].rstrip("Z"))
+                  for k in ("iopub.execute_input", "shell.execute_reply"))
+    return (end - start).total_seconds()
+
+
+def _check_long_cells_warn(nb: nbformat.NotebookNode) -> None:
+    """A cell that ran longer than 20 s is announced just above it (its time, a progress bar)
+    and shows a progress bar (its output holds a tqdm bar)."""
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or _cell_seconds(cell) <= 20:
+            continue
+        above = nb.cells[i - 1]
+        assert above.cell_type == "markdown" and "progress bar" in above.source, cell.source
+        assert re.search(r"about \d+ s", above.source), above.source
+        assert "progress=True" in cell.source, cell.source
+
+
 def _check_07(nb: nbformat.NotebookNode, outputs: list[dict]) -> None:
     """07's "what to notice" on the heads states the numbers its table printed, and the
     explorer opened on a query inside the object."""
@@ -184,6 +206,7 @@ def test_notebook_runs(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         still = [o["data"]["text/plain"] for o in outputs
                  if "last view of the explorer" in o.get("data", {}).get("text/plain", "")]
         assert still and "chelsea" not in still[-1], still
+    _check_long_cells_warn(nb)
     if path.stem == "07_self_attention":
         _check_07(nb, outputs)
     if path.stem == "06_your_own_model":  # the explorer shows the 32-px model as trained
@@ -191,6 +214,11 @@ def test_notebook_runs(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
                  if "last view of the explorer" in o.get("data", {}).get("text/plain", "")]
         assert still and "16×16" in still[-1] and "112×112" not in still[-1], still
         assert any(f"prediction: {c}" in still[-1] for c in CLASSES), still
+        printed = "".join(o.get("text", "") for o in outputs if o.get("name") == "stdout")
+        accuracy = float(re.search(r"after 200 steps: ([\d.]+)%", printed).group(1))
+        notice = next(c.source for c in nb.cells if "accuracy is above chance" in c.source)
+        stated = float(re.search(r"about (\d+) %", notice).group(1))
+        assert 20 < accuracy and abs(accuracy - stated) <= 5, (accuracy, stated)
     print(f"{path.name}: {elapsed:.1f} s, {len(images)} figures")
 
 
