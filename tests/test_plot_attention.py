@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -220,3 +222,43 @@ def test_a_row_of_the_trained_botnet_is_visible_on_the_uniform_scale():
     raw = pa.key_map(r.value, query, r.meta["q_grid"])
     assert raw.max() - raw.min() < 0.1  # invisible on 0–1
     assert drawn.max() - drawn.min() > 0.4  # visible: across much of the colour map
+
+
+def test_attention_explorer_on_self_attention_points_to_the_self_attention_explorer():
+    from attnviz.widgets import AttentionExplorer, split_explorer
+
+    botnet = attnviz.create_model("demo_botnet").eval()
+    images = attnviz.datasets.make_shapes(1, seed=5).images
+    with pytest.raises(attnviz.NoAttentionError,
+                       match=r"self-attention maps \(layer4\.0\.mhsa\): explore them with "
+                             r"attnviz\.widgets\.SelfAttentionExplorer\(model\)"):
+        AttentionExplorer(botnet, images, static=False)
+    with pytest.raises(attnviz.NoAttentionError) as e:  # no self-attention: no such hint
+        split_explorer(attnviz.create_model("demo_cbam_resnet").eval(), images, static=False)
+    assert "SelfAttentionExplorer" not in str(e.value)
+
+
+def test_projector_mode_enlarges_the_explorers():
+    from PIL import Image
+
+    from attnviz import lessons
+    from attnviz.widgets import AttentionExplorer, SelfAttentionExplorer
+
+    images = attnviz.datasets.make_shapes(1, seed=5).images
+    botnet = attnviz.create_model("demo_botnet").eval()
+    cbam = attnviz.create_model("demo_cbam_resnet").eval()
+
+    def sizes():
+        views = (SelfAttentionExplorer(botnet, images, static=False).canvas.value,
+                 AttentionExplorer(cbam, images, static=False).canvas.value)
+        return [np.array(Image.open(io.BytesIO(v)).size) for v in views]
+
+    plain = sizes()
+    lessons.projection(True, scale=1.5)
+    try:
+        projected = sizes()
+    finally:
+        lessons.projection(False)
+    for p, q in zip(plain, projected, strict=True):
+        np.testing.assert_allclose(q / p, 1.5, rtol=0.03)
+    assert [tuple(s) for s in sizes()] == [tuple(s) for s in plain]  # off again: as before

@@ -23,6 +23,7 @@ from torch import nn
 from .. import plot_attention as pa
 from ..errors import NoAttentionError, ParameterError
 from ..images import load_image
+from ..lessons.projection import projection_scale
 from ..models.preprocess import input_spec, model_device, prepare
 from ..record import AttentionRecord, find_attention, record
 from ..vis import DEFAULT_CMAP, UNIFORM_LABEL
@@ -59,7 +60,7 @@ class SelfAttentionExplorer:
                  query: tuple[int, int] | None = None, static: bool | str = "auto",
                  dpi: int = 80) -> None:
         self.model = model.eval()
-        self.layers, self.dpi = layers, dpi
+        self.layers, self.dpi = layers, round(dpi * projection_scale())  # projector mode
         self.uid = uuid.uuid4().hex[:12]
         self.snapshot, self._jpeg = Snapshot(self.uid), b""
         size = input_spec(model).size
