@@ -137,6 +137,18 @@ def _check_long_cells_warn(nb: nbformat.NotebookNode) -> None:
         assert "progress=True" in cell.source, cell.source
 
 
+def _check_00(nb: nbformat.NotebookNode, outputs: list[dict]) -> None:
+    """00's "what to notice" on the channel gates states the saturations its cell printed."""
+    printed = "".join(o.get("text", "") for o in outputs if o.get("name") == "stdout")
+    sat = {k: int(v) for k, v in re.findall(r"^(\S+)\.attn\.channel\s+near 0 or 1: (\d+)%",
+                                            printed, flags=re.M)}
+    text = " ".join(next(c.source for c in nb.cells if "act like switches" in c.source).split())
+    assert len(sat) == 8 and sat["layer1.0"] == sat["layer4.0"], sat
+    assert f"In `layer1.0` and `layer4.0` {sat['layer1.0']} % of the gates" in text
+    assert f"In `layer3.0` only {sat['layer3.0']} % are: more than half lie in between" in text
+    assert sat["layer3.0"] < 50 and sat["layer3.0"] == min(sat.values())
+
+
 def _check_07(nb: nbformat.NotebookNode, outputs: list[dict]) -> None:
     """07's "what to notice" on the heads states the numbers its table printed, and the
     explorer opened on a query inside the object."""
@@ -206,6 +218,7 @@ def test_notebook_runs(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         still = [o["data"]["text/plain"] for o in outputs
                  if "last view of the explorer" in o.get("data", {}).get("text/plain", "")]
         assert still and "chelsea" not in still[-1], still
+        _check_00(nb, outputs)
     _check_long_cells_warn(nb)
     if path.stem == "07_self_attention":
         _check_07(nb, outputs)
