@@ -137,16 +137,59 @@ def _check_long_cells_warn(nb: nbformat.NotebookNode) -> None:
         assert "progress=True" in cell.source, cell.source
 
 
+def _printed(outputs: list[dict]) -> str:
+    """Everything an executed notebook printed (stdout), in order."""
+    return "".join(o.get("text", "") for o in outputs if o.get("name") == "stdout")
+
+
+def _notice(nb: nbformat.NotebookNode, phrase: str) -> str:
+    """The markdown cell holding ``phrase``, on one line."""
+    return " ".join(next(c.source for c in nb.cells
+                         if c.cell_type == "markdown" and phrase in c.source).split())
+
+
 def _check_00(nb: nbformat.NotebookNode, outputs: list[dict]) -> None:
     """00's "what to notice" on the channel gates states the saturations its cell printed."""
-    printed = "".join(o.get("text", "") for o in outputs if o.get("name") == "stdout")
     sat = {k: int(v) for k, v in re.findall(r"^(\S+)\.attn\.channel\s+near 0 or 1: (\d+)%",
-                                            printed, flags=re.M)}
-    text = " ".join(next(c.source for c in nb.cells if "act like switches" in c.source).split())
+                                            _printed(outputs), flags=re.M)}
+    text = _notice(nb, "act like switches")
     assert len(sat) == 8 and sat["layer1.0"] == sat["layer4.0"], sat
     assert f"In `layer1.0` and `layer4.0` {sat['layer1.0']} % of the gates" in text
     assert f"In `layer3.0` only {sat['layer3.0']} % are: more than half lie in between" in text
     assert sat["layer3.0"] < 50 and sat["layer3.0"] == min(sat.values())
+
+
+def _check_01(nb: nbformat.NotebookNode, outputs: list[dict]) -> None:
+    """01's notices state the parameter counts and class specificities its cells printed."""
+    printed = _printed(outputs)
+    added = {m: int(a.replace(",", "")) for m, a in re.findall(
+        r"^(\w+)\s+[\d,]+\s+\+([\d,]+)\s", printed, flags=re.M)}
+    base = int(re.search(r"^resnet50\s+([\d,]+)", printed, flags=re.M).group(1).replace(",", ""))
+    text = _notice(nb, "SE adds")
+    se = added["se_resnet50"]
+    assert f"SE adds {se / 1e6:.1f} M parameters (+{100 * se / base:.1f} %)" in text
+    assert f"CBAM {added['cbam_resnet50'] - se:,} more than SE" in text
+    eca = added["eca_resnet50"]
+    assert f"ECA only {eca} in total (+{100 * eca / base:.4f} %)" in text
+    spec = dict(re.findall(r"^(\S+)\.attn\s+class specificity ([\d.]+)", printed, flags=re.M))
+    assert (f"rises from {spec['layer1.1']} to {spec['layer4.1']} in the same way"
+            in _notice(nb, "Fig. 6 of the SE paper"))
+    assert float(spec["layer1.1"]) < float(spec["layer2.1"]) < float(spec["layer3.1"]) \
+        < float(spec["layer4.1"])
+
+
+def _check_05(nb: nbformat.NotebookNode, outputs: list[dict]) -> None:
+    """05's notice states the agreement table it printed: pointing range, the mask's pointing,
+    the range of ρ, top-20 % IoU under one half."""
+    rows = re.findall(r"^(gradcam|ig|saliency)\s+([\d.]+) ± [\d.]+\s+([\d.]+)\s+([\d.]+)"
+                      r"\s+([\d.]+)$", _printed(outputs), flags=re.M)
+    rho, iou, p_attn, p_attr = ([float(r[i]) for r in rows] for i in (1, 2, 3, 4))
+    text = _notice(nb, "every method finds the object")
+    assert len(rows) == 3 and len(set(p_attn)) == 1
+    assert f"(pointing {min(p_attr):.2f}–{max(p_attr):.2f}; the mask scores {p_attn[0]:.2f}" \
+        in text
+    assert "(ρ ≈ 0.2–0.3)" in text and 0.15 <= min(rho) and max(rho) < 0.35
+    assert "overlap by well under half" in text and max(iou) < 0.5
 
 
 def _check_07(nb: nbformat.NotebookNode, outputs: list[dict]) -> None:
@@ -156,13 +199,11 @@ def _check_07(nb: nbformat.NotebookNode, outputs: list[dict]) -> None:
 
     from attnviz.datasets import make_shapes
 
-    printed = "".join(o.get("text", "") for o in outputs if o.get("name") == "stdout")
+    printed = _printed(outputs)
     table = printed[printed.index("on object / area share"):]
     ratios = [float(v) for v in re.findall(r"^\s*\d+\s+([\d.]+)×", table, flags=re.M)]
     mean = float(re.search(r"mean\s+([\d.]+)×", table).group(1))
-    notice = next(c.source for c in nb.cells
-                  if c.cell_type == "markdown" and "only head" in c.source)
-    text = " ".join(notice.split())
+    text = _notice(nb, "only head")
     local = [h for h, r in enumerate(ratios) if r > 1]
     others = [r for r in ratios if r <= 1]
     assert len(ratios) == 4 and local == [3], ratios
@@ -220,17 +261,18 @@ def test_notebook_runs(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert still and "chelsea" not in still[-1], still
         _check_00(nb, outputs)
     _check_long_cells_warn(nb)
-    if path.stem == "07_self_attention":
-        _check_07(nb, outputs)
+    checks = {"01_channel_attention": _check_01, "05_attention_vs_attribution": _check_05,
+              "07_self_attention": _check_07}
+    if path.stem in checks:  # "what to notice" lines state what the outputs show
+        checks[path.stem](nb, outputs)
     if path.stem == "06_your_own_model":  # the explorer shows the 32-px model as trained
         still = [o["data"]["text/plain"] for o in outputs
                  if "last view of the explorer" in o.get("data", {}).get("text/plain", "")]
         assert still and "16×16" in still[-1] and "112×112" not in still[-1], still
         assert any(f"prediction: {c}" in still[-1] for c in CLASSES), still
-        printed = "".join(o.get("text", "") for o in outputs if o.get("name") == "stdout")
-        accuracy = float(re.search(r"after 200 steps: ([\d.]+)%", printed).group(1))
-        notice = next(c.source for c in nb.cells if "accuracy is above chance" in c.source)
-        stated = float(re.search(r"about (\d+) %", notice).group(1))
+        accuracy = float(re.search(r"after 200 steps: ([\d.]+)%", _printed(outputs)).group(1))
+        stated = float(re.search(r"about (\d+) %", _notice(nb, "accuracy is above chance")
+                                 ).group(1))
         assert 20 < accuracy and abs(accuracy - stated) <= 5, (accuracy, stated)
     print(f"{path.name}: {elapsed:.1f} s, {len(images)} figures")
 
