@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import io
 
 import numpy as np
@@ -262,3 +263,32 @@ def test_projector_mode_enlarges_the_explorers():
     for p, q in zip(plain, projected, strict=True):
         np.testing.assert_allclose(q / p, 1.5, rtol=0.03)
     assert [tuple(s) for s in sizes()] == [tuple(s) for s in plain]  # off again: as before
+
+
+def test_self_attention_explorer_takes_an_upload():
+    """An uploaded image is analysed and shown (once per content); a bad upload is named once
+    and changes nothing."""
+    from PIL import Image
+
+    from attnviz.widgets import SelfAttentionExplorer
+
+    model = attnviz.create_model("demo_botnet").eval()
+    ex = SelfAttentionExplorer(model, attnviz.datasets.make_shapes(1, seed=5).images,
+                               static=False)
+    buf = io.BytesIO()
+    Image.fromarray((np.random.default_rng(0).random((48, 40, 3)) * 255).astype(np.uint8)
+                    ).save(buf, format="PNG")
+
+    def upload(name: str, content: bytes) -> None:
+        ex.upload.value = ({"name": name, "type": "image/png", "size": len(content),
+                            "content": memoryview(content),
+                            "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
+
+    upload("mine.png", buf.getvalue())
+    assert ex.image_select.value == "mine.png" and ex.forward_count == 2
+    assert ex.upload.value == () and ex.status.value == ""
+    assert tuple(ex.view().image.shape) == (3, 48, 40)  # shown as uploaded
+    upload("broken.png", b"<html>not an image</html>")
+    assert ex.status.value.count("broken.png") == 1 and ex.image_select.value == "mine.png"
+    upload("again.png", buf.getvalue())  # the same content: no second forward pass
+    assert ex.image_select.value == "mine.png" and ex.forward_count == 2

@@ -2,7 +2,8 @@
 
     attnviz.widgets.SelfAttentionExplorer(attnviz.load_model("demo-botnet"))
 
-Controls: image, attention layer, head ("mean of heads" or one), query row and column,
+Controls: image (or upload your own), attention layer, head ("mean of heads" or one), query
+row and column,
 opacity, colour map, stretch (labelled). The key map is the recorded row of the attention map
 for that query (no model run on a control change), drawn as a multiple of the uniform weight
 1/K on a log scale (:func:`attnviz.vis.to_unit`; a row over 64 keys is invisible on a 0–1
@@ -21,15 +22,16 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from torch import nn
 
 from .. import plot_attention as pa
-from ..errors import NoAttentionError, ParameterError
-from ..images import load_image
+from ..errors import AttnvizError, NoAttentionError, ParameterError
+from ..images import MAX_BYTES
 from ..lessons.projection import projection_scale
 from ..models.preprocess import input_spec, model_device, prepare
 from ..record import AttentionRecord, find_attention, record
 from ..vis import DEFAULT_CMAP, UNIFORM_LABEL
 from .common import CMAPS, encode_jpeg, esc
+from .controls import limits_text
 from .snapshot import Snapshot, hide_snapshot_css
-from .sources import _as_images
+from .sources import DISPLAY_SIDE, MAX_UPLOADS, ImageStore, read_upload
 
 #: the head selector's value for the mean over heads (a ``None`` value shows blank in a
 #: Dropdown in JupyterLab)
@@ -54,11 +56,12 @@ class SelfAttentionExplorer:
         query: the (row, col) query cell it opens on (default: the centre of the grid).
         static: keep a still image of the last view below the widget (``"auto"``: yes).
         dpi: resolution of the drawn figure.
+        max_upload_bytes: refuse larger uploads with a message.
     """
 
     def __init__(self, model: nn.Module, images: object = None, layers: str | None = None,
                  query: tuple[int, int] | None = None, static: bool | str = "auto",
-                 dpi: int = 80) -> None:
+                 dpi: int = 80, max_upload_bytes: int = MAX_BYTES) -> None:
         self.model = model.eval()
         self.layers, self.dpi = layers, round(dpi * projection_scale())  # projector mode
         self.uid = uuid.uuid4().hex[:12]
@@ -71,10 +74,13 @@ class SelfAttentionExplorer:
             raise NoAttentionError(f"{type(model).__name__} has no self-attention map (softmax "
                                    "weights entering a matmul) to explore")
         self.static = static == "auto" or bool(static)
-        self.sources = _as_images(images)
-        self._cache: dict[str, AttentionView] = {}
+        side = max(DISPLAY_SIDE, 2 * size)
+        self.store, self.max_upload_bytes = ImageStore(images, side, MAX_UPLOADS), max_upload_bytes
+        self._cache: dict[str, AttentionView] = {}  # by image content
         self.forward_count = 0
-        self.image_select = W.Dropdown(options=list(self.sources), description="image")
+        self.image_select = W.Dropdown(options=self.store.labels, description="image")
+        self.upload = W.FileUpload(accept="image/*", multiple=False, description="your image")
+        self.status = W.HTML()  # upload errors
         self.layer_select = W.Dropdown(options=[s.name for s in self.sites], description="layer")
         self.head_select = W.Dropdown(description="head")
         self.row = W.IntSlider(0, 0, 0, description="query row", continuous_update=False)
@@ -98,7 +104,11 @@ class SelfAttentionExplorer:
             w.observe(lambda _c: self.render(), names="value")
         for w in (self.image_select, self.layer_select):
             w.observe(lambda _c: (self._sync_controls(), self.render()), names="value")
-        self.widget = W.VBox([W.HBox([self.image_select, self.layer_select, self.head_select]),
+        self.upload.observe(self._on_upload, names="value")
+        self.widget = W.VBox([W.HBox([self.image_select, self.upload,
+                                      W.HTML(limits_text(max_upload_bytes, side))]),
+                              self.status,
+                              W.HBox([self.layer_select, self.head_select]),
                               W.HBox([self.row, self.col]),
                               W.HBox([self.opacity, self.cmap, self.stretch]),
                               self.caption, self.canvas])
@@ -108,16 +118,35 @@ class SelfAttentionExplorer:
     def view(self, key: str | None = None) -> AttentionView:
         """The cached attention maps of image ``key`` (runs the model on first use)."""
         key = key or self.image_select.value
-        if key not in self._cache:
-            src = self.sources[key]
-            image = src if isinstance(src, torch.Tensor) else load_image(src)
-            x = prepare(self.model, image)
+        digest = self.store.digest(key)
+        if digest not in self._cache:
+            size = input_spec(self.model).size
+            x = prepare(self.model, self.store.model_input(key, size))
             with torch.no_grad(), record(self.model, self.layers, ("attention",)) as rec:
                 self.model(x)
             self.forward_count += 1
             rec.cpu()
-            self._cache[key] = AttentionView(image.cpu(), {r.key: r for r in rec.latest()})
-        return self._cache[key]
+            self._cache[digest] = AttentionView(self.store.load(key),
+                                                {r.key: r for r in rec.latest()})
+        return self._cache[digest]
+
+    def _on_upload(self, change: dict) -> None:
+        """Add an uploaded image and show it (errors: one line naming the file)."""
+        upload = read_upload(change["new"])
+        if upload is None:
+            return
+        try:
+            label, dropped = self.store.add_upload(*upload, self.max_upload_bytes)
+        except AttnvizError as e:
+            self.status.value = f"<b style='color:#b00'>{esc(str(e))}</b>"
+            return
+        finally:
+            self.upload.value = ()  # frees the bytes; the same file can be uploaded again
+        for d in dropped:
+            self._cache.pop(d, None)
+        self.status.value = ""
+        self.image_select.options = self.store.labels
+        self.image_select.value = label
 
     def current(self) -> AttentionRecord:
         """The record of the selected layer for the selected image."""
