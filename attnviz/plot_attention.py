@@ -75,11 +75,48 @@ def draw_key_map(ax: Axes, image: np.ndarray | None, kmap: np.ndarray, query: tu
     of the uniform weight 1/K, log scale, 0.5 = uniform), or stretched to its own range."""
     shown = kmap if stretch else to_unit(kmap, "attention", kmap.size)[0]
     art = draw_spatial_overlay(ax, image, shown, alpha, cmap, stretch)
-    h, w = image.shape[:2] if image is not None else kmap.shape
-    y, x = (query[0] + 0.5) * h / q_grid[0], (query[1] + 0.5) * w / q_grid[1]
-    ax.plot([x], [y], marker="+", markersize=14, mew=2.5, color="white")
-    ax.plot([x], [y], marker="+", markersize=12, mew=1.2, color="black")
+    ax.plot([], [], marker="+", markersize=14, mew=2.5, color="white")
+    ax.plot([], [], marker="+", markersize=12, mew=1.2, color="black")
+    _place_query(ax, query, q_grid, image.shape[:2] if image is not None else kmap.shape)
     return art
+
+
+def _place_query(ax: Axes, query: tuple[int, int], q_grid: tuple[int, int],
+                 hw: tuple[int, int]) -> None:
+    """Move the query marker (the axes' last two lines) to the centre of the query's cell."""
+    (h, w), (r, c) = hw, query
+    for line in ax.lines[-2:]:
+        line.set_data([(c + 0.5) * w / q_grid[1]], [(r + 0.5) * h / q_grid[0]])
+
+
+def _overlay_title(title: str | None, query: tuple[int, int], head: int | None,
+                   kmap: np.ndarray) -> str:
+    who = "mean of heads" if head is None else f"head {head}"
+    return f"{title + chr(10) if title else ''}query {query} · {who}\n{range_text(kmap)}"
+
+
+def update_key_map(fig: Figure, attn: torch.Tensor, query: tuple[int, int],
+                   q_grid: tuple[int, int] | None = None, k_grid: tuple[int, int] | None = None,
+                   head: int | None = None, index: int = 0, alpha: float = 0.5,
+                   title: str | None = None) -> Figure:
+    """Redraw an :func:`attention_overlay` figure for another query, head or opacity without
+    building a new one (same image, grids, colour map and scale): the explorers' fast path.
+    Draws exactly what :func:`attention_overlay` would."""
+    ax = fig.axes[0]
+    art = ax.images[-1]
+    qg, kg = _grids(_pick(attn, index, 3), q_grid, k_grid)
+    kmap = key_map(attn, query, qg, kg, head, index)
+    stretch = "STRETCHED" in fig.axes[-1].get_ylabel()
+    if stretch:
+        art.set_data(kmap)
+        art.set_clim(float(kmap.min()), max(float(kmap.max()), float(kmap.min()) + 1e-6))
+    else:
+        art.set_data(to_unit(kmap, "attention", kmap.size)[0])
+    if len(ax.images) > 1:
+        art.set_alpha(alpha)
+    _place_query(ax, query, qg, ax.images[0].get_array().shape[:2])
+    ax.set_title(_overlay_title(title, query, head, kmap), fontsize=8)
+    return fig
 
 
 def row_colorbar(fig: Figure, art, axes, stretch: bool = False, shrink: float = 0.8):
@@ -126,9 +163,7 @@ def attention_overlay(
     fig, (ax,), (kmap,), art = _key_panels(image, attn, query, q_grid, k_grid, [head], index,
                                            alpha, cmap, stretch, (4.2, 3.6))
     row_colorbar(fig, art, ax, stretch)
-    who = "mean of heads" if head is None else f"head {head}"
-    ax.set_title(f"{title + chr(10) if title else ''}query {query} · {who}\n{range_text(kmap)}",
-                 fontsize=8)
+    ax.set_title(_overlay_title(title, query, head, kmap), fontsize=8)
     return fig
 
 

@@ -161,6 +161,24 @@ def test_self_attention_explorer_draws_the_recorded_row():
     expected = rec.attention["layer4.0.mhsa"][0, 2, 3 * 8 + 6].reshape(8, 8).numpy()
     np.testing.assert_allclose(ex.key_map(), expected, atol=1e-6)
     np.testing.assert_allclose(_weights_of(_drawn_map(ex.draw())), expected, rtol=1e-4)
+    # the redraw reused the one figure, and it equals a figure drawn from scratch
+    assert ex.figures_built == 1
+    fresh = pa.attention_overlay(ex.view().image, ex.current().value, (3, 6), (8, 8), head=2,
+                                 alpha=ex.opacity.value, title="layer4.0.mhsa")
+    reused = ex.draw().axes[0]
+    np.testing.assert_array_equal(reused.images[-1].get_array(), _drawn_map(fresh))
+    assert reused.get_title() == fresh.axes[0].get_title()
+    for a, b in zip(reused.lines, fresh.axes[0].lines, strict=True):  # the query marker
+        np.testing.assert_array_equal(np.asarray(a.get_data()), np.asarray(b.get_data()))
+    ex.stretch.value = True  # a new scale: a new figure
+    assert ex.figures_built == 2
+    np.testing.assert_array_equal(_drawn_map(ex.draw()), expected.astype(np.float32))
+    ex.head_select.value = 1
+    stretched = _drawn_map(ex.draw())
+    one = ex.current().value[0, 1, 3 * 8 + 6].reshape(8, 8).numpy()
+    np.testing.assert_array_equal(stretched, one)
+    assert ex.draw().axes[0].images[-1].get_clim() == pytest.approx((one.min(), one.max()))
+    ex.stretch.value, ex.head_select.value = False, 2
     assert "query (3, 6) · head 2" in ex.caption.value and ex.canvas.value[:2] == b"\xff\xd8"
     assert "uniform" in ex.caption.value
     ex.image_select.value = "image 1"

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import ipywidgets as W
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from torch import nn
 
 from .. import plot_attention as pa
@@ -66,6 +67,9 @@ class SelfAttentionExplorer:
         self.layers, self.dpi = layers, round(dpi * projection_scale())  # projector mode
         self.uid = uuid.uuid4().hex[:12]
         self.snapshot, self._jpeg = Snapshot(self.uid), b""
+        self._fig: Figure | None = None
+        self._layout: tuple = ()
+        self.figures_built = 0  # figures built (a new query or head reuses the last one)
         size = input_spec(model).size
         blank = torch.zeros(1, 3, size, size, device=model_device(model))
         self.sites = [s for s in find_attention(model, blank, layers=layers)
@@ -179,19 +183,32 @@ class SelfAttentionExplorer:
         r = self.current()
         return pa.key_map(r.value, self.query(), self.grid, r.meta.get("k_grid"), self.head)
 
-    def draw(self):
-        """The current view as a Figure."""
+    def draw(self) -> Figure:
+        """The current view as a Figure: one figure, rebuilt only when the image, layer, colour
+        map or scale changes; a new query, head or opacity updates its artists
+        (:func:`attnviz.plot_attention.update_key_map`)."""
         r, v = self.current(), self.view()
-        return pa.attention_overlay(v.image, r.value, self.query(), self.grid,
-                                    r.meta.get("k_grid"), self.head,
-                                    alpha=self.opacity.value, cmap=self.cmap.value,
-                                    stretch=self.stretch.value, title=r.name)
+        layout = (id(v), r.key, self.cmap.value, self.stretch.value)
+        if self._fig is None or layout != self._layout:
+            self._fig = pa.attention_overlay(v.image, r.value, self.query(), self.grid,
+                                             r.meta.get("k_grid"), self.head,
+                                             alpha=self.opacity.value, cmap=self.cmap.value,
+                                             stretch=self.stretch.value, title=r.name)
+            FigureCanvasAgg(self._fig)
+            self._fig.set_dpi(self.dpi)
+            self._fig.canvas.draw()  # lays it out once; later redraws keep that layout
+            self._fig.set_layout_engine("none")
+            self._layout = layout
+            self.figures_built += 1
+        else:
+            pa.update_key_map(self._fig, r.value, self.query(), self.grid, r.meta.get("k_grid"),
+                              self.head, alpha=self.opacity.value, title=r.name)
+        return self._fig
 
     def render(self) -> None:
         """Redraw from the cached records (no model run); the still image follows."""
         km = self.key_map()
-        canvas = FigureCanvasAgg(self.draw())
-        canvas.figure.set_dpi(self.dpi)
+        canvas = self.draw().canvas
         canvas.draw()
         self._jpeg = self.canvas.value = encode_jpeg(canvas)
         scale = "STRETCHED to own range" if self.stretch.value else UNIFORM_LABEL
