@@ -219,6 +219,13 @@ def _check_07(nb: nbformat.NotebookNode, outputs: list[dict]) -> None:
     cells = torch.nn.functional.adaptive_avg_pool2d(masks[:1, None].float(), (8, 8))[0, 0]
     assert cells[row, col] > 0.5, (row, col)  # the query lies inside the object
     assert "mean of heads" in still[-1]
+    # reopened without a kernel: right after the widget, a still image of its last view
+    saved = _outputs(nbformat.reads(nbformat.writes(nb), as_version=4))
+    at = next(i for i, o in enumerate(saved) if WIDGET_MIME in o.get("data", {}))
+    snapshot = saved[at + 1]["data"]
+    jpeg = Image.open(io.BytesIO(base64.b64decode(snapshot["image/jpeg"])))
+    assert jpeg.size[0] > 200 and "last view of the explorer" in snapshot["text/plain"]
+    assert f'src="data:image/jpeg;base64,{snapshot["image/jpeg"]}"' in snapshot["text/html"]
 
 
 def _execute(nb: nbformat.NotebookNode, folder: Path) -> float:
