@@ -198,6 +198,16 @@ def attention_on_object(
     return ratio.mean().item(), mass[inside].mean().item(), shares.mean().item()
 
 
+def attention_on_object_by_head(
+    attn: torch.Tensor, objects: torch.Tensor, grid: tuple[int, int]
+) -> list[float]:
+    """:func:`attention_on_object`'s ratio for each head on its own: ``attn`` (N, heads, Q, K)
+    → one ratio per head (1 = no preference for the object; above 1, the head looks at the
+    object more than its area share)."""
+    return [attention_on_object(attn[:, h : h + 1], objects, grid)[0]
+            for h in range(attn.shape[1])]
+
+
 @lru_cache(maxsize=32)
 def _grid_distances(q_grid: tuple[int, int], k_grid: tuple[int, int]) -> torch.Tensor:
     (qh, qw), (kh, kw) = q_grid, k_grid

@@ -213,13 +213,15 @@ def classwise_excitation(
     n_channels: int = 50,
 ) -> Figure:
     """SE-paper Fig. 6: mean s(c) per class over the first ``n_channels`` channels, one panel per
-    chosen block (default: the last block of each stage), with the all-class mean dashed."""
+    chosen block (default: the last block of each stage), with the all-class mean dashed; a
+    panel that shows only some of its block's channels says so in its title."""
     labels = np.asarray(_np(torch.as_tensor(labels)), dtype=int)
     if layers is None:
         layers = [names[-1] for names in group_by_stage(list(channel)).values()]
     fig, axes = _grid(len(layers), len(layers), (3.4, 2.6))
     for ax, name in zip(axes, layers, strict=True):
-        w = _np(channel[name])[:, :n_channels]
+        full = _np(channel[name])
+        w = full[:, :n_channels]
         x = np.arange(w.shape[1])
         for c, cname in enumerate(class_names):
             sel = labels == c
@@ -227,7 +229,9 @@ def classwise_excitation(
                 ax.plot(x, w[sel].mean(0), lw=1, label=cname)
         ax.plot(x, w.mean(0), "k--", lw=1, label="all")
         ax.set_ylim(0, 1)
-        ax.set_title(short_name(name), fontsize=9)
+        shown = (f"\nchannels 0–{w.shape[1] - 1} of {full.shape[1]}"
+                 if w.shape[1] < full.shape[1] else "")
+        ax.set_title(short_name(name) + shown, fontsize=9)
         ax.set_xlabel("channel index")
     axes[0].set_ylabel("mean s(c)")
     axes[-1].legend(fontsize=7, loc="lower right")

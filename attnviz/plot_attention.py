@@ -1,8 +1,9 @@
 """Figures for attention maps and for gates that are neither channel nor spatial.
 
 - attention maps (B, heads, Q, K): pick a query position → its key weights over the image
-  (heads averaged, or one head), on the fixed 0–1 scale with the raw range printed;
-  per-head mean attention distance and entropy;
+  (heads averaged, or one head), on the honest scale of attention rows (a multiple of the
+  uniform weight 1/K, log scale: :func:`attnviz.vis.to_unit`) with the raw range printed;
+  per-head mean attention distance and entropy; per-head attention on the labelled object;
 - directional gates (coordinate attention): a_h and a_w as strips along the image edges;
 - full gates (B, C, H, W): one channel's map.
 
@@ -20,6 +21,7 @@ from . import metrics
 from .errors import ParameterError
 from .plot import DEFAULT_CMAP, _np, _pick, draw_spatial_overlay, hide_axis, image_hwc
 from .plot import mask_range_text as range_text
+from .vis import LOG_SPAN, UNIFORM_LABEL, to_unit
 
 
 def _grid_of(attn: torch.Tensor | np.ndarray, grid: tuple[int, int] | None, n: int,
@@ -67,13 +69,66 @@ def key_map(
 def draw_key_map(ax: Axes, image: np.ndarray | None, kmap: np.ndarray, query: tuple[int, int],
                  q_grid: tuple[int, int], alpha: float = 0.5, cmap: str = DEFAULT_CMAP,
                  stretch: bool = False):
-    """Draw a key map over ``image`` and mark the query cell; returns the map artist."""
-    art = draw_spatial_overlay(ax, image, kmap, alpha, cmap, stretch)
-    h, w = image.shape[:2] if image is not None else kmap.shape
-    y, x = (query[0] + 0.5) * h / q_grid[0], (query[1] + 0.5) * w / q_grid[1]
-    ax.plot([x], [y], marker="+", markersize=14, mew=2.5, color="white")
-    ax.plot([x], [y], marker="+", markersize=12, mew=1.2, color="black")
+    """Draw a key map over ``image`` and mark the query cell; returns the map artist.
+
+    The row is drawn on the scale of attention rows (:func:`attnviz.vis.to_unit`: a multiple
+    of the uniform weight 1/K, log scale, 0.5 = uniform), or stretched to its own range."""
+    shown = kmap if stretch else to_unit(kmap, "attention", kmap.size)[0]
+    art = draw_spatial_overlay(ax, image, shown, alpha, cmap, stretch)
+    ax.plot([], [], marker="+", markersize=14, mew=2.5, color="white")
+    ax.plot([], [], marker="+", markersize=12, mew=1.2, color="black")
+    _place_query(ax, query, q_grid, image.shape[:2] if image is not None else kmap.shape)
     return art
+
+
+def _place_query(ax: Axes, query: tuple[int, int], q_grid: tuple[int, int],
+                 hw: tuple[int, int]) -> None:
+    """Move the query marker (the axes' last two lines) to the centre of the query's cell."""
+    (h, w), (r, c) = hw, query
+    for line in ax.lines[-2:]:
+        line.set_data([(c + 0.5) * w / q_grid[1]], [(r + 0.5) * h / q_grid[0]])
+
+
+def _overlay_title(title: str | None, query: tuple[int, int], head: int | None,
+                   kmap: np.ndarray) -> str:
+    who = "mean of heads" if head is None else f"head {head}"
+    return f"{title + chr(10) if title else ''}query {query} · {who}\n{range_text(kmap)}"
+
+
+def update_key_map(fig: Figure, attn: torch.Tensor, query: tuple[int, int],
+                   q_grid: tuple[int, int] | None = None, k_grid: tuple[int, int] | None = None,
+                   head: int | None = None, index: int = 0, alpha: float = 0.5,
+                   title: str | None = None) -> Figure:
+    """Redraw an :func:`attention_overlay` figure for another query, head or opacity without
+    building a new one (same image, grids, colour map and scale): the explorers' fast path.
+    Draws exactly what :func:`attention_overlay` would."""
+    ax = fig.axes[0]
+    art = ax.images[-1]
+    qg, kg = _grids(_pick(attn, index, 3), q_grid, k_grid)
+    kmap = key_map(attn, query, qg, kg, head, index)
+    stretch = "STRETCHED" in fig.axes[-1].get_ylabel()
+    if stretch:
+        art.set_data(kmap)
+        art.set_clim(float(kmap.min()), max(float(kmap.max()), float(kmap.min()) + 1e-6))
+    else:
+        art.set_data(to_unit(kmap, "attention", kmap.size)[0])
+    if len(ax.images) > 1:
+        art.set_alpha(alpha)
+    _place_query(ax, query, qg, ax.images[0].get_array().shape[:2])
+    ax.set_title(_overlay_title(title, query, head, kmap), fontsize=8)
+    return fig
+
+
+def row_colorbar(fig: Figure, art, axes, stretch: bool = False, shrink: float = 0.8):
+    """The colour bar of key maps: ticks at ⅛×, ¼×, ½×, 1×, 2×, 4×, 8× the uniform weight
+    (or "stretched" when each map has its own range)."""
+    if stretch:
+        return fig.colorbar(art, ax=axes, shrink=shrink, label="key weight (STRETCHED)")
+    bar = fig.colorbar(art, ax=axes, shrink=shrink, label=UNIFORM_LABEL)
+    powers = np.arange(-LOG_SPAN, LOG_SPAN + 1)
+    bar.set_ticks(powers / (2 * LOG_SPAN) + 0.5,
+                  labels=[f"{2.0 ** p:g}×" if p >= 0 else f"1/{2.0 ** -p:g}×" for p in powers])
+    return bar
 
 
 def _key_panels(image, attn, query, q_grid, k_grid, heads, index, alpha, cmap, stretch,
@@ -103,14 +158,12 @@ def attention_overlay(
     stretch: bool = False,
     title: str | None = None,
 ) -> Figure:
-    """Where one query pixel looks: its key weights over the image (fixed 0–1 scale)."""
+    """Where one query pixel looks: its key weights over the image (multiple of uniform, log
+    scale; ``stretch=True``: the map's own range, labelled so)."""
     fig, (ax,), (kmap,), art = _key_panels(image, attn, query, q_grid, k_grid, [head], index,
                                            alpha, cmap, stretch, (4.2, 3.6))
-    fig.colorbar(art, ax=ax, shrink=0.8, label="key weight (stretched)" if stretch else
-                 "key weight (0–1)")
-    who = "mean of heads" if head is None else f"head {head}"
-    ax.set_title(f"{title + chr(10) if title else ''}query {query} · {who}\n{range_text(kmap)}",
-                 fontsize=8)
+    row_colorbar(fig, art, ax, stretch)
+    ax.set_title(_overlay_title(title, query, head, kmap), fontsize=8)
     return fig
 
 
@@ -125,8 +178,8 @@ def attention_heads(
     cmap: str = DEFAULT_CMAP,
     stretch: bool = False,
 ) -> Figure:
-    """The mean over heads and every head, side by side, for one query (fixed 0–1 scale;
-    ``stretch=True``: each map to its own range, labelled so)."""
+    """The mean over heads and every head, side by side, for one query (multiple of uniform, log
+    scale; ``stretch=True``: each map to its own range, labelled so)."""
     heads = [None, *range(_pick(attn, index, 3).shape[0])]
     fig, axes, maps, art = _key_panels(image, attn, query, q_grid, k_grid, heads, index,
                                        alpha, cmap, stretch, (2.3, 2.6))
@@ -135,7 +188,7 @@ def attention_heads(
     if stretch:
         fig.suptitle("STRETCHED: each map to its own min–max", fontsize=8)
     else:
-        fig.colorbar(art, ax=axes, shrink=0.7, label="key weight (0–1)")
+        row_colorbar(fig, art, axes, shrink=0.7)
     return fig
 
 
@@ -157,6 +210,26 @@ def head_statistics(attn: torch.Tensor, q_grid: tuple[int, int] | None = None,
     ax2.set(xlabel="head", ylabel="entropy (1 = uniform)", xticks=x, ylim=(0, 1))
     if title:
         fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def object_attention_by_head(ratios: list[float], title: str | None = None) -> Figure:
+    """One bar per head: attention from the object's query cells onto the object, as a ratio to
+    the object's area share (:func:`attnviz.metrics.attention_on_object_by_head`), log scale;
+    the dashed line at 1 is no preference."""
+    fig = Figure(figsize=(4.8, 2.6), layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(len(ratios))
+    colors = ["tab:green" if r > 1 else "tab:gray" for r in ratios]
+    ax.bar(x, ratios, color=colors)
+    ax.axhline(1.0, color="k", ls="--", lw=1, label="1 = no preference (area share)")
+    ax.set_yscale("log")
+    for i, r in zip(x, ratios, strict=True):
+        ax.annotate(f"{r:.2f}×", (i, r), ha="center", va="bottom", fontsize=8)
+    ax.set(xlabel="head", ylabel="on object / area share", xticks=x)
+    ax.legend(fontsize=7, loc="upper left")
+    if title:
+        ax.set_title(title, fontsize=9)
     return fig
 
 

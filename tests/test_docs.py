@@ -125,3 +125,25 @@ def test_readme_notebooks_table_lists_every_notebook() -> None:
 
     rows = re.findall(r"^\| `(\w+)` \|", README.read_text(encoding="utf-8"), flags=re.M)
     assert rows == [p.stem for p in notebook_paths()]
+
+
+def test_every_notebook_states_its_run_all_time_and_the_readme_table_agrees() -> None:
+    """Each notebook says at the top how long Run All takes on a 2-core laptop; the README's
+    notebooks table gives the same number; the lessons that used to stall a class stay within
+    their budgets (04 and 05 ≤ 30 s, 06 ≤ 60 s)."""
+    import nbformat
+
+    from attnviz.resources import notebook_paths
+
+    table = dict(re.findall(r"^\| `(\w+)` \|.*\| (\d+) s \|$", README.read_text(encoding="utf-8"),
+                            flags=re.M))
+    stated = {}
+    for path in notebook_paths():
+        top = nbformat.read(path, as_version=4).cells[0].source.splitlines()[:3]
+        (line,) = [x for x in top if x.startswith("*Expected time:")]
+        m = re.fullmatch(r"\*Expected time: about (\d+) s for Run All on a 2-core laptop\.\*", line)
+        assert m, (path.name, line)
+        stated[path.stem] = int(m.group(1))
+    assert {k: int(v) for k, v in table.items()} == stated
+    assert stated["04_reading_attention"] <= 30 and stated["05_attention_vs_attribution"] <= 30
+    assert stated["06_your_own_model"] <= 60

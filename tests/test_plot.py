@@ -91,6 +91,12 @@ def test_grids_distribution_classwise_are_figures(recorded) -> None:
         median, np.sort(np.median(rec.channel[last].numpy(), 0))[::-1], atol=1e-6
     )
     fig = plot.classwise_excitation(rec.channel, data.labels, data.classes, n_channels=8)
-    assert len([ax for ax in fig.axes if ax.get_visible()]) == 4  # one block per stage
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == 4  # one block per stage
+    for ax, name in zip(panels, [n for n in rec.channel if n.startswith("layer") and
+                                 n.split(".")[1] == "1"], strict=True):
+        c = rec.channel[name].shape[1]  # a truncated panel says so; a whole one does not
+        assert ("channels 0–7 of" in ax.get_title()) == (c > 8), (ax.get_title(), c)
+        assert len(ax.lines[0].get_xdata()) == min(8, c)
     with pytest.raises(ValueError, match="no spatial masks"):
         plot.spatial_grid(None, {})

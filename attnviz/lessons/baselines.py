@@ -88,8 +88,13 @@ def spatial_scores(models: Iterable[nn.Module], data: Shapes, batch_size: int = 
     return SpatialScores(layers, p, e, m)
 
 
-def init_baselines(name: str, data: Shapes, seeds: Iterable[int] = range(20)) -> SpatialScores:
-    """Spatial scores of demo model ``name``'s architecture at random init, one row per seed."""
+def init_baselines(name: str, data: Shapes, seeds: Iterable[int] = range(20),
+                   progress: bool = False) -> SpatialScores:
+    """Spatial scores of demo model ``name``'s architecture at random init, one row per seed
+    (``progress=True``: a progress bar over the seeds)."""
+    from tqdm.auto import tqdm
+
+    seeds = tqdm(list(seeds), desc="random inits", disable=not progress)
     return spatial_scores((architecture_init(name, s) for s in seeds), data)
 
 

@@ -4,6 +4,8 @@
 
 Figures keep their layout code; their text (titles, labels, tick labels, legends) is scaled
 just before the notebook renders them, so lecture-hall screens show 11–13 pt instead of 7–8.
+Explorers created while it is on draw their pictures that much larger (their resolution is
+multiplied by the scale: :func:`projection_scale`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ def enlarge(fig: Figure, scale: float) -> Figure:
         ax.tick_params(labelsize=tick * scale)
     fig._attnviz_text_scale = scale  # type: ignore[attr-defined]
     return fig
+
+
+def projection_scale() -> float:
+    """The current projector-mode scale (1.0 when off)."""
+    return float(_STATE["scale"])  # type: ignore[arg-type]
 
 
 def projection(on: bool = True, scale: float = 1.6) -> None:

@@ -1,7 +1,9 @@
 """What the report shows for each image: one panel per recorded layer, by kind.
 
 Every panel is data for the page template (``report.html.j2``): tiles (a map drawn over the image
-or on its own, see :mod:`.tiles`) and channel bars (drawn as SVG by the template). How each kind
+and, beside it, the same map alone; see :mod:`.tiles`) and channel-weight distributions (every
+s(c) of a block sorted, with its spread; drawn as SVG by the template). Top-k bars taught nothing:
+in a trained block the largest s(c) are all about 1. How each kind
 is drawn, its title and its scale come from :mod:`attnviz.kinds`: gates the network multiplied by
 (spatial masks, gates, split weights) use the fixed 0–1 scale of the shared colour bar; weights
 that sum to 1 over many cells (global-context pooling, attention rows) are drawn as a multiple of
@@ -24,8 +26,10 @@ from ..record import window_rows
 from ..vis import to_unit
 from .tiles import map_uri, pool
 
-#: CSS pixels of a tile's longer side
-SIDE = 128
+#: CSS pixels of a tile's longer side (the page enlarges any tile on a click, without script)
+SIDE = 160
+#: SVG units of a channel-distribution chart: width, and the y of s(c) = 0 and s(c) = 1
+DIST_W, DIST_Y0, DIST_Y1 = 160, 56, 6
 #: attention matrices without a grid are block-averaged to at most this many cells a side
 MAX_MATRIX = 128
 
@@ -43,14 +47,17 @@ class Tile:
 
 
 @dataclass
-class Bars:
-    """The top-k channel weights of one block: ``items`` = ``[(channel, bar top, bar
-    height), ...]`` in SVG units (the axis runs from y=56, s(c)=0, up to y=6, s(c)=1)."""
+class Distribution:
+    """Every channel weight s(c) of one block, sorted from largest to smallest, as an SVG
+    polyline (``points``) over a fixed 0–1 axis (y=DIST_Y0: 0, y=DIST_Y1: 1), with its spread:
+    the interquartile band (``band``: y of the 75th and 25th percentile) and the median's y."""
 
     layer: str
     caption: str
-    items: list[tuple[int, str, str]]
-    values: str = ""  # "channel: s(c)" of every bar, shown on hover
+    points: str
+    band: tuple[str, str]
+    median: str
+    values: str = ""  # the largest s(c) with their channels, shown on hover
 
 
 @dataclass
@@ -59,7 +66,7 @@ class Group:
 
     title: str
     tiles: list[Tile] = field(default_factory=list)
-    bars: list[Bars] = field(default_factory=list)
+    dists: list[Distribution] = field(default_factory=list)
     outlined: bool = False  # maps over the image grid: the object's outline is drawn over them
 
 
@@ -157,16 +164,29 @@ def splits(key: str, v: np.ndarray, meta: Mapping[str, Any]) -> list[Tile]:
                  overlay=False, width=2 * SIDE, height=12 * r)]
 
 
-def channel_bars(key: str, v: np.ndarray, top_k: int) -> Bars:
-    """The ``top_k`` largest s(c) of a block (NaN sorts last)."""
-    order = np.argsort(-np.where(np.isnan(v), -np.inf, v), kind="stable")[:top_k]
-    heights = np.clip(np.nan_to_num(v[order], nan=0.0, posinf=1.0, neginf=0.0), 0, 1)
-    caption = f"mean {np.nanmean(v):.2f}" if np.isfinite(v).any() else "no finite values"
-    values = ", ".join(f"{c}: {x:.3f}" for c, x in zip(order.tolist(), v[order].tolist(),
-                                                        strict=True))
-    return Bars(key, caption, [(c, f"{56 - 50 * h:.1f}", f"{50 * h:.1f}")
-                               for c, h in zip(order.tolist(), heights.tolist(), strict=True)],
-                f"s(c) of the top channels: {values}")
+def _y(v: float) -> str:
+    return f"{DIST_Y0 - (DIST_Y0 - DIST_Y1) * min(max(v, 0.0), 1.0):.1f}"
+
+
+def channel_distribution(key: str, v: np.ndarray, top_k: int) -> Distribution:
+    """All s(c) of a block sorted from largest to smallest, with its median, interquartile range,
+    min–max and sd in the caption (NaN/Inf are left out and counted); the ``top_k`` largest
+    are listed on hover."""
+    finite = np.sort(v[np.isfinite(v)])[::-1]
+    bad = v.size - finite.size
+    if not finite.size:
+        return Distribution(key, "no finite values", "", (_y(0), _y(0)), _y(0))
+    q25, med, q75 = np.percentile(finite, [25, 50, 75])
+    n = finite.size
+    xs = (np.arange(n) + 0.5) * DIST_W / n
+    points = " ".join(f"{x:.1f},{_y(float(y))}" for x, y in zip(xs, finite, strict=True))
+    caption = (f"{n} channels: median {med:.2f}, IQR {q25:.2f}–{q75:.2f}, range "
+               f"{finite.min():.2f}–{finite.max():.2f}, sd {finite.std():.2f}"
+               + (f"; {bad} NaN/Inf" if bad else ""))
+    order = np.argsort(-np.where(np.isfinite(v), v, -np.inf), kind="stable")[:top_k]
+    values = ", ".join(f"{c}: {v[c]:.3f}" for c in order.tolist())
+    return Distribution(key, caption, points, (_y(float(q75)), _y(float(q25))), _y(float(med)),
+                        f"s(c) sorted; the largest: {values}")
 
 
 DRAWERS: dict[str, Callable[[str, np.ndarray, Mapping[str, Any]], list[Tile]]] = {
@@ -192,12 +212,13 @@ def image_groups(records: list[Any], index: int, top_k: int) -> list[Group]:
         if entry is None:
             continue
         if entry.draw == "bars":
-            g = groups.setdefault(r.kind, Group(f"{entry.title}: the top {top_k} of each block"))
-            g.bars.append(channel_bars(r.key, a.reshape(-1), top_k))
+            g = groups.setdefault(r.kind, Group(f"{entry.title}: every channel of each block, "
+                                                "sorted, with its spread"))
+            g.dists.append(channel_distribution(r.key, a.reshape(-1), top_k))
         else:
             g = groups.setdefault(r.kind, Group(entry.title, outlined=entry.draw == "map"))
             g.tiles.extend(_drawer(r.kind)(r.key, a, r.meta))
     return [groups[k] for k in ORDER if k in groups]
 
 
-__all__ = ["Bars", "Group", "Tile", "channel_bars", "image_groups", "raw_range"]
+__all__ = ["Distribution", "Group", "Tile", "channel_distribution", "image_groups", "raw_range"]

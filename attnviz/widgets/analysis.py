@@ -67,12 +67,16 @@ class Analyser:
         # pass on a blank image finds hand-written attention too
         size = input_spec(model).size
         blank = torch.zeros(1, 3, size, size, device=model_device(model))
-        self.sites: list[AttentionSite] = [
-            s for s in find_attention(model, blank, layers=layers) if s.kind in self.kinds]
+        found = find_attention(model, blank, layers=layers)
+        self.sites: list[AttentionSite] = [s for s in found if s.kind in self.kinds]
         if not self.sites:
+            rows = [s.name for s in found if s.kind == "attention"]
+            hint = (f"; it has self-attention maps ({', '.join(rows[:3])}"
+                    f"{', ...' if len(rows) > 3 else ''}): explore them with "
+                    "attnviz.widgets.SelfAttentionExplorer(model)" if rows else "")
             raise NoAttentionError(
                 f"{type(model).__name__} has no attention of the kinds this explorer draws "
-                f"({', '.join(self.kinds)})")
+                f"({', '.join(self.kinds)}){hint}")
         self.class_names = class_names(model)
         self.max_cached = max_cached
         self._cache: OrderedDict[str, Analysis] = OrderedDict()

@@ -12,6 +12,7 @@ from torch import nn
 from ..engine import random_weights_note
 from ..errors import AttnvizError
 from ..images import MAX_BYTES
+from ..lessons.projection import projection_scale
 from ..models.preprocess import input_spec
 from ..record import AttentionRecord
 from .analysis import Analyser, Analysis, drawable
@@ -50,6 +51,7 @@ class AttentionExplorer(ExplorerControls):
         side = max(DISPLAY_SIDE, 2 * input_spec(model).size)
         self.store = ImageStore(images, side, max_uploads)
         self.static = static == "auto" or bool(static)
+        dpi = round(dpi * projection_scale())  # projector mode: a larger picture
         self.max_upload_bytes, self.dpi = max_upload_bytes, dpi
         self.uid = uuid.uuid4().hex[:12]
         self.fig = ExplorerFigure(dpi)
