@@ -25,8 +25,9 @@ from torch.nn.modules import module as _module_hooks
 from ..errors import MemoryBudgetError, NoAttentionError, ParameterError, RecorderBusyError
 from .budget import DEFAULT_MAX_BYTES, Budget
 from .observe import ModuleStack, Observation, Observer, canonical
+from .options import check_known, check_recordable, filter_message, parse_kinds
 from .queries import QuerySpec, keep_rows
-from .records import KINDS, AttentionRecord, RecordSet
+from .records import AttentionRecord, RecordSet
 from .sites import (
     AttentionSite,
     ModelInfo,
@@ -88,29 +89,12 @@ class Recorder(RecordSet):
         _discover: bool = False,
     ) -> None:
         super().__init__()
-        if not isinstance(model, nn.Module):
-            raise ParameterError(f"record() needs a torch.nn.Module, got {type(model).__name__}")
-        if isinstance(model, torch.jit.ScriptModule):
-            raise ParameterError(
-                f"{type(model).__name__} is a TorchScript model (torch.jit.script/trace): its "
-                "compiled code runs no Python hooks, so attnviz cannot watch it; record the "
-                "original nn.Module instead"
-            )
-        if hasattr(model, "_orig_mod") and type(model).__name__ == "OptimizedModule":
-            raise ParameterError(
-                "this model was compiled with torch.compile, and compiled code runs no hooks: "
-                "record the original module, attnviz.record(model._orig_mod), and call "
-                "model._orig_mod(x) inside the block"
-            )
-        if heads not in ("all", "mean"):
-            raise ParameterError(f"heads must be 'all' or 'mean', got {heads!r}")
-        if not isinstance(max_bytes, int) or max_bytes <= 0:
-            raise ParameterError(f"max_bytes must be a positive integer, got {max_bytes!r}")
+        check_recordable(model, heads, max_bytes)
         self.model, self.keep_graph, self.observe = model, keep_graph, observe
         self.heads, self.max_bytes, self.recurrent = heads, max_bytes, recurrent
         self.queries = QuerySpec.parse(queries)
         self._patterns = parse_layers(layers)
-        self._kinds = _parse_kinds(kinds)
+        self._kinds = parse_kinds(kinds)
         self._info: ModelInfo = model_info(model)
         # recurrent gates are left out of what is cached: recording them watches the model
         self._discover = observe and (_discover or recurrent or self._info.observed is None)
@@ -139,26 +123,7 @@ class Recorder(RecordSet):
 
     def _check_known(self) -> None:
         """With every site of the model known (adapters, earlier observation), refuse now."""
-        observed = self._info.observed or {} if self.observe else {}
-        known = [s.name for s in self._info.adapter_sites] + list(observed)
-        if not known:
-            raise NoAttentionError(nothing_message(self.model, []))
-        if self._patterns is None and self._kinds is None:
-            return
-        kinds = {s.name: s.kind for s in self._info.adapter_sites}
-        kinds.update({n: k for n, (k, _) in observed.items()})
-        if not any(matches(n, self._patterns) and (self._kinds is None or k in self._kinds)
-                   for n, k in kinds.items()):
-            raise NoAttentionError(self._filter_message(known))
-
-    def _filter_message(self, known: list[str]) -> str:
-        what = f"layer pattern {self._patterns!r}" if self._patterns else "the chosen kinds"
-        if self._kinds and self._patterns:
-            what += f" with kinds {list(self._kinds)}"
-        elif self._kinds:
-            what = f"kinds {list(self._kinds)}"
-        return (f"{what} matches none of the {len(known)} attention sites of "
-                f"{type(self.model).__name__} (e.g. {', '.join(known[:6])})")
+        check_known(self.model, self._info, self.observe, self._patterns, self._kinds)
 
     # -- context manager ---------------------------------------------------------------------
     def __enter__(self) -> Recorder:
@@ -239,7 +204,8 @@ class Recorder(RecordSet):
         if self._pass >= 0 and not self._added:
             known = [s.name for s in self._info.adapter_sites] + list(self._seen)
             if known:
-                raise NoAttentionError(self._filter_message(known))
+                raise NoAttentionError(filter_message(self.model, self._patterns, self._kinds,
+                                                      known))
             raise NoAttentionError(nothing_message(self.model, candidates(self.model, [])))
         if self._pass < 0 and not self._added:
             warnings.warn(
@@ -424,16 +390,6 @@ class Recorder(RecordSet):
     def __repr__(self) -> str:
         n = len(self.records)
         return f"Recorder({type(self.model).__name__}, {n} records: {self.summary()})"
-
-
-def _parse_kinds(kinds: Iterable[str] | None) -> tuple[str, ...] | None:
-    if kinds is None:
-        return None
-    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
-    bad = [k for k in kinds if k not in KINDS]
-    if bad or not kinds:
-        raise ParameterError(f"unknown attention kind(s) {bad}; choose from {KINDS}")
-    return kinds
 
 
 def record(
