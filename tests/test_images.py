@@ -338,7 +338,8 @@ def test_decompression_bomb(tmp_path, w, h, words):
     words = (*words, "is over the limit of 64 megapixels")  # our limit, never PIL's
     for msg in (raises_naming(write(tmp_path, "bomb.png", data), "bomb.png", *words),
                 raises_naming(data, "<bytes>", *words)):
-        assert "89" not in msg and "178" not in msg, msg
+        text = msg.replace(str(tmp_path), "")  # pytest's folder number may hold any digits
+        assert "89" not in text and "178" not in text, msg
     assert Image.MAX_IMAGE_PIXELS == before_limit and warnings.filters == before_filters
     assert w * h > MAX_PIXELS
 
