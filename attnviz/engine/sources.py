@@ -18,7 +18,7 @@ from __future__ import annotations
 import glob
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,37 +142,31 @@ def _is_tar(text: str) -> bool:
 _RANGE = re.compile(r"^(-?\d+|[A-Za-z])\.\.(-?\d+|[A-Za-z])(?:\.\.(-?\d+))?$")
 
 
-def _closing(text: str, start: int) -> int:
-    """The index of the ``}`` closing the ``{`` at ``start`` (-1: none)."""
+def _depths(text: str, start: int = 0) -> Iterator[tuple[int, str, int]]:
+    """``(index, char, brace depth after it)`` along ``text`` from ``start``; an escaped
+    character (after ``\\``) is skipped."""
     depth, i = 0, start
     while i < len(text):
         ch = text[i]
         if ch == "\\":
-            i += 1
-        elif ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return i
+            i += 2
+            continue
+        depth += (ch == "{") - (ch == "}")
+        yield i, ch, depth
         i += 1
-    return -1
+
+
+def _closing(text: str, start: int) -> int:
+    """The index of the ``}`` closing the ``{`` at ``start`` (-1: none)."""
+    return next((i for i, ch, depth in _depths(text, start) if ch == "}" and depth == 0), -1)
 
 
 def _split_commas(body: str) -> list[str]:
-    parts, depth, last, i = [], 0, 0, 0
-    while i < len(body):
-        ch = body[i]
-        if ch == "\\":
-            i += 1
-        elif ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-        elif ch == "," and depth == 0:
+    parts, last = [], 0
+    for i, ch, depth in _depths(body):
+        if ch == "," and depth == 0:
             parts.append(body[last:i])
             last = i + 1
-        i += 1
     return parts + [body[last:]]
 
 
