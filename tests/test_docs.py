@@ -107,8 +107,11 @@ def test_make_report_reads_every_shipped_image(tmp_path: Path) -> None:
     """`make report`'s own command (from `make -n`), into a temporary folder."""
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
-    dry = subprocess.run(["make", "-n", "report"], cwd=ROOT, capture_output=True, text=True,
-                         check=True, timeout=60).stdout.strip().splitlines()[-1]
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    lines = subprocess.run(["make", "--no-print-directory", "-n", "report"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, check=True,
+                           timeout=60).stdout.strip().splitlines()
+    dry = [ln for ln in lines if not ln.startswith("make")][-1]  # (run from make test, too)
     argv = shlex.split(dry)
     assert Path(argv[0]).name == "attnviz" and argv[1:3] == ["report", "data/images"], dry
     out = argv.index("--out") + 1
