@@ -78,6 +78,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/attribution_overhead.py
 	$(BIN)/python benchmarks/threads.py
 	$(BIN)/python benchmarks/attention_queries.py
+	$(BIN)/python benchmarks/training_logger.py
 
 clean:
 	rm -rf $(VENV) reports dist build .pytest_cache .ruff_cache

@@ -23,6 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__
+from .callbacks import AttentionLogger, probe_batch
 from .checks import check_out_dir, check_path_text
 from .commands import CommandParser, UsageError, int_at_least, run_command
 from .datasets import make_shapes
@@ -89,6 +90,7 @@ def fit(
     progress: bool = True,
     desc: str = "train",
     classes: Sequence[str] | None = None,
+    logger: AttentionLogger | None = None,
 ) -> nn.Module:
     """Train any classifier ``model`` (on its device) with AdamW, warm-up + cosine schedule and
     random flips; ``mask_penalty`` adds λ · Σ mean(A) over its spatial masks (recorded with
@@ -97,7 +99,10 @@ def fit(
     The preprocessing it trained with travels with the model: its input side is the images'
     side, with no normalisation (the images are fed as they are), and ``classes`` become its
     class names; explorers and reports use them, and :func:`attnviz.models.save_weights` stores
-    them in the checkpoint, from which :func:`attnviz.load_model` restores them."""
+    them in the checkpoint, from which :func:`attnviz.load_model` restores them.
+
+    ``logger``: an :class:`attnviz.callbacks.AttentionLogger`, stepped before every training
+    step and logged once more at the end (masks forming, saturation, class specificity)."""
     set_preprocess(model, int(images.shape[-1]), normalize=False)
     if classes is not None:
         model.class_names = [str(c) for c in classes]  # type: ignore[attr-defined]
@@ -114,7 +119,9 @@ def fit(
     model.train()
     bar = tqdm(range(steps), desc=desc, disable=not progress)
     ema_loss, ema_acc = None, None
-    for _ in bar:
+    for step in bar:
+        if logger is not None:
+            logger.step(step)
         idx = torch.randint(len(labels), (batch_size,), generator=gen)
         x, y = images[idx].to(device), labels[idx].to(device)
         flip = torch.rand(len(idx), generator=gen) < 0.5
@@ -136,6 +143,9 @@ def fit(
         ema_loss = ce.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * ce.item()
         ema_acc = acc if ema_acc is None else 0.98 * ema_acc + 0.02 * acc
         bar.set_postfix(loss=f"{ema_loss:.3f}", acc=f"{ema_acc:.3f}")
+    if logger is not None:
+        logger.log(steps)  # the trained state
+        logger.close()
     return model.eval()
 
 
@@ -147,8 +157,13 @@ def train(
     data: tuple[torch.Tensor, torch.Tensor, tuple[str, ...]] | None = None,
     eval_n: int = 2000,
     progress: bool = True,
+    log_dir: str | None = None,
+    log_every: int = 100,
 ) -> tuple[nn.Module, dict]:
-    """Train ``cfg.model``; return the model and its model card (written to ``out`` if given)."""
+    """Train ``cfg.model``; return the model and its model card (written to ``out`` if given).
+
+    ``log_dir``: also log the attention of 8 held-out shapes every ``log_every`` steps to
+    TensorBoard there (:class:`attnviz.callbacks.AttentionLogger`)."""
     from .models import resolve_device
 
     torch.manual_seed(cfg.seed)
@@ -158,8 +173,14 @@ def train(
     images, labels, classes = data if data is not None else _training_data(cfg)
     model = create_model(cfg.model, num_classes=len(classes), **cfg.builder_kwargs).to(device)
     t0 = time.time()
+    logger = None
+    if log_dir is not None:
+        probe, probe_labels, objects = probe_batch(8, cfg.size)
+        logger = AttentionLogger(model, probe, probe_labels, objects if cfg.data == "shapes"
+                                 else None, every=log_every, log_dir=log_dir)
     fit(model, images, labels, cfg.steps, cfg.batch_size, cfg.lr, cfg.weight_decay,
-        cfg.mask_penalty, cfg.seed, progress, f"train {cfg.model}", classes=classes)
+        cfg.mask_penalty, cfg.seed, progress, f"train {cfg.model}", classes=classes,
+        logger=logger)
     train_seconds = time.time() - t0
     model.eval()
     card: dict = {
@@ -251,6 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs")
     p.add_argument("--name", default=None)
     p.add_argument("--fp32", action="store_true", help="save fp32 weights (default fp16)")
+    p.add_argument("--log-dir", default=None, metavar="DIR",
+                   help="log attention on 8 held-out shapes to TensorBoard here (needs the "
+                        "tensorboard package: pip install 'attnviz[train]')")
+    p.add_argument("--log-every", type=int_at_least(1, 10**7), default=100, metavar="N",
+                   help="steps between attention logs (default: %(default)s)")
     args = p.parse_args(argv)
     if args.data != "shapes" and not Path(check_path_text("--data", args.data)).is_dir():
         raise UsageError(f"--data {args.data!r} is neither 'shapes' nor a folder of class "
@@ -266,7 +292,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.steps:
                 cfg.steps = args.steps
             cfg.threads, cfg.device = args.threads, args.device
-            train(cfg, args.out, n, half=not args.fp32, data=data, eval_n=args.eval_n)
+            train(cfg, args.out, n, half=not args.fp32, data=data, eval_n=args.eval_n,
+                  log_dir=None if args.log_dir is None else str(Path(args.log_dir) / n),
+                  log_every=args.log_every)
         return 0
     cfg = TrainConfig(
         model=args.model,
@@ -281,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         device=args.device,
     )
-    train(cfg, args.out, args.name, half=not args.fp32, eval_n=args.eval_n)
+    train(cfg, args.out, args.name, half=not args.fp32, eval_n=args.eval_n,
+          log_dir=args.log_dir, log_every=args.log_every)
     return 0
 
 

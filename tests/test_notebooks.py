@@ -277,6 +277,12 @@ def test_notebook_runs(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
                  if "last view of the explorer" in o.get("data", {}).get("text/plain", "")]
         assert still and "16×16" in still[-1] and "112×112" not in still[-1], still
         assert any(f"prediction: {c}" in still[-1] for c in CLASSES), still
+        # the saturation line: every block of ours below demo-cbam-plain's mean, as stated
+        line = next(o["text"] for o in outputs if o.get("name") == "stdout"
+                    and "demo-cbam-plain mean:" in o.get("text", ""))
+        ours, plain = line.split("| demo-cbam-plain mean:")
+        values = [float(v) for v in re.findall(r": ([0-9.]+)", ours)]
+        assert values and max(values) < float(plain), line
         accuracy = float(re.search(r"after 200 steps: ([\d.]+)%", _printed(outputs)).group(1))
         stated = float(re.search(r"about (\d+) %", _notice(nb, "accuracy is above chance")
                                  ).group(1))
