@@ -33,9 +33,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .errors import require
+from .processes import die_with_parent
 
 HOST = "127.0.0.1"
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _PR_SET_CHILD_SUBREAPER = 36
 #: seconds to wait for kernels that outlive their server before the runtime folder goes
 REAP_S = 15.0
@@ -153,12 +153,7 @@ def _server_setup(parent: int) -> None:
     """In the server process before exec: SIGTERM when ``parent`` dies (Linux), and no
     default death on hang-up (``parent`` turns SIGHUP into a clean SIGTERM shutdown)."""
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
+    die_with_parent(parent)
 
 
 def _adopt_orphans() -> bool:

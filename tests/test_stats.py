@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -380,3 +381,37 @@ def test_missing_extra_is_one_line(monkeypatch, tmp_path):
     with pytest.raises(MissingDependencyError, match=r"pip install 'attnviz\[stats\]'"):
         TarShards(["a.tar"], 64, 5)
 
+
+
+@pytest.mark.slow
+def test_workers_die_with_a_killed_launcher(tmp_path):
+    """kill -9 of torchrun: its workers get SIGTERM from the kernel and stop; nothing is
+    published."""
+    psutil = pytest.importorskip("psutil")
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", "-m", "attnviz", "stats", "shapes:200000", "--model", MODEL, "--out", str(out),
+           "--batch-size", "32", "--no-progress"]
+    launcher = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    workers: list = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (out / ".attnviz-stats-partial").exists():
+            time.sleep(0.5)
+        workers = [p for p in psutil.Process(launcher.pid).children(recursive=True)
+                   if "attnviz" in " ".join(p.cmdline())]
+        assert len(workers) == 2, [p.cmdline() for p in workers]
+        launcher.kill()
+        launcher.wait(timeout=30)
+        gone, alive = psutil.wait_procs(workers, timeout=30)
+        assert alive == [], [p.pid for p in alive]
+        assert not (out / "stats.json").exists()
+    finally:  # whatever happened, leave no process behind
+        launcher.kill()
+        for p in [*workers, *psutil.Process().children(recursive=True)]:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass

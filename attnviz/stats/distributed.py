@@ -17,6 +17,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import Sampler
 
+from ..processes import die_with_parent
 from .moments import Moments
 
 
@@ -52,6 +53,7 @@ class Dist:
                        int(os.environ.get("LOCAL_RANK", "0")), dist.get_backend())
         if not launched():
             return cls()
+        die_with_parent()  # a launcher killed (even by SIGKILL) takes its workers with it
         local = int(os.environ.get("LOCAL_RANK", "0"))
         backend = "nccl" if device_type == "cuda" else "gloo"
         if backend == "nccl":
