@@ -91,12 +91,14 @@ def class_specificity(weights: torch.Tensor, labels: torch.Tensor) -> float:
     """Accuracy of classifying images by the nearest per-class mean of their s(c).
 
     Two-fold: class means from one half, accuracy on the other, and back; averaged.
-    Chance is about 1 / number of classes.
+    Chance is about 1 / number of classes; NaN with fewer than 2 images.
     """
     w, y = weights.cpu().float(), labels.cpu()
     n = len(y)
     halves = (torch.arange(n) % 2 == 0, torch.arange(n) % 2 == 1)
     accs = []
+    if n < 2:
+        return float("nan")  # two halves are needed
     for fit, test in (halves, halves[::-1]):
         classes = torch.unique(y[fit])
         means = torch.stack([w[fit][y[fit] == c].mean(0) for c in classes])

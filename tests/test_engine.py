@@ -327,3 +327,9 @@ def test_python_api_on_any_output(name, images, tmp_path) -> None:
     doc = read_stats(dataset_stats("shapes:4", net, tmp_path / "s", progress=False))
     assert doc["model"]["output_kind"] == CASES[name][1]
     assert {layer["kind"] for layer in doc["layers"]} >= {"channel", "spatial"}
+
+
+def test_evaluate_with_too_few_images_is_one_line(capsys) -> None:
+    assert cli.main(["evaluate", "--model", "demo-cbam", "--n", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--n" in err and "at least 10" in err
