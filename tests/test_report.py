@@ -311,3 +311,17 @@ def test_reader_thread_keeps_order_reraises_and_stops():
     assert next(it) == 0
     it.close()  # leaving the loop early stops the reader
     assert not any(t.name == "attnviz-report-reader" for t in threading.enumerate())
+
+
+def test_figures_bounded_as_a_whole(image_dir, monkeypatch):
+    """The images and weights kept for figures are bounded for the whole report (not per
+    batch): past the bound no more figures, and the page says why; summaries cover all."""
+    from attnviz.report import collect
+
+    full = report.analyse(image_dir, "demo-cbam", device="cpu", progress=False, batch_size=2)
+    per_image = (full.images[0].numel() + sum(r.value[0].numel() for r in full.records)) * 4
+    monkeypatch.setattr(collect.Collector.__init__, "__defaults__", (2 * per_image + 1,))
+    run = report.analyse(image_dir, "demo-cbam", device="cpu", progress=False, batch_size=2)
+    assert len(run.images) == 2 and run.figures_limited
+    assert all(r.value.shape[0] == 2 for r in run.records)
+    assert len(run.paths) == len(full.paths) and len(run.summaries) == len(full.summaries)

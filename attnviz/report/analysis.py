@@ -85,6 +85,7 @@ class ReportData:
     output_kind: str = CLASSIFIER
     predicted_maps: Tensor | None = None
     masks: dict[int, Tensor] = field(default_factory=dict)  # ground truth of kept images
+    figures_limited: bool = False  # fewer figures than asked: the kept weights' memory bound
     output: Any = None  # the --output selector (attribution targets use it too)
     output_source: str = "output"
     random_weights: str | None = None
@@ -284,7 +285,7 @@ def analyse(
         non_finite=col.non_finite(), split_means=col.splits.table(),
         seconds=time.perf_counter() - t0, layers=params.layers, output_kind=kind,
         output_source=kinds.get(kind, ""), predicted_maps=col.predicted_maps(),
-        masks=col.masks,
+        masks=col.masks, figures_limited=col.limited,
         random_weights=random_weights_note(net), output=selector,
     )
 

@@ -20,13 +20,17 @@ EXAMPLES = 5
 #: summaries are computed once this many images (or bytes of weights) are pending
 STATS_IMAGES = 256
 STATS_BYTES = 64 * 2**20
+#: images and attention weights kept for a report's figures, in all (the summaries cover every
+#: image whatever this is); past it no more images get figures
+MAX_KEPT_BYTES = 1 * 2**30
 
 
 class Collector:
     """Accumulates one report's batches (``add``) and bad files (``add_bad``)."""
 
-    def __init__(self, keep: int) -> None:
+    def __init__(self, keep: int, max_kept_bytes: int = MAX_KEPT_BYTES) -> None:
         self.keep = max(0, int(keep))
+        self.max_kept_bytes, self.kept_bytes, self.limited = max_kept_bytes, 0, False
         self.good_paths: list[str] = []
         self.summaries: list[dict[str, Any]] = []
         self.layers_found: list[dict[str, Any]] = []
@@ -66,7 +70,7 @@ class Collector:
         self.good_paths.extend(names)
         scores = output.image_scores()
         self._logits.append(scores.cpu() if scores is not None else torch.zeros(len(names), 0))
-        kept = max(0, min(len(names), self.keep - start))
+        kept = self._fit_kept(max(0, min(len(names), self.keep - start)), start, batch, records)
         if kept:
             self._images.append(batch[:kept].cpu())
             if masks is not None:
@@ -90,6 +94,22 @@ class Collector:
         self._pending_images += len(names)
         if self._pending_images >= STATS_IMAGES or self._pending_bytes >= STATS_BYTES:
             self.flush()
+
+    def _fit_kept(self, kept: int, start: int, batch: Tensor,
+                  records: Sequence[AttentionRecord]) -> int:
+        """How many of this batch's images may be kept for figures: the images and weights
+        kept for the whole report stay within ``max_kept_bytes`` (then no more are kept, and
+        ``limited`` says so); summaries always cover every image."""
+        if not kept:
+            return 0
+        per_image = (batch[0].numel() + sum(r.value[0].numel() for r in records)) * 4
+        room = max(0, self.max_kept_bytes - self.kept_bytes) // max(1, per_image)
+        if room < kept:
+            kept = int(room)
+            self.keep = start + kept
+            self.limited = True
+        self.kept_bytes += kept * per_image
+        return kept
 
     def flush(self) -> None:
         """Summarise the pending passes, each layer over all of them at once (fewer, larger

@@ -16,6 +16,7 @@ from ..models import DEMO_MODELS
 from ..models.preprocess import input_spec
 from ..outputs import CLASSIFIER, DENSE, NO_PREDICTION, NONE
 from ..terminal import text_name
+from .collect import MAX_KEPT_BYTES
 from .figures import SIDE, image_groups
 from .localise import Localisation, localise
 from .stats import STAT_FIELDS
@@ -90,7 +91,7 @@ def header(run: ReportData, params: ReportParameters) -> list[tuple[str, str]]:
     norm = ("inside the model" if spec.mean is None else
             f"mean {', '.join(f'{m:g}' for m in spec.mean)}; std "
             f"{', '.join(f'{s:g}' for s in spec.std or ())}")
-    shown = min(params.max_figures, len(run))
+    shown = min(params.max_figures, len(run.images))
     return [
         ("model", run.model_name), ("device", run.device),
         ("images", f"{len(run)} analysed, {len(run.bad)} could not be read"),
@@ -99,7 +100,10 @@ def header(run: ReportData, params: ReportParameters) -> list[tuple[str, str]]:
                                                    if run.output_kind != NONE else "")),
         ("input", f"{spec.size}×{spec.size} px, normalisation {norm}"),
         ("figures", f"for the first {shown} of {len(run)} image(s) (--max-figures "
-                    f"{params.max_figures}); the tables cover all"),
+                    f"{params.max_figures}"
+                    + ("; fewer: the images and attention maps kept for figures are bounded "
+                       f"to {MAX_KEPT_BYTES // 2**30} GiB in all" if run.figures_limited
+                       else "") + "); the tables cover all"),
         ("created", f"{run.created}, analysis {run.seconds:.1f} s"),
         ("versions", f"attnviz {attnviz.__version__}, torch {torch.__version__}"),
         ("run", run.run_id),
