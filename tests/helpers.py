@@ -244,3 +244,14 @@ def _verify_one(model, site, value, inp, out, cap, call, atol, rtol) -> None:
         return
     assert value.shape == inp.shape[:2]
     _close(out, inp.float() * value[:, :, None, None], f"{what}: out = in·s(c)", atol, rtol)
+
+
+class SelfAttentionBlock(nn.Module):
+    """``nn.MultiheadAttention`` called as torchvision's ViT calls it: ``need_weights=False``."""
+
+    def __init__(self, mha: nn.MultiheadAttention) -> None:
+        super().__init__()
+        self.attn = mha
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attn(x, x, x, need_weights=False)[0]

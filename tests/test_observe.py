@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import capture, hook_count, randomize_bn
+from helpers import SelfAttentionBlock, capture, hook_count, randomize_bn
 from torch import nn
 
 import attnviz
@@ -561,15 +561,7 @@ def test_torch_multihead_attention(batch_first):
     recomputed from the same call; attn @ V through the module's own projections is its output."""
     mha = nn.MultiheadAttention(16, 4, batch_first=batch_first).eval()
 
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.attn = mha
-
-        def forward(self, x):
-            return self.attn(x, x, x, need_weights=False)[0]
-
-    model = Block()
+    model = SelfAttentionBlock(mha)
     x = torch.randn(2, 7, 16) if batch_first else torch.randn(7, 2, 16)
     with torch.no_grad(), attnviz.record(model) as rec:
         out = model(x)

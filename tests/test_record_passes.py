@@ -9,7 +9,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import capture, hook_count
+from helpers import SelfAttentionBlock, capture, hook_count
 from torch import nn
 
 import attnviz
@@ -255,14 +255,6 @@ def test_budget_refuses_multihead_attention_before_recomputing(monkeypatch):
 
     mha = nn.MultiheadAttention(8, 2, batch_first=True).eval()
 
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.attn = mha
-
-        def forward(self, x):
-            return self.attn(x, x, x, need_weights=False)[0]
-
     calls = []
     real = F.multi_head_attention_forward
 
@@ -272,7 +264,7 @@ def test_budget_refuses_multihead_attention_before_recomputing(monkeypatch):
         return real(*a, **k)
 
     monkeypatch.setattr(F, "multi_head_attention_forward", spy)
-    model = Block()
+    model = SelfAttentionBlock(mha)
     x = torch.randn(2, 9, 8)
     with torch.no_grad():
         plain = model(x)
