@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     p = CommandParser(prog="attnviz evaluate", description=__doc__.splitlines()[0])
     add_model_arguments(p)
     add_threads_argument(p)
-    p.add_argument("--n", type=int_at_least(10, MAX_ITEMS), default=2000,
+    p.add_argument("--n", type=int_at_least(1, MAX_ITEMS), default=2000,
                    help="held-out shapes images (default: %(default)s)")
     p.add_argument("--size", type=int_at_least(16, MAX_INPUT_SIZE), default=64,
                    help="their side in px (default: %(default)s)")
