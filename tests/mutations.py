@@ -52,6 +52,11 @@ MUTATIONS = (
                "            if self.stage.name and self._fixed is None"
                " and self.stage != self.out:")),
              ("tests/test_claims.py::test_a_kill_with_everything_staged_leaves_the_old_report",)),
+    Mutation("publisher: each output linked straight to its run (no one-rename switch)",
+             "attnviz/publish.py",
+             (("                _link(self.out / name, link_text(self.kind, name))\n",
+               "                _link(self.out / name, os.path.relpath(run / name, self.out))\n"),),
+             ("tests/test_claims.py::test_sigkill_between_the_renames_leaves_old_or_new",)),
     Mutation("publisher: signals not held during the renames", "attnviz/publish.py",
              (("    if threading.current_thread() is not threading.main_thread():\n        yield",
                "    if True:\n        yield"),),

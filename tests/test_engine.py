@@ -310,8 +310,9 @@ def test_one_lock_for_report_and_stats(images, tmp_path, capsys) -> None:
                      "--no-progress", "--per-image"]) == 0
     assert cli.main(["report", str(images), "--model", "demo-cbam", "--out", str(out)]) == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted([".attnviz.lock", "per_image", "stats.html", "stats.json",
+    assert names == sorted([".attnviz", ".attnviz.lock", "per_image", "stats.html", "stats.json",
                             "report.html", "summary.csv", "summary.json"])
+    assert all((out / n).exists() for n in names)  # each kind switches only its own links
 
 
 @pytest.mark.parametrize("name", ["segmenter", "detector", "result_object"])

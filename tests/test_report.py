@@ -163,7 +163,7 @@ def test_cli_report_in_process(image_dir, tmp_path, capsys):
     assert str(out / "report.html") in captured.out
     assert "warning: 3 input(s) could not be read" in captured.err
     assert sorted(p.name for p in out.iterdir()) == [
-        ".attnviz.lock", "report.html", "summary.csv", "summary.json"]
+        ".attnviz", ".attnviz.lock", "report.html", "summary.csv", "summary.json"]
     assert not list(tmp_path.glob(".*partial*"))  # the staging folder is gone
 
     page = (out / "report.html").read_text()

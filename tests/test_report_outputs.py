@@ -22,6 +22,7 @@ from report_helpers import write_shapes
 
 import attnviz
 from attnviz import cli, report
+from attnviz.publish import HOME, link_text
 from attnviz.report.files import csv_cell
 from attnviz.report.publish import LOCK_NAME
 from attnviz.resources import copy_notebooks, notebooks_dir, shipped_dir
@@ -128,8 +129,9 @@ def test_planted_symlinks_are_replaced_not_followed(few, tmp_path, capsys):
     assert cli.main(["report", str(few), "--model", MODEL, "--out", str(out)]) == 0
     assert victim.read_text() == "keep me" and template_hash() == before
     assert not (tmp_path / "dangling").exists()
-    for name in FILES:
-        assert (out / name).is_file() and not (out / name).is_symlink()
+    for name in FILES:  # each name is the publisher's own link into OUT
+        assert (out / name).is_file() and os.readlink(out / name) == link_text("report", name)
+        assert Path(os.path.realpath(out / name)).is_relative_to(out.resolve() / HOME)
 
 
 # -- one run at a time, published together -------------------------------------------------------
@@ -139,7 +141,7 @@ def test_a_held_lock_refuses_with_one_line(few, tmp_path, capsys):
         code = cli.main(["report", str(few), "--model", MODEL, "--out", str(out)])
         one_error(capsys, code, "in use by another attnviz report", f"pid {os.getpid()}")
     assert cli.main(["report", str(few), "--model", MODEL, "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == sorted([LOCK_NAME, *FILES])
+    assert sorted(p.name for p in out.iterdir()) == sorted([HOME, LOCK_NAME, *FILES])
 
 
 def test_two_processes_into_one_folder(many, tmp_path):
@@ -320,7 +322,7 @@ def test_the_notebook_run_by_hand_publishes_into_out_dir(few, tmp_path):
     NotebookClient(nb, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
     out = tmp_path / "out"
-    assert sorted(p.name for p in out.iterdir()) == sorted([LOCK_NAME, *FILES])
+    assert sorted(p.name for p in out.iterdir()) == sorted([HOME, LOCK_NAME, *FILES])
     assert (out / "report.html").read_text().count("<section>") == 2
     assert partials(out) == []
 
@@ -341,5 +343,5 @@ def test_an_output_folder_behind_a_symlink_is_staged_next_to_its_target(few, tmp
     monkeypatch.setattr(report.running, "write_outputs", spy)
     report.write_report(few, model=MODEL, out_dir=link, progress=False)
     assert seen[0].parent == target.parent and seen[0].name.startswith(".reports.attnviz-partial")
-    assert sorted(p.name for p in target.iterdir()) == sorted([LOCK_NAME, *FILES])
+    assert sorted(p.name for p in target.iterdir()) == sorted([HOME, LOCK_NAME, *FILES])
     assert link.is_symlink() and partials(target) == []

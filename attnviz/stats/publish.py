@@ -4,9 +4,10 @@
 
 While a run is going (or after it was interrupted) nothing in ``OUT`` changes except the work
 folder, which holds the checkpoints and the per-image parts. At the end rank 0 builds
-``stats.json`` and ``stats.html`` in the work folder, then the publisher renames ``per_image/``
-into ``OUT``, then ``stats.html``, and ``stats.json`` last: a ``stats.json`` in ``OUT`` is always
-a complete run's, and the work folder is removed.
+``stats.json`` and ``stats.html`` in the work folder, then the publisher moves them and
+``per_image/`` into a run folder and switches ``OUT``'s links to it with one rename (see
+:mod:`attnviz.publish`): ``OUT`` shows the previous run or this one, whole. The work folder is
+removed.
 """
 from __future__ import annotations
 
