@@ -38,6 +38,7 @@ from .sites import (
     model_info,
     nothing_message,
     parse_layers,
+    resolve,
     stage_block,
 )
 
@@ -156,7 +157,7 @@ class Recorder(RecordSet):
         self._handles.append(self.model.register_forward_pre_hook(root_hook, with_kwargs=True))
         for site in self.sites:
             hook = site.adapter.hook
-            target = site.module.get_submodule(hook) if hook else site.module
+            target = resolve(site.module, hook) if hook else site.module
             self._handles.append(target.register_forward_hook(self._adapter_hook(site, target)))
         if self.observe and not self._discover:
             for target_name, site in self._info.hooked.items():
