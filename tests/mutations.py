@@ -104,6 +104,11 @@ MUTATIONS = (
              (("    if overflow:\n", "    if False:\n"),),
              ("tests/test_small_fixes.py::"
               "test_float64_weight_too_large_for_float32_is_refused[.pt]",)),
+    Mutation("report: class deviation of a class's images against the wrong mean",
+             "attnviz/report/classes.py",
+             (("                dev = t / m - mean\n",
+               "                dev = t / (m + 1) - mean\n"),),
+             ("tests/test_report_classes.py::test_class_deviation_is_what_the_network_computed",)),
 )
 
 
