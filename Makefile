@@ -79,6 +79,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/threads.py
 	$(BIN)/python benchmarks/attention_queries.py
 	$(BIN)/python benchmarks/training_logger.py
+	$(BIN)/python benchmarks/image_decode.py
 
 clean:
 	rm -rf $(VENV) reports dist build .pytest_cache .ruff_cache

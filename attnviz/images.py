@@ -6,7 +6,10 @@
 
 Every image is fully decoded before it is used, so a truncated or damaged file fails here with
 an :class:`~attnviz.errors.ImageError` that names the file (``'<bytes>'`` for in-memory data) and
-the reason, instead of failing later inside a model. What is converted, and how:
+the reason, instead of failing later inside a model. A JPEG whose compressed data was changed
+decodes without an error in PIL (libjpeg's "Corrupt JPEG data" warnings are silenced there), so
+its data is also decoded by libjpeg-turbo in strict mode (:func:`check_jpeg`), which refuses it.
+What is converted, and how:
 
 * EXIF orientation is applied (a phone photo shot upright comes out upright).
 * Transparency (RGBA, LA, PA, palette or grey with a transparent colour) is composited on white.
@@ -17,7 +20,8 @@ the reason, instead of failing later inside a model. What is converted, and how:
 * Animated or multi-frame files (GIF, APNG, WebP, multi-page TIFF) give their FIRST frame.
 
 Refused: missing files, folders, empty files, non-image data (HTML pages saved as ``.jpg``, SVG,
-Git LFS pointers get their own message), truncated or damaged files, images over
+Git LFS pointers get their own message), truncated or damaged files (JPEGs whose compressed data
+libjpeg finds corrupt included), images over
 :data:`MAX_PIXELS` (decompression bombs), images under :data:`MIN_SIDE` pixels on a side,
 in-memory data over :data:`MAX_BYTES`, and pixel modes that cannot be turned into RGB.
 PIL's global settings (``Image.MAX_IMAGE_PIXELS``, ``ImageFile.LOAD_TRUNCATED_IMAGES``) are read,
@@ -49,6 +53,12 @@ MAX_PIXELS = 64_000_000
 MAX_BYTES = 20_000_000
 #: PIL formats that are tried when opening (others, e.g. EPS through Ghostscript, are refused).
 IMAGE_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "PPM", "AVIF")
+
+#: libjpeg messages that say a JPEG's data is damaged (strict decoding raises on the first
+#: warning; others, e.g. a header libjpeg-turbo's API cannot classify (CMYK), are not ours to
+#: judge: PIL's decode stands). A bad ICC profile is metadata: the pixels are intact.
+JPEG_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file", "Unsupported marker type",
+               "Invalid JPEG file structure", "Bogus")
 
 _BYTES_NAME = "<bytes>"
 _PIL_NAME = "<PIL image>"
@@ -192,6 +202,27 @@ def _decode(img: Image.Image, name: str) -> Image.Image:
     return _to_rgb(_orient(img), name)
 
 
+def check_jpeg(data: bytes, name: str) -> None:
+    """Refuse a JPEG whose compressed data libjpeg-turbo finds corrupt (extraneous bytes before
+    a marker, a premature end of a data segment, a bad Huffman code, ...), which PIL decodes
+    without a word. It is decoded once more in strict mode at 1/8 scale: every coefficient is
+    still entropy-decoded (where the damage shows), while the inverse DCT and colour work shrink.
+    Damage that leaves a valid compressed stream cannot be seen by any decoder.
+
+    Raises:
+        ImageError: naming ``name`` and libjpeg's message.
+    """
+    import simplejpeg
+
+    try:
+        simplejpeg.decode_jpeg(data, colorspace="GRAY", min_factor=8, strict=True)
+    except ValueError as e:
+        text = str(e)
+        if text.startswith(JPEG_DAMAGE) and "ICC" not in text:
+            raise _fail(name, f"the JPEG data is damaged ({text}): bytes were changed or lost "
+                              "(a bad download, copy or disk?)") from None
+
+
 def _source_name(source: object, name: str | None) -> str:
     if name is not None:
         return name
@@ -280,7 +311,11 @@ def load_pil(source: ImageSource, *, name: str | None = None) -> Image.Image:
             if fp is None:
                 return _decode(source, label)  # type: ignore[arg-type]
             with Image.open(fp, formats=_formats()) as img:
-                return _decode(img, label)
+                out = _decode(img, label)
+                if img.format == "JPEG":
+                    check_jpeg(fp.getvalue() if isinstance(fp, io.BytesIO) else fp.read_bytes(),
+                               label)
+                return out
         except ImageError:
             raise
         except FileNotFoundError:
@@ -331,8 +366,10 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "MAX_BYTES",
     "MAX_PIXELS",
+    "JPEG_DAMAGE",
     "MIN_SIDE",
     "ImageSource",
+    "check_jpeg",
     "check_upload",
     "find_images",
     "load_image",

@@ -109,6 +109,15 @@ MUTATIONS = (
              (("    if overflow:\n", "    if False:\n"),),
              ("tests/test_small_fixes.py::"
               "test_float64_weight_too_large_for_float32_is_refused[.pt]",)),
+    Mutation("images: JPEG data not checked by libjpeg in strict mode", "attnviz/images.py",
+             (("        if text.startswith(JPEG_DAMAGE) and", "        if False and"),),
+             ("tests/test_jpeg_damage.py::test_random_bytes_in_a_jpeg_are_refused_naming_the_file"
+              "[chelsea.jpg-0-0.5]",)),
+    Mutation("report: class deviation of a class's images against the wrong mean",
+             "attnviz/report/classes.py",
+             (("                dev = t / m - mean\n",
+               "                dev = t / (m + 1) - mean\n"),),
+             ("tests/test_report_classes.py::test_class_deviation_is_what_the_network_computed",)),
 )
 
 
@@ -138,7 +147,9 @@ def run(m: Mutation) -> tuple[bool, str, float]:
         root = Path(tmp)
         _copy(root)
         _apply(root, m)
-        env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+        # the copy holds no data/: the bundled images and demo weights are read from here
+        env = {"ATTNVIZ_DATA": str(ROOT / "data"), **os.environ, "PYTHONPATH": str(root),
+               "OMP_NUM_THREADS": "1"}
         proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p",
                                "no:cacheprovider", "-o", "addopts=", *m.tests], cwd=root,
                               env=env, capture_output=True, text=True, timeout=600)

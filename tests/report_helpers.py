@@ -20,6 +20,8 @@ def write_shapes(folder: Path, n: int, seed: int = 3, prefix: str = "img") -> Pa
 
 
 def figure_counts(page: str) -> dict[str, int]:
-    """Per-image sections, inputs, maps drawn over an input, and channel-bar charts."""
+    """Per-image sections, inputs, maps drawn over an input, and channel-bar charts (of the
+    images: the charts by predicted class come after them)."""
+    images = page.split('id="class-channels"')[0]
     return {"sections": page.count("<section>"), "inputs": page.count('class="ov base img'),
-            "overlays": page.count('<div class="ov img'), "svg": page.count("<svg ")}
+            "overlays": page.count('<div class="ov img'), "svg": images.count("<svg ")}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -138,3 +139,22 @@ def test_unreadable_file_names_are_escaped_on_one_line(images, tmp_path, capsys,
     warning = [line for line in err.splitlines() if "warning" in line]
     assert warning == [f"attnviz: warning: 1 input(s) could not be read and are listed in the "
                        f"report: {name!r} (bad data)"]
+
+
+def test_top_k_sets_how_many_channels_hovering_lists(images, tmp_path, capsys) -> None:
+    """``--top-k`` says what it does: the hover list of each channel chart has K channels, and
+    every channel is drawn whatever K is."""
+    assert cli.main(["report", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--top-k K how many channels hovering over a channel chart lists" in text
+    assert "channels shown per block" not in text
+    charts = {}
+    for k in (3, 5):
+        out = tmp_path / f"k{k}"
+        assert cli.main(["report", str(images), "--model", MODEL, "--out", str(out),
+                         "--top-k", str(k)]) == 0
+        page = (out / "report.html").read_text()
+        hovers = re.findall(r"<title>s\(c\) sorted; the largest: ([^<]+)</title>", page)
+        assert hovers and all(len(h.split(", ")) == k for h in hovers)
+        charts[k] = re.findall(r"<polyline points=\"([^\"]+)\"", page)
+    assert charts[3] == charts[5]  # every channel drawn whatever K is

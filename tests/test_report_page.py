@@ -18,7 +18,7 @@ from PIL import Image
 import attnviz
 from attnviz import report
 from attnviz.report.figures import DIST_Y0, DIST_Y1, SIDE
-from attnviz.report.render import COLUMNS
+from attnviz.report.stats import COLUMNS, SUMMARY_FIELDS
 from attnviz.samples import sample_images
 from attnviz.vis import DEFAULT_CMAP
 
@@ -82,6 +82,14 @@ def test_every_summary_column_is_defined_on_the_page(pages) -> None:
                    for c in columns)
     assert {"attn_distance", "local_mass"} <= set(re.findall(
         r'<dt id="col-(\w+)">', pages["demo-botnet"]))
+
+
+def test_each_column_has_one_definition() -> None:
+    """``summary.csv``'s columns and the page's legend share one definition (stats.COLUMNS)."""
+    from attnviz.report import render, stats
+
+    assert set(SUMMARY_FIELDS) <= set(COLUMNS) and render.COLUMNS is COLUMNS  # not a copy
+    assert all(f"``{f}``" not in (stats.__doc__ or "") for f in SUMMARY_FIELDS[3:])
 
 
 def test_channel_weights_are_their_sorted_distribution_with_its_spread(pages) -> None:

@@ -35,6 +35,7 @@ from ..models.preprocess import (
 )
 from ..outputs import CLASSIFIER, NO_PREDICTION, NONE, OutputSelector, top_classes
 from ..record import AttentionRecord, record
+from .classes import RULE, predicted_classes
 from .collect import Collector
 from .inputs import batches, open_images, prefetch
 from .params import ReportParameters, validate
@@ -64,7 +65,9 @@ class ReportData:
     ``images`` and ``records`` (one :class:`AttentionRecord` per layer, keyed by
     ``(record.key, record.kind)``) only the first ``keep`` of them. ``layers_found`` describes
     every recorded layer; ``bad`` lists ``(path, reason)`` for inputs that could not be read;
-    ``non_finite`` where NaN or infinite values appeared (logits or attention weights).
+    ``non_finite`` where NaN or infinite values appeared (logits or attention weights);
+    ``class_channels`` how each predicted class's channel weights deviate from the mean over all
+    images (:meth:`.classes.ClassChannels.deviations`, every image counted).
     """
 
     model_name: str
@@ -81,6 +84,7 @@ class ReportData:
     non_finite: list[dict[str, Any]]
     split_means: dict[str, list[tuple[float, float]]]
     seconds: float
+    class_channels: list[dict[str, Any]] = field(default_factory=list)
     layers: str | None = None
     output_kind: str = CLASSIFIER
     predicted_maps: Tensor | None = None
@@ -159,6 +163,7 @@ class ReportData:
             ],
             "could_not_read": [{"image": p, "reason": r} for p, r in self.bad],
             "layers_summary": self.layer_table(),
+            "class_channels": {"rule": RULE, "blocks": self.class_channels},
             "rows": self.summaries,
         }
 
@@ -172,11 +177,12 @@ def predictions(model: nn.Module, logits: Tensor, k: int = 3,
         return [Prediction(-1, NO_PREDICTION, None, []) for _ in range(logits.shape[0])]
     names = class_names(model)
     out = []
-    for row, top in zip(logits, top_classes(logits, kind, names, k), strict=True):
+    for index, top in zip(predicted_classes(logits).tolist(),
+                          top_classes(logits, kind, names, k), strict=True):
         if not top:
             out.append(Prediction(-1, "not finite (NaN/Inf logits)", None, []))
             continue
-        out.append(Prediction(int(row.argmax()), top[0][0], top[0][1], top))
+        out.append(Prediction(index, top[0][0], top[0][1], top))
     return out
 
 
@@ -284,6 +290,8 @@ def analyse(
         bad=col.bad + [(str(i), why) for i, why in source.skipped], summaries=col.summaries,
         non_finite=col.non_finite(), split_means=col.splits.table(),
         seconds=time.perf_counter() - t0, layers=params.layers, output_kind=kind,
+        class_channels=(col.classes.deviations(class_names(net), params.top_k)
+                        if kind != NONE else []),
         output_source=kinds.get(kind, ""), predicted_maps=col.predicted_maps(),
         masks=col.masks, figures_limited=col.limited,
         random_weights=random_weights_note(net), output=selector,

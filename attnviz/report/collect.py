@@ -10,9 +10,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..kinds import SPLIT_KINDS
+from ..kinds import KINDS, SPLIT_KINDS
 from ..outputs import DENSE, Output
 from ..record import AttentionRecord
+from .classes import ClassChannels, predicted_classes
 from .stats import STAT_FIELDS, SplitMeans, layer_stats, nonfinite_images
 
 #: file names listed per non-finite finding (the count covers all)
@@ -36,6 +37,7 @@ class Collector:
         self.layers_found: list[dict[str, Any]] = []
         self.bad: list[tuple[str, str]] = []
         self.splits = SplitMeans()
+        self.classes = ClassChannels()  # channel weights per predicted class
         self._images: list[Tensor] = []
         self._logits: list[Tensor] = []
         self.masks: dict[int, Tensor] = {}  # ground truth of kept images, by position
@@ -81,9 +83,12 @@ class Collector:
         if output.logits is not None:
             bad = (~torch.isfinite(output.logits.flatten(1)).all(1)).tolist()
             self._bad_logits += [n for n, b in zip(names, bad, strict=True) if b]
+        predicted = predicted_classes(scores.cpu()) if scores is not None else None
         values = []
         for r in records:
             v = r.value.detach().float().cpu()
+            if predicted is not None and KINDS[r.kind].draw == "bars":
+                self.classes.add(r.key, v, predicted)
             if (r.key, r.kind) not in self._first:
                 self._first_seen(r, v)
             if kept:

@@ -48,16 +48,20 @@ class Tile:
 
 @dataclass
 class Distribution:
-    """Every channel weight s(c) of one block, sorted from largest to smallest, as an SVG
-    polyline (``points``) over a fixed 0–1 axis (y=DIST_Y0: 0, y=DIST_Y1: 1), with its spread:
-    the interquartile band (``band``: y of the 75th and 25th percentile) and the median's y."""
+    """Values of one block's channels, sorted from largest to smallest, as an SVG polyline
+    (``points``) on an axis from ``bottom`` (y=DIST_Y0) to ``top`` (y=DIST_Y1), with a band
+    and a dashed line: for s(c) (:func:`channel_distribution`) the fixed 0–1 axis, the
+    interquartile band (y of the 75th and 25th percentile) and the median; for a class's
+    deviation (:func:`deviation_chart`) ±the largest |Δ|, the band ±the median sd and zero."""
 
     layer: str
     caption: str
     points: str
     band: tuple[str, str]
     median: str
-    values: str = ""  # the largest s(c) with their channels, shown on hover
+    values: str = ""  # the largest values with their channels, shown on hover
+    top: str = "1"
+    bottom: str = "0"
 
 
 @dataclass
@@ -164,8 +168,17 @@ def splits(key: str, v: np.ndarray, meta: Mapping[str, Any]) -> list[Tile]:
                  overlay=False, width=2 * SIDE, height=12 * r)]
 
 
-def _y(v: float) -> str:
-    return f"{DIST_Y0 - (DIST_Y0 - DIST_Y1) * min(max(v, 0.0), 1.0):.1f}"
+def _y(v: float, low: float = 0.0, high: float = 1.0) -> str:
+    """The SVG y of value ``v`` on an axis from ``low`` to ``high`` (clipped to it)."""
+    u = (v - low) / (high - low)
+    return f"{DIST_Y0 - (DIST_Y0 - DIST_Y1) * min(max(u, 0.0), 1.0):.1f}"
+
+
+def _polyline(values: np.ndarray, low: float = 0.0, high: float = 1.0) -> str:
+    """Sorted values (largest first) spread evenly over the chart's width."""
+    xs = (np.arange(values.size) + 0.5) * DIST_W / max(values.size, 1)
+    return " ".join(f"{x:.1f},{_y(float(y), low, high)}" for x, y in zip(xs, values,
+                                                                        strict=True))
 
 
 def channel_distribution(key: str, v: np.ndarray, top_k: int) -> Distribution:
@@ -178,8 +191,7 @@ def channel_distribution(key: str, v: np.ndarray, top_k: int) -> Distribution:
         return Distribution(key, "no finite values", "", (_y(0), _y(0)), _y(0))
     q25, med, q75 = np.percentile(finite, [25, 50, 75])
     n = finite.size
-    xs = (np.arange(n) + 0.5) * DIST_W / n
-    points = " ".join(f"{x:.1f},{_y(float(y))}" for x, y in zip(xs, finite, strict=True))
+    points = _polyline(finite)
     caption = (f"{n} channels: median {med:.2f}, IQR {q25:.2f}–{q75:.2f}, range "
                f"{finite.min():.2f}–{finite.max():.2f}, sd {finite.std():.2f}"
                + (f"; {bad} NaN/Inf" if bad else ""))
@@ -187,6 +199,36 @@ def channel_distribution(key: str, v: np.ndarray, top_k: int) -> Distribution:
     values = ", ".join(f"{c}: {v[c]:.3f}" for c in order.tolist())
     return Distribution(key, caption, points, (_y(float(q75)), _y(float(q25))), _y(float(med)),
                         f"s(c) sorted; the largest: {values}")
+
+
+def deviation_chart(block: Mapping[str, Any], cls: Mapping[str, Any]) -> Distribution:
+    """One predicted class's deviation Δ(c) over every channel of a block (a block of
+    :meth:`.classes.ClassChannels.deviations`), sorted from largest to smallest on an axis of
+    ±the block's largest |Δ| over its classes; the band is ±the median over channels of sd(c),
+    the spread of s(c) between images. The caption names the three channels of largest |Δ|
+    (Δ and Δ/sd); hovering lists the ``--top-k`` of them."""
+    dev = np.sort(np.asarray(cls["deviation"]))[::-1]
+    span = max((abs(v) for c in block["classes"] for v in c["deviation"]), default=0.0) or 1.0
+    spread = float(np.median(block["sd"]))
+
+    def item(d: Mapping[str, Any]) -> str:
+        z = "" if d["in_sd"] is None else f" ({d['in_sd']:+.1f} sd)"
+        return f"c{d['channel']} {d['deviation']:+.3f}{z}"
+
+    largest = cls["largest"]
+    caption = "largest |Δ|: " + ", ".join(item(d) for d in largest[:3])
+    return Distribution(f"{cls['label']} ({cls['images']} images)", caption,
+                        _polyline(dev, -span, span),
+                        (_y(spread, -span, span), _y(-spread, -span, span)), _y(0.0, -span, span),
+                        "Δ(c) sorted; the largest |Δ|: " + ", ".join(item(d) for d in largest),
+                        f"+{span:.2f}", f"−{span:.2f}")
+
+
+def class_groups(blocks: list[Mapping[str, Any]]) -> list[Group]:
+    """One group per block: the deviation chart of each predicted class that passes the rule."""
+    return [Group(f"{b['layer']} ({b['images']} images; median sd(c) "
+                  f"{float(np.median(b['sd'])):.3f})",
+                  dists=[deviation_chart(b, c) for c in b["classes"]]) for b in blocks]
 
 
 DRAWERS: dict[str, Callable[[str, np.ndarray, Mapping[str, Any]], list[Tile]]] = {
@@ -221,4 +263,5 @@ def image_groups(records: list[Any], index: int, top_k: int) -> list[Group]:
     return [groups[k] for k in ORDER if k in groups]
 
 
-__all__ = ["Distribution", "Group", "Tile", "channel_distribution", "image_groups", "raw_range"]
+__all__ = ["Distribution", "Group", "Tile", "channel_distribution", "class_groups",
+           "deviation_chart", "image_groups", "raw_range"]

@@ -56,7 +56,10 @@ class ReportParameters:
     device: str = _opt("auto", "auto (CUDA when present), cpu, cuda, cuda:1, ... "
                                "(default: %(default)s)", "--device")
     out_dir: str = _opt("reports", "output folder (default: %(default)s)", "--out", "DIR")
-    top_k: int = _opt(10, "channels shown per block (default: %(default)s)", "--top-k", "K", 1)
+    top_k: int = _opt(10, "how many channels hovering over a channel chart lists: the largest "
+                          "s(c) of an image's block, the largest |Δ| of a class's block (every "
+                          "channel is drawn whatever K is; default: %(default)s)", "--top-k", "K",
+                      1)
     max_figures: int = _opt(MAX_FIGURES, "per-image figures for the first N images; the "
                                          "summaries cover every image (default: %(default)s)",
                             "--max-figures", "N", 0)

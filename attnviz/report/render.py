@@ -16,10 +16,11 @@ from ..models import DEMO_MODELS
 from ..models.preprocess import input_spec
 from ..outputs import CLASSIFIER, DENSE, NO_PREDICTION, NONE
 from ..terminal import text_name
+from .classes import MIN_SD, RULE
 from .collect import MAX_KEPT_BYTES
-from .figures import SIDE, image_groups
+from .figures import SIDE, class_groups, image_groups
 from .localise import Localisation, localise
-from .stats import STAT_FIELDS
+from .stats import COLUMNS, STAT_FIELDS
 from .tiles import colour_bar_uri, image_uri, map_uri, outline_uri
 
 if TYPE_CHECKING:
@@ -119,36 +120,6 @@ def demo_note(run: ReportData) -> str | None:
             "below with their ground truth; other images are out of distribution for it.")
 
 
-#: what each column of the layer table (and of ``summary.csv``) means, shown on the page under
-#: the table; one entry per column :func:`layer_columns` can produce
-COLUMNS: dict[str, str] = {
-    "layer": "the recorded module (its name in the model; name#1 for a second firing)",
-    "kind": "what the weight is: channel s(c), spatial mask A, context, gate, radix/paths "
-            "split weights, attention rows (see the README's kinds table)",
-    "shape": "the shape of one image's weights",
-    "mean": "mean of the weights (radix/paths: of the split-0 weight a₀ over channels), "
-            "averaged over images",
-    "min": "smallest weight of an image, averaged over images",
-    "max": "largest weight of an image, averaged over images",
-    "std": "standard deviation of an image's weights, averaged over images",
-    "entropy": "normalised entropy, 0..1 (1 = flat, nothing singled out): channel s(c) over "
-               "channels; spatial/context over cells; radix/paths over the splits; attention "
-               "over the keys of each query row (mean over heads and queries)",
-    "saturation": "channel, gate: the share of weights below 0.05 or above 0.95 (near-binary "
-                  "gates)",
-    "peak_y": "spatial/context: the row of the strongest cell, 0 (top) … 1 (bottom)",
-    "peak_x": "spatial/context: the column of the strongest cell, 0 (left) … 1 (right)",
-    "share_above_half": "spatial/context: the share of cells with a weight above 0.5",
-    "mean_a0": "radix/paths: the mean weight of split 0",
-    "balance": "radix/paths: 1 when every channel splits evenly, 0 when every channel picks "
-               "one split (1 − mean total-variation distance from uniform ÷ (1 − 1/R))",
-    "attn_distance": "attention: mean distance, in key-grid cells, from a query's position to "
-                     "the keys it attends to, Σₖ aₖ·d(q, k) (mean over heads and queries)",
-    "local_mass": "attention: the attention mass on the 3×3 key cells around the query's own "
-                  "position (mean over heads and queries)",
-}
-
-
 def layer_columns(rows: list[dict[str, Any]]) -> list[str]:
     """``layer, kind, shape`` and every statistic some row has."""
     return ["layer", "kind", "shape"] + [f for f in STAT_FIELDS
@@ -239,6 +210,8 @@ def page_context(run: ReportData, params: ReportParameters,
         "colour_bar": colour_bar_uri(), "images": images, "n_images": len(run), "side": SIDE,
         "sections": sections(run, loc, images),
         "tables": tables(run), "attribution": attribution, "top_k": params.top_k,
+        "class_groups": class_groups(run.class_channels), "class_rule": RULE,
+        "class_min_sd": f"{MIN_SD:g}",
     }
 
 
@@ -253,5 +226,5 @@ def tables_html(run: ReportData) -> str:
     return str(template().module.summary_tables(tables(run)))  # type: ignore[attr-defined]
 
 
-__all__ = ["COLUMNS", "TEMPLATE", "header", "number", "page_context", "render_page", "tables",
+__all__ = ["TEMPLATE", "header", "number", "page_context", "render_page", "tables",
            "tables_html", "template"]

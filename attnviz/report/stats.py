@@ -1,22 +1,9 @@
 """Per-image summary statistics of one recorded layer, for every attention kind.
 
-Columns of ``summary.csv`` (one row per image and layer; empty where not defined):
-
-* all kinds: ``image``, ``layer`` (the record key: module name, ``name#1`` for a second firing),
-  ``kind``, and ``mean``, ``min``, ``max``, ``std`` of the weights (radix/paths: of the split-0
-  weights a_0 over channels).
-* ``entropy``, normalised to 0..1 (1 = flat): channel s(c) over channels; spatial/context A over
-  cells; radix/paths over the splits (mean over channels); attention over the keys of each
-  query row (mean over heads and queries).
-* ``saturation`` (channel, gate): the share of gates below 0.05 or above 0.95.
-* spatial/context: ``peak_y``, ``peak_x`` (centre of the strongest cell, 0..1 from top/left) and
-  ``share_above_half`` (share of cells with A > 0.5).
-* radix/paths: ``mean_a0`` (mean split-0 weight) and ``balance`` = 1 − mean_c TV(a(c), uniform)
-  / (1 − 1/R): 1 when every channel splits evenly, 0 when every channel picks one split.
-* attention, when the query and key grids are known (``record.meta["q_grid"]`` / ``["k_grid"]``):
-  ``attn_distance``, the mean distance (in key-grid cells) from a query's position to the keys
-  it attends to, Σ_k a_qk·d(q, k), and ``local_mass``, the attention mass on the 3×3 key cells
-  around the query's own position; both the mean over heads and queries.
+``summary.csv`` has one row per image and layer with the columns :data:`SUMMARY_FIELDS` (empty
+where a column is not defined for the layer's kind). Each column is defined once, in
+:data:`COLUMNS` below: the report page prints those definitions under its layer table, and
+:func:`layer_stats` computes what they say.
 """
 
 from __future__ import annotations
@@ -38,6 +25,38 @@ SUMMARY_FIELDS = (
     "peak_y", "peak_x", "share_above_half", "mean_a0", "balance", "attn_distance", "local_mass",
 )
 STAT_FIELDS = SUMMARY_FIELDS[3:]
+
+#: what each column of ``summary.csv`` and of the report's layer table means: the one
+#: definition (the page prints it under the table; ``shape`` is the table's only extra column)
+COLUMNS: dict[str, str] = {
+    "image": "the input file (or item of the data set) the row describes",
+    "layer": "the recorded module (its name in the model; name#1 for a second firing)",
+    "kind": "what the weight is: channel s(c), spatial mask A, context, gate, radix/paths "
+            "split weights, attention rows (see the README's kinds table)",
+    "shape": "the shape of one image's weights",
+    "mean": "mean of the weights (radix/paths: of the split-0 weight a₀ over channels), "
+            "averaged over images",
+    "min": "smallest weight of an image, averaged over images",
+    "max": "largest weight of an image, averaged over images",
+    "std": "standard deviation of an image's weights, averaged over images",
+    "entropy": "normalised entropy, 0..1 (1 = flat, nothing singled out): channel s(c) over "
+               "channels; spatial/context over cells; radix/paths over the splits; attention "
+               "over the keys of each query row (mean over heads and queries)",
+    "saturation": "channel, gate: the share of weights below 0.05 or above 0.95 (near-binary "
+                  "gates)",
+    "peak_y": "spatial/context: the row of the strongest cell's centre, 0 (top) … 1 (bottom)",
+    "peak_x": "spatial/context: the column of the strongest cell's centre, 0 (left) … 1 "
+              "(right)",
+    "share_above_half": "spatial/context: the share of cells with a weight above 0.5",
+    "mean_a0": "radix/paths: the mean weight of split 0",
+    "balance": "radix/paths: 1 when every channel splits evenly, 0 when every channel picks "
+               "one split (1 − mean total-variation distance from uniform ÷ (1 − 1/R))",
+    "attn_distance": "attention, when the query and key grids are known: mean distance, in "
+                     "key-grid cells, from a query's position to the keys it attends to, "
+                     "Σₖ aₖ·d(q, k) (mean over heads and queries)",
+    "local_mass": "attention, grids known: the attention mass on the 3×3 key cells around the "
+                  "query's own position (mean over heads and queries)",
+}
 
 
 def _grid(meta: Mapping[str, Any], key: str, n: int) -> tuple[int, int] | None:
@@ -157,5 +176,5 @@ class SplitMeans:
         return out
 
 
-__all__ = ["STAT_FIELDS", "SUMMARY_FIELDS", "SplitMeans", "attention_stats", "grid_geometry",
-           "layer_stats", "nonfinite_images"]
+__all__ = ["COLUMNS", "STAT_FIELDS", "SUMMARY_FIELDS", "SplitMeans", "attention_stats",
+           "grid_geometry", "layer_stats", "nonfinite_images"]
