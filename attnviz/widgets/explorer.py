@@ -1,4 +1,9 @@
-"""``AttentionExplorer``: the controls, wired to the cached analyses and the figure."""
+"""``AttentionExplorer``: the controls, wired to the cached analyses and the figure.
+
+One explorer for every kind it draws: masks, channel weights, splits and attention maps. On an
+attention map it shows a head selector ("mean of heads" or one head) and the query cell, picked
+by clicking the picture (``ipyevents``) or with the row / column sliders.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +15,16 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from ..engine import random_weights_note
-from ..errors import AttnvizError
+from ..errors import AttnvizError, ParameterError
 from ..images import MAX_BYTES
 from ..lessons.projection import projection_scale
 from ..models.preprocess import input_spec
 from ..record import AttentionRecord
+from .. import plot_attention as pa
 from .analysis import Analyser, Analysis, drawable
 from .canvas import ExplorerFigure
 from .common import esc
-from .controls import ExplorerControls, limits_text
+from .controls import ExplorerControls, limits_text, listen_to_clicks
 from .snapshot import Snapshot, hide_snapshot_css
 from .sources import DISPLAY_SIDE, MAX_UPLOADS, ImageStore, read_upload
 
@@ -44,7 +50,8 @@ class AttentionExplorer(ExplorerControls):
     def __init__(self, model: nn.Module, images: object = None,
                  layers: str | Sequence[str] | None = None, kinds: Sequence[str] | None = None,
                  static: bool | str = "auto", max_upload_bytes: int = MAX_BYTES, dpi: int = 80,
-                 max_uploads: int = MAX_UPLOADS, output: object = None) -> None:
+                 max_uploads: int = MAX_UPLOADS, output: object = None,
+                 query: tuple[int, int] | None = None) -> None:
         self.analyser = Analyser(model, layers, tuple(kinds) if kinds is not None else drawable(),
                                  output=output)
         self.model, self.sites = self.analyser.model, self.analyser.sites
@@ -61,16 +68,34 @@ class AttentionExplorer(ExplorerControls):
         super().__init__(self.store.labels, names, self.analyser.kinds,
                          limits_text(max_upload_bytes, side), self.uid)
         for w in (self.image_select, self.layer_slider, self.channel_slider, self.opacity,
-                  self.cmap, self.stretch):
+                  self.cmap, self.stretch, self.head_select, self.row, self.col):
             w.observe(self._on_change, names="value")
         self.upload.observe(self._on_upload, names="value")
+        self.clicks = listen_to_clicks(self.canvas, self._on_click)
         try:
-            opening = self.analyser.opening_layer(self.analysis())
+            first = self.analysis()
         except AttnvizError:
-            opening = 0  # render() shows the error
+            first = None  # render() shows the error
         with self._hold():
-            self.layer_slider.value = opening
+            self.layer_slider.value = self.analyser.opening_layer(first) if first else 0
+            if first is not None:
+                self._open_on(first, query)
         self.render()
+
+    def _open_on(self, first: Analysis, query: tuple[int, int] | None) -> None:
+        """Put the query sliders on ``query`` (default: the centre cell) of the first attention
+        map's query grid; a query outside that grid is refused."""
+        maps = [r for r in first.records if r.kind == "attention"]
+        if not maps:
+            return
+        grid, _ = pa.grids(maps[0].value, maps[0].meta.get("q_grid"), maps[0].meta.get("k_grid"))
+        if query is None:
+            query = (grid[0] // 2, grid[1] // 2)
+        elif not (0 <= query[0] < grid[0] and 0 <= query[1] < grid[1]):
+            raise ParameterError(f"query {tuple(query)} is outside the {grid[0]}×{grid[1]} "
+                                 f"query grid of {maps[0].name}")
+        self.row.max, self.col.max = grid[0] - 1, grid[1] - 1
+        self.row.value, self.col.value = query
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -141,11 +166,11 @@ class AttentionExplorer(ExplorerControls):
         jpeg = self._jpeg = self.fig.render()
         self.canvas.value = jpeg
         with self._hold():  # a smaller channel range clamps the channel: no second redraw
-            self.fit_to(r.kind, r.value.shape[-1] if r.kind in ("channel", "radix", "paths")
-                        else 1)
+            self._fit(r)
         self.render_count += 1
         state = (f"image={label} layer={self.layer_slider.value} "
-                 f"channel={self.channel_slider.value} opacity={self.opacity.value:.2f}")
+                 f"channel={self.channel_slider.value} opacity={self.opacity.value:.2f}"
+                 + self._query_text(r, " query={} head={}", "mean"))
         warning = (random_weights_note(self.model)
                    or self.analyser.out_of_distribution(self.store[label].origin))
         self.show_text(caption, a.prediction_text(), warning,
@@ -154,7 +179,41 @@ class AttentionExplorer(ExplorerControls):
         self.snapshot.update(jpeg, self._describe())
         self.last_render_ms = (time.perf_counter() - t0) * 1000
 
+    def _fit(self, r: AttentionRecord) -> None:
+        """Fit the controls to record ``r`` (channel range, heads, query grid)."""
+        if r.kind == "attention":
+            grid, _ = pa.grids(r.value, r.meta.get("q_grid"), r.meta.get("k_grid"))
+            self.fit_to(r.kind, 1, r.value.shape[1], grid)
+        else:
+            self.fit_to(r.kind, r.value.shape[-1] if r.kind in ("channel", "radix", "paths")
+                        else 1)
+
+    def _query_text(self, r: AttentionRecord, form: str, mean: str = "mean of heads") -> str:
+        """``form`` filled with the query cell and head shown (``mean``: the mean of heads) for
+        an attention record; "" for other kinds."""
+        if r.kind != "attention":
+            return ""
+        v = self.view()
+        query, head = self.fig.clamp(r, v.query, v.head)
+        return form.format(query, mean if head is None else f"head {head}")
+
     # -- events ------------------------------------------------------------------------------
+    def pick(self, cell: tuple[int, int]) -> None:
+        """Show the query ``cell`` (row, col) of the current attention map: one redraw."""
+        with self._hold():
+            self.row.value, self.col.value = cell
+        self.render()
+
+    def _on_click(self, event: dict) -> None:
+        """A click on the picture (``ipyevents``; ``dataX, dataY``: the pixel of the picture
+        as rendered, whatever size the browser shows it at) picks the query cell under it."""
+        r = self.current()
+        if r.kind != "attention" or "dataX" not in event:
+            return
+        grid, _ = pa.grids(r.value, r.meta.get("q_grid"), r.meta.get("k_grid"))
+        cell = self.fig.cell_at(float(event["dataX"]), float(event["dataY"]), grid)
+        if cell is not None:
+            self.pick(cell)
     def _select(self, label: str) -> None:
         """Show image ``label``: one redraw, never a flash of another image."""
         with self._hold():
@@ -197,4 +256,5 @@ class AttentionExplorer(ExplorerControls):
         r = a.records[self.layer_slider.value]
         shape = "×".join(str(d) for d in r.value.shape[1:])
         return (f"image {self.image_select.value}, layer "
-                f"{self.site_names[self.layer_slider.value]} {shape}; {a.prediction_text()}")
+                f"{self.site_names[self.layer_slider.value]} {shape}"
+                f"{self._query_text(r, ', query {}, {}')}; {a.prediction_text()}")
