@@ -109,7 +109,8 @@ def row_colorbar(fig: Figure, art, axes, stretch: bool = False, shrink: float = 
     if stretch:
         return fig.colorbar(art, ax=axes, shrink=shrink, label="key weight (STRETCHED)")
     bar = fig.colorbar(art, ax=axes, shrink=shrink, label=UNIFORM_LABEL)
-    bar.set_ticks(*uniform_ticks())
+    positions, labels = uniform_ticks()
+    bar.set_ticks(positions, labels=labels)
     return bar
 
 

@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from matplotlib.figure import Figure
 from torch import nn
 
+from .. import plot_attention as pa
 from ..engine import random_weights_note
 from ..errors import AttnvizError, ParameterError
 from ..images import MAX_BYTES
 from ..lessons.projection import projection_scale
 from ..models.preprocess import input_spec
 from ..record import AttentionRecord
-from .. import plot_attention as pa
 from .analysis import Analyser, Analysis, drawable
 from .canvas import ExplorerFigure
 from .common import esc
@@ -65,7 +65,7 @@ class AttentionExplorer(ExplorerControls):
         self.render_count, self.last_render_ms = 0, 0.0
         self._jpeg, self.snapshot = b"", Snapshot(self.uid)
         names = [f"{i}: {s.name} ({s.kind})" for i, s in enumerate(self.sites)]
-        super().__init__(self.store.labels, names, self.analyser.kinds,
+        super().__init__(self.store.labels, names, sorted({s.kind for s in self.sites}),
                          limits_text(max_upload_bytes, side), self.uid)
         for w in (self.image_select, self.layer_slider, self.channel_slider, self.opacity,
                   self.cmap, self.stretch, self.head_select, self.row, self.col):
@@ -170,7 +170,7 @@ class AttentionExplorer(ExplorerControls):
         self.render_count += 1
         state = (f"image={label} layer={self.layer_slider.value} "
                  f"channel={self.channel_slider.value} opacity={self.opacity.value:.2f}"
-                 + self._query_text(r, " query={} head={}", "mean"))
+                 + self._query_text(r, " query={} head={}", "mean", "{}"))
         warning = (random_weights_note(self.model)
                    or self.analyser.out_of_distribution(self.store[label].origin))
         self.show_text(caption, a.prediction_text(), warning,
@@ -188,14 +188,15 @@ class AttentionExplorer(ExplorerControls):
             self.fit_to(r.kind, r.value.shape[-1] if r.kind in ("channel", "radix", "paths")
                         else 1)
 
-    def _query_text(self, r: AttentionRecord, form: str, mean: str = "mean of heads") -> str:
-        """``form`` filled with the query cell and head shown (``mean``: the mean of heads) for
-        an attention record; "" for other kinds."""
+    def _query_text(self, r: AttentionRecord, form: str, mean: str = "mean of heads",
+                    one: str = "head {}") -> str:
+        """``form`` filled with the query cell and the head shown (``mean`` for the mean of
+        heads, else ``one``) for an attention record; "" for other kinds."""
         if r.kind != "attention":
             return ""
         v = self.view()
         query, head = self.fig.clamp(r, v.query, v.head)
-        return form.format(query, mean if head is None else f"head {head}")
+        return form.format(query, mean if head is None else one.format(head))
 
     # -- events ------------------------------------------------------------------------------
     def pick(self, cell: tuple[int, int]) -> None:
