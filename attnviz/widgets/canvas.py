@@ -73,6 +73,7 @@ class ExplorerFigure:
         self._key: tuple = ()
         self._dynamic: list = []  # artists drawn over the cached background
         self._marker = pa.query_marker(self.axes["spatial"])  # the query of attention maps
+        self._last_scale: tuple = ()
         self.full_draws = 0  # backgrounds drawn (a new query, head or opacity draws none)
 
     @property
@@ -87,10 +88,14 @@ class ExplorerFigure:
 
     def _scale(self, cmap: str, vmin: float, vmax: float,
                ticks: tuple[np.ndarray, list[str]] | None = None) -> None:
+        positions, labels = ticks or ([vmin, vmax], [f"{vmin:.3g}", f"{vmax:.3g}"])
+        scale = (cmap, vmin, vmax, tuple(labels))
+        if scale == self._last_scale:  # unchanged: no tick work on a new query or opacity
+            return
+        self._last_scale = scale
         self._bar.set_cmap(cmap)
         self._bar.set_extent((0, 1, vmin, vmax))
         self._cax.set_ylim(vmin, vmax)
-        positions, labels = ticks or ([vmin, vmax], [f"{vmin:.3g}", f"{vmax:.3g}"])
         self._cax.set_yticks(positions, labels)
 
     def _spatial(self, img: np.ndarray, value: np.ndarray, v: View, stretch: bool,
