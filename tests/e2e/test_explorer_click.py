@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from .browser import JS_FIRST_RENDER, JS_KERNEL_READY, JS_NEW_SRC, JS_RUN_ALL, Session
+from .browser import JS_FIRST_RENDER, JS_NEW_SRC, JS_RUN_ALL, Session, open_notebook, write_notebook
 from .conftest import LabServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 NOTEBOOK = "botnet_explorer.ipynb"
-KERNEL_READY_MS = 45_000
 FIRST_RENDER_MS = 60_000
 REDRAW_MS = 20_000
 CELL = '''import attnviz
@@ -49,22 +48,15 @@ def _target(cell: tuple[int, int]) -> tuple[float, float, tuple[int, int]]:
 
 def test_a_click_on_the_picture_picks_the_query(chromium: Path, lab_server: LabServer,
                                                 tmp_path: Path) -> None:
-    import nbformat
     from playwright.sync_api import expect
 
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(CELL)]
-    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python",
-                                 "name": "python3"}
-    nbformat.write(nb, lab_server.notebook_dir / NOTEBOOK)
+    write_notebook(lab_server.notebook_dir / NOTEBOOK, CELL)
     cell = (2, 5)  # the bundled circle covers it (the demo opens on the centre, (4, 4))
     x, y, size = _target(cell)
     with Session(chromium, tmp_path, lab_server) as s:
         page = s.page
         s.stage = "kernel ready"
-        page.goto(lab_server.url(f"lab/tree/{NOTEBOOK}", "reset"))
-        page.wait_for_function(JS_KERNEL_READY, arg=NOTEBOOK, timeout=KERNEL_READY_MS,
-                               polling=100)
+        open_notebook(page, lab_server, NOTEBOOK)
         s.stage = "first render"
         page.evaluate(JS_RUN_ALL)
         first = page.wait_for_function(JS_FIRST_RENDER, timeout=FIRST_RENDER_MS,
