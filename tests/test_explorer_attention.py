@@ -250,3 +250,18 @@ def test_module_names_are_escaped_in_the_caption() -> None:
     assert ex.current().name == f"layer1.{hostile}"
     assert "<img" not in ex.caption.value
     assert "layer1.&lt;img src=x onerror=alert(1)&gt;" in ex.caption.value
+
+
+def test_a_map_it_cannot_draw_says_why() -> None:
+    """A ViT's map has a class token before the 2×2 patches (5 queries, no pixel grid): the
+    explorer opens and says why it draws nothing, in one line naming the layer."""
+    import timm
+
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, depth=1,
+                            num_classes=3).eval()
+    set_preprocess(vit, 32, None, None)
+    ex = AttentionExplorer(vit, torch.rand(1, 3, 32, 32), static=False)
+    assert tuple(ex.current().value.shape) == (1, 3, 5, 5)
+    assert "blocks.0.attn: the explorer draws queries on a pixel grid; 5 query tokens are not " \
+           "a square grid" in ex.status.value
+    assert ex.status.value.count("<b") == 1 and ex.render_count == 0

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 from .. import plot
 from .. import plot_attention as pa
+from ..errors import ParameterError
 from ..record import AttentionRecord
 from ..vis import CELLS, DEFAULT_CMAP, UNIFORM_LABEL, to_unit, uniform_ticks
 from .common import encode_jpeg
@@ -129,7 +130,16 @@ class ExplorerFigure:
         """The key weights of query ``v.query`` (head ``v.head``, None: the mean of heads):
         exactly :func:`attnviz.plot_attention.key_map` of the record, on the scale of
         attention rows (``v.stretch``: the row's own range); returns the caption line."""
-        qg, kg = pa.grids(r.value, r.meta.get("q_grid"), r.meta.get("k_grid"))
+        if r.value.ndim != 4:
+            raise ParameterError(
+                f"{r.name}: the explorer draws attention maps (B, heads, Q, K), this one is "
+                f"{r.meta.get('layout') or tuple(r.value.shape)} (draw windows with "
+                "attnviz.plot_attention after attnviz.record.geometry.window_to_image)")
+        try:
+            qg, kg = pa.grids(r.value, r.meta.get("q_grid"), r.meta.get("k_grid"))
+        except ParameterError as e:
+            raise ParameterError(f"{r.name}: the explorer draws queries on a pixel grid; {e}"
+                                 ) from None
         query, head = self.clamp(r, v.query, v.head)
         kmap = pa.key_map(r.value, query, qg, kg, head)
         if v.stretch:

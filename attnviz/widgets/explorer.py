@@ -85,15 +85,16 @@ class AttentionExplorer(ExplorerControls):
     def _open_on(self, first: Analysis, query: tuple[int, int] | None) -> None:
         """Put the query sliders on ``query`` (default: the centre cell) of the first attention
         map's query grid; a query outside that grid is refused."""
-        maps = [r for r in first.records if r.kind == "attention"]
-        if not maps:
-            return
-        grid, _ = pa.grids(maps[0].value, maps[0].meta.get("q_grid"), maps[0].meta.get("k_grid"))
+        grids = [(self._grid(r), r.name) for r in first.records if r.kind == "attention"]
+        grids = [(g, name) for g, name in grids if g is not None]
+        if not grids:
+            return  # no attention map, or none on a pixel grid (render says why)
+        grid, name = grids[0]
         if query is None:
             query = (grid[0] // 2, grid[1] // 2)
         elif not (0 <= query[0] < grid[0] and 0 <= query[1] < grid[1]):
             raise ParameterError(f"query {tuple(query)} is outside the {grid[0]}×{grid[1]} "
-                                 f"query grid of {maps[0].name}")
+                                 f"query grid of {name}")
         self.row.max, self.col.max = grid[0] - 1, grid[1] - 1
         self.row.value, self.col.value = query
 
@@ -158,11 +159,11 @@ class AttentionExplorer(ExplorerControls):
         label = self.image_select.value
         try:
             a = self.analysis()
+            r = a.records[self.layer_slider.value]
+            caption = self._compose()  # a map it cannot draw says why (e.g. no token grid)
         except AttnvizError as e:
             self.status.value = f"<b style='color:#b00'>{esc(str(e))}</b>"
             return
-        r = a.records[self.layer_slider.value]
-        caption = self._compose()
         jpeg = self._jpeg = self.fig.render()
         self.canvas.value = jpeg
         with self._hold():  # a smaller channel range clamps the channel: no second redraw
@@ -179,11 +180,20 @@ class AttentionExplorer(ExplorerControls):
         self.snapshot.update(jpeg, self._describe())
         self.last_render_ms = (time.perf_counter() - t0) * 1000
 
+    @staticmethod
+    def _grid(r: AttentionRecord) -> tuple[int, int] | None:
+        """The query grid of attention record ``r``; None where its queries are not a pixel
+        grid the explorer can draw (windows, class tokens without a known grid)."""
+        try:
+            grid, _ = pa.grids(r.value, r.meta.get("q_grid"), r.meta.get("k_grid"))
+        except AttnvizError:
+            return None
+        return grid if r.value.ndim == 4 else None
+
     def _fit(self, r: AttentionRecord) -> None:
         """Fit the controls to record ``r`` (channel range, heads, query grid)."""
         if r.kind == "attention":
-            grid, _ = pa.grids(r.value, r.meta.get("q_grid"), r.meta.get("k_grid"))
-            self.fit_to(r.kind, 1, r.value.shape[1], grid)
+            self.fit_to(r.kind, 1, r.value.shape[1], self._grid(r) or (1, 1))
         else:
             self.fit_to(r.kind, r.value.shape[-1] if r.kind in ("channel", "radix", "paths")
                         else 1)
@@ -192,7 +202,7 @@ class AttentionExplorer(ExplorerControls):
                     one: str = "head {}") -> str:
         """``form`` filled with the query cell and the head shown (``mean`` for the mean of
         heads, else ``one``) for an attention record; "" for other kinds."""
-        if r.kind != "attention":
+        if r.kind != "attention" or self._grid(r) is None:
             return ""
         v = self.view()
         query, head = self.fig.clamp(r, v.query, v.head)
@@ -209,9 +219,9 @@ class AttentionExplorer(ExplorerControls):
         """A click on the picture (``ipyevents``; ``dataX, dataY``: the pixel of the picture
         as rendered, whatever size the browser shows it at) picks the query cell under it."""
         r = self.current()
-        if r.kind != "attention" or "dataX" not in event:
+        grid = self._grid(r) if r.kind == "attention" else None
+        if grid is None or "dataX" not in event:
             return
-        grid, _ = pa.grids(r.value, r.meta.get("q_grid"), r.meta.get("k_grid"))
         cell = self.fig.cell_at(float(event["dataX"]), float(event["dataY"]), grid)
         if cell is not None:
             self.pick(cell)
