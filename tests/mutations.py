@@ -104,6 +104,16 @@ MUTATIONS = (
              (("    if overflow:\n", "    if False:\n"),),
              ("tests/test_small_fixes.py::"
               "test_float64_weight_too_large_for_float32_is_refused[.pt]",)),
+    Mutation("explorer: attention row of the query with row and column swapped",
+             "attnviz/widgets/canvas.py",
+             (("kmap = pa.key_map(r.value, query, qg, kg, head)",
+               "kmap = pa.key_map(r.value, query[::-1], qg, kg, head)"),),
+             ("tests/test_explorer_attention.py::test_it_draws_the_recorded_key_row",)),
+    Mutation("explorer: a click picks the cell mirrored top to bottom",
+             "attnviz/widgets/canvas.py",
+             (("return (min(int((1 - w) * grid[0]), grid[0] - 1),",
+               "return (min(int(w * grid[0]), grid[0] - 1),"),),
+             ("tests/test_explorer_attention.py::test_a_click_picks_the_cell_under_it",)),
 )
 
 
