@@ -31,6 +31,7 @@ from torch import nn  # noqa: E402
 
 from .analysis import DRAWABLE, Analysis  # noqa: E402
 from .common import CMAPS, figure_png, headless  # noqa: E402
+from .controls import MEAN_OF_HEADS  # noqa: E402
 from .explorer import AttentionExplorer  # noqa: E402
 from .sources import _as_images  # noqa: E402, F401  (re-exported)
 
@@ -66,6 +67,7 @@ def split_explorer(model: nn.Module, images: object = None, **kwargs: object):
 __all__ = [
     "CMAPS",
     "DRAWABLE",
+    "MEAN_OF_HEADS",
     "Analysis",
     "AttentionExplorer",
     "W",

@@ -45,6 +45,8 @@ class AttentionExplorer(ExplorerControls):
         output: which part of the model's output holds the logits (see
             :func:`attnviz.outputs.interpret`); None: found automatically. A model without
             class prediction (detector, feature extractor) shows "no class prediction".
+        query: the (row, col) query cell attention maps open on (default: the centre of the
+            first attention map's query grid); a cell outside that grid is refused.
     """
 
     def __init__(self, model: nn.Module, images: object = None,
