@@ -65,7 +65,8 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          draw="strip", summary=("saturation",), aggregate="features"),
     Kind("attention", ("heads", "Q", "K"), "attention rows softmax(QKᵀ/√d), multiple of "
          "uniform (log)", "softmax_k(q·k/√d)", normalised_over=("K",), scale="uniform",
-         draw="rows", summary=("entropy", "attn_distance", "local_mass"), aggregate="attention"),
+         draw="rows", summary=("entropy", "attn_distance", "local_mass"), aggregate="attention",
+         explorer=True),
     Kind("channel", ("C",), "channel weights s(c), fixed 0–1 scale",
          "s = σ(MLP(avg F) [+ MLP(max F)])", draw="bars", summary=("entropy", "saturation"),
          aggregate="channel", explorer=True),

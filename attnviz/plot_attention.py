@@ -21,7 +21,7 @@ from . import metrics
 from .errors import ParameterError
 from .plot import DEFAULT_CMAP, _np, _pick, draw_spatial_overlay, hide_axis, image_hwc
 from .plot import mask_range_text as range_text
-from .vis import LOG_SPAN, UNIFORM_LABEL, to_unit
+from .vis import UNIFORM_LABEL, to_unit, uniform_ticks
 
 
 def _grid_of(attn: torch.Tensor | np.ndarray, grid: tuple[int, int] | None, n: int,
@@ -37,8 +37,10 @@ def _grid_of(attn: torch.Tensor | np.ndarray, grid: tuple[int, int] | None, n: i
     return side, side
 
 
-def _grids(a: np.ndarray | torch.Tensor, q_grid, k_grid) -> tuple[tuple[int, int], ...]:
-    """Query and key grids of a (…, Q, K) map (the key grid defaults to the query grid)."""
+def grids(a: np.ndarray | torch.Tensor, q_grid: tuple[int, int] | None,
+          k_grid: tuple[int, int] | None) -> tuple[tuple[int, int], ...]:
+    """Query and key grids of a (…, Q, K) map (the key grid defaults to the query grid; a
+    square grid when none is given)."""
     q, k = a.shape[-2:]
     qg = _grid_of(a, q_grid, q, "query")
     return qg, _grid_of(a, k_grid or (qg if q == k else None), k, "key")
@@ -56,7 +58,7 @@ def key_map(
     recorded row ``attn[index, head, q]`` (``head=None``: the mean over heads)."""
     a = _pick(attn, index, 3)  # (heads, Q, K)
     heads = a.shape[0]
-    qg, kg = _grids(a, q_grid, k_grid)
+    qg, kg = grids(a, q_grid, k_grid)
     r, c = query
     if not (0 <= r < qg[0] and 0 <= c < qg[1]):
         raise ParameterError(f"query {query} is outside the {qg[0]}×{qg[1]} query grid")
@@ -75,14 +77,20 @@ def draw_key_map(ax: Axes, image: np.ndarray | None, kmap: np.ndarray, query: tu
     of the uniform weight 1/K, log scale, 0.5 = uniform), or stretched to its own range."""
     shown = kmap if stretch else to_unit(kmap, "attention", kmap.size)[0]
     art = draw_spatial_overlay(ax, image, shown, alpha, cmap, stretch)
-    ax.plot([], [], marker="+", markersize=14, mew=2.5, color="white")
-    ax.plot([], [], marker="+", markersize=12, mew=1.2, color="black")
-    _place_query(ax, query, q_grid, image.shape[:2] if image is not None else kmap.shape)
+    query_marker(ax)
+    place_query(ax, query, q_grid, image.shape[:2] if image is not None else kmap.shape)
     return art
 
 
-def _place_query(ax: Axes, query: tuple[int, int], q_grid: tuple[int, int],
-                 hw: tuple[int, int]) -> None:
+def query_marker(ax: Axes) -> list:
+    """Add the query marker, a white and a black +, as the axes' last two lines (placed by
+    :func:`place_query`); returns the two lines."""
+    return [ax.plot([], [], marker="+", markersize=14, mew=2.5, color="white")[0],
+            ax.plot([], [], marker="+", markersize=12, mew=1.2, color="black")[0]]
+
+
+def place_query(ax: Axes, query: tuple[int, int], q_grid: tuple[int, int],
+                hw: tuple[int, int]) -> None:
     """Move the query marker (the axes' last two lines) to the centre of the query's cell."""
     (h, w), (r, c) = hw, query
     for line in ax.lines[-2:]:
@@ -95,39 +103,14 @@ def _overlay_title(title: str | None, query: tuple[int, int], head: int | None,
     return f"{title + chr(10) if title else ''}query {query} · {who}\n{range_text(kmap)}"
 
 
-def update_key_map(fig: Figure, attn: torch.Tensor, query: tuple[int, int],
-                   q_grid: tuple[int, int] | None = None, k_grid: tuple[int, int] | None = None,
-                   head: int | None = None, index: int = 0, alpha: float = 0.5,
-                   title: str | None = None) -> Figure:
-    """Redraw an :func:`attention_overlay` figure for another query, head or opacity without
-    building a new one (same image, grids, colour map and scale): the explorers' fast path.
-    Draws exactly what :func:`attention_overlay` would."""
-    ax = fig.axes[0]
-    art = ax.images[-1]
-    qg, kg = _grids(_pick(attn, index, 3), q_grid, k_grid)
-    kmap = key_map(attn, query, qg, kg, head, index)
-    stretch = "STRETCHED" in fig.axes[-1].get_ylabel()
-    if stretch:
-        art.set_data(kmap)
-        art.set_clim(float(kmap.min()), max(float(kmap.max()), float(kmap.min()) + 1e-6))
-    else:
-        art.set_data(to_unit(kmap, "attention", kmap.size)[0])
-    if len(ax.images) > 1:
-        art.set_alpha(alpha)
-    _place_query(ax, query, qg, ax.images[0].get_array().shape[:2])
-    ax.set_title(_overlay_title(title, query, head, kmap), fontsize=8)
-    return fig
-
-
 def row_colorbar(fig: Figure, art, axes, stretch: bool = False, shrink: float = 0.8):
     """The colour bar of key maps: ticks at ⅛×, ¼×, ½×, 1×, 2×, 4×, 8× the uniform weight
     (or "stretched" when each map has its own range)."""
     if stretch:
         return fig.colorbar(art, ax=axes, shrink=shrink, label="key weight (STRETCHED)")
     bar = fig.colorbar(art, ax=axes, shrink=shrink, label=UNIFORM_LABEL)
-    powers = np.arange(-LOG_SPAN, LOG_SPAN + 1)
-    bar.set_ticks(powers / (2 * LOG_SPAN) + 0.5,
-                  labels=[f"{2.0 ** p:g}×" if p >= 0 else f"1/{2.0 ** -p:g}×" for p in powers])
+    positions, labels = uniform_ticks()
+    bar.set_ticks(positions, labels=labels)
     return bar
 
 
@@ -135,7 +118,7 @@ def _key_panels(image, attn, query, q_grid, k_grid, heads, index, alpha, cmap, s
                 panel: tuple[float, float]):
     """One key-map panel per entry of ``heads`` (None = mean of heads), side by side."""
     a = _pick(attn, index, 3)
-    qg, kg = _grids(a, q_grid, k_grid)
+    qg, kg = grids(a, q_grid, k_grid)
     img = image_hwc(_pick(image, index, 3)) if image is not None else None
     fig = Figure(figsize=(panel[0] * len(heads), panel[1]), layout="constrained")
     axes = list(np.atleast_1d(fig.subplots(1, len(heads))))
@@ -198,7 +181,7 @@ def head_statistics(attn: torch.Tensor, q_grid: tuple[int, int] | None = None,
     a = attn if isinstance(attn, torch.Tensor) else torch.as_tensor(attn)
     if a.ndim != 4:
         raise ParameterError(f"expected attention (B, heads, Q, K), got {tuple(a.shape)}")
-    qg, kg = _grids(a, q_grid, k_grid)
+    qg, kg = grids(a, q_grid, k_grid)
     dist = _np(metrics.attention_distance(a, qg, kg).mean(0))
     ent = _np(metrics.attention_entropy(a).mean(0))
     fig = Figure(figsize=(6.4, 2.6), layout="constrained")

@@ -56,5 +56,17 @@ def to_unit(values: np.ndarray, kind_name: str, cells: int | None = None,
     return np.where(np.isnan(v), np.nan, unit), UNIFORM_LABEL
 
 
+def uniform_ticks() -> tuple[np.ndarray, list[str]]:
+    """Colour-bar ticks of the "uniform" scale: the positions (0..1) and labels of 1/8×, 1/4×,
+    1/2×, 1×, 2×, 4×, 8× the uniform weight.
+
+    Returns:
+        ``(positions, labels)``.
+    """
+    powers = np.arange(-LOG_SPAN, LOG_SPAN + 1)
+    return (powers / (2 * LOG_SPAN) + 0.5,
+            [f"{2.0 ** p:g}×" if p >= 0 else f"1/{2.0 ** -p:g}×" for p in powers])
+
+
 __all__ = ["CELLS", "DEFAULT_CMAP", "FIXED_LABEL", "LOG_SPAN", "UNIFORM_LABEL", "times_uniform",
-           "to_unit"]
+           "to_unit", "uniform_ticks"]

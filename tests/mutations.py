@@ -118,6 +118,16 @@ MUTATIONS = (
              (("                dev = t / m - mean\n",
                "                dev = t / (m + 1) - mean\n"),),
              ("tests/test_report_classes.py::test_class_deviation_is_what_the_network_computed",)),
+    Mutation("explorer: attention row of the query with row and column swapped",
+             "attnviz/widgets/canvas.py",
+             (("kmap = pa.key_map(r.value, query, qg, kg, head)",
+               "kmap = pa.key_map(r.value, query[::-1], qg, kg, head)"),),
+             ("tests/test_explorer_attention.py::test_it_draws_the_recorded_key_row",)),
+    Mutation("explorer: a click picks the cell mirrored top to bottom",
+             "attnviz/widgets/canvas.py",
+             (("return (min(int((1 - w) * grid[0]), grid[0] - 1),",
+               "return (min(int(w * grid[0]), grid[0] - 1),"),),
+             ("tests/test_explorer_attention.py::test_a_click_picks_the_cell_under_it",)),
 )
 
 

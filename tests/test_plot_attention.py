@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import io
 
 import numpy as np
@@ -141,89 +140,6 @@ def test_directional_and_full_gates_draw_the_record():
         pa.full_gate(x, full, channel=16)
 
 
-def test_self_attention_explorer_draws_the_recorded_row():
-    from attnviz.widgets import SelfAttentionExplorer
-    from attnviz.widgets.self_attention import MEAN_OF_HEADS
-
-    model = attnviz.create_model("demo_botnet").eval()
-    images = attnviz.datasets.make_shapes(2, seed=5).images
-    ex = SelfAttentionExplorer(model, images, static=False)
-    assert [s.name for s in ex.sites] == ["layer4.0.mhsa"]
-    assert (ex.row.max, ex.col.max) == (7, 7) and len(ex.head_select.options) == 5
-    assert ex.query() == (4, 4)  # opens on the centre, not a corner
-    # "mean of heads" is a visible label with a value (a None value shows blank in JupyterLab)
-    assert ex.head_select.label == "mean of heads" and ex.head_select.value == MEAN_OF_HEADS
-    assert ex.head is None and "mean of heads" in ex.caption.value
-    ex.row.value, ex.col.value = 3, 6
-    ex.head_select.value = 2
-    with torch.no_grad(), attnviz.record(model) as rec:
-        model(images[:1])
-    expected = rec.attention["layer4.0.mhsa"][0, 2, 3 * 8 + 6].reshape(8, 8).numpy()
-    np.testing.assert_allclose(ex.key_map(), expected, atol=1e-6)
-    np.testing.assert_allclose(_weights_of(_drawn_map(ex.draw())), expected, rtol=1e-4)
-    # the redraw reused the one figure, and it equals a figure drawn from scratch
-    assert ex.figures_built == 1
-    fresh = pa.attention_overlay(ex.view().image, ex.current().value, (3, 6), (8, 8), head=2,
-                                 alpha=ex.opacity.value, title="layer4.0.mhsa")
-    reused = ex.draw().axes[0]
-    np.testing.assert_array_equal(reused.images[-1].get_array(), _drawn_map(fresh))
-    assert reused.get_title() == fresh.axes[0].get_title()
-    for a, b in zip(reused.lines, fresh.axes[0].lines, strict=True):  # the query marker
-        np.testing.assert_array_equal(np.asarray(a.get_data()), np.asarray(b.get_data()))
-    ex.stretch.value = True  # a new scale: a new figure
-    assert ex.figures_built == 2
-    np.testing.assert_array_equal(_drawn_map(ex.draw()), expected.astype(np.float32))
-    ex.head_select.value = 1
-    stretched = _drawn_map(ex.draw())
-    one = ex.current().value[0, 1, 3 * 8 + 6].reshape(8, 8).numpy()
-    np.testing.assert_array_equal(stretched, one)
-    assert ex.draw().axes[0].images[-1].get_clim() == pytest.approx((one.min(), one.max()))
-    ex.stretch.value, ex.head_select.value = False, 2
-    assert "query (3, 6) · head 2" in ex.caption.value and ex.canvas.value[:2] == b"\xff\xd8"
-    assert "uniform" in ex.caption.value
-    ex.image_select.value = "image 1"
-    assert ex.forward_count == 2
-    ex.row.value = 0
-    assert ex.forward_count == 2  # control changes never re-run the model
-    opened = SelfAttentionExplorer(model, images, query=(2, 5), static=False)
-    assert opened.query() == (2, 5) and "query (2, 5)" in opened.caption.value
-    with pytest.raises(attnviz.ParameterError, match="outside the 8×8 query grid"):
-        SelfAttentionExplorer(model, images, query=(8, 0), static=False)
-    with pytest.raises(attnviz.NoAttentionError, match="no self-attention map"):
-        SelfAttentionExplorer(attnviz.create_model("demo_cbam_resnet"), images, static=False)
-
-
-def test_self_attention_explorer_leaves_a_still_image(monkeypatch):
-    """Displayed, it leaves the live widget and below it a still image of its last view, kept
-    up to date on every redraw (as the main explorer)."""
-    from attnviz.widgets import SelfAttentionExplorer, self_attention, snapshot
-
-    shown: list[tuple[dict, object]] = []
-    updated: list[dict] = []
-
-    class Handle:
-        def update(self, bundle, raw):
-            updated.append(bundle)
-
-    def fake_display(bundle, raw=False, display_id=None):
-        shown.append(bundle)
-        return Handle() if display_id else None
-
-    monkeypatch.setattr(snapshot, "display", fake_display)
-    model = attnviz.create_model("demo_botnet").eval()
-    ex = SelfAttentionExplorer(model, attnviz.datasets.make_shapes(1, seed=5).images,
-                               query=(3, 3))
-    assert self_attention.MEAN_OF_HEADS == ex.head_select.value
-    ex._ipython_display_()
-    widget, still = shown
-    assert snapshot.WIDGET_MIME in widget
-    assert still["image/jpeg"] and "query (3, 3), mean of heads" in still["text/plain"]
-    assert f"attnviz-snapshot-{ex.uid}" in still["text/html"]
-    assert f"attnviz-snapshot-{ex.uid}" in ex.caption.value  # the live widget hides the still
-    ex.head_select.value = 1
-    assert "head 1" in updated[-1]["text/plain"]
-
-
 def test_a_row_of_the_trained_botnet_is_visible_on_the_uniform_scale():
     """Notebook 07's view: a query inside the object, mean of heads. On a fixed 0–1 scale the
     row is one colour (weights of about 1/64 span a few hundredths of the scale); on the
@@ -243,32 +159,18 @@ def test_a_row_of_the_trained_botnet_is_visible_on_the_uniform_scale():
     assert drawn.max() - drawn.min() > 0.4  # visible: across much of the colour map
 
 
-def test_attention_explorer_on_self_attention_points_to_the_self_attention_explorer():
-    from attnviz.widgets import AttentionExplorer, split_explorer
-
-    botnet = attnviz.create_model("demo_botnet").eval()
-    images = attnviz.datasets.make_shapes(1, seed=5).images
-    with pytest.raises(attnviz.NoAttentionError,
-                       match=r"self-attention maps \(layer4\.0\.mhsa\): explore them with "
-                             r"attnviz\.widgets\.SelfAttentionExplorer\(model\)"):
-        AttentionExplorer(botnet, images, static=False)
-    with pytest.raises(attnviz.NoAttentionError) as e:  # no self-attention: no such hint
-        split_explorer(attnviz.create_model("demo_cbam_resnet").eval(), images, static=False)
-    assert "SelfAttentionExplorer" not in str(e.value)
-
-
 def test_projector_mode_enlarges_the_explorers():
     from PIL import Image
 
     from attnviz import lessons
-    from attnviz.widgets import AttentionExplorer, SelfAttentionExplorer
+    from attnviz.widgets import AttentionExplorer
 
     images = attnviz.datasets.make_shapes(1, seed=5).images
     botnet = attnviz.create_model("demo_botnet").eval()
     cbam = attnviz.create_model("demo_cbam_resnet").eval()
 
     def sizes():
-        views = (SelfAttentionExplorer(botnet, images, static=False).canvas.value,
+        views = (AttentionExplorer(botnet, images, static=False).canvas.value,
                  AttentionExplorer(cbam, images, static=False).canvas.value)
         return [np.array(Image.open(io.BytesIO(v)).size) for v in views]
 
@@ -281,32 +183,3 @@ def test_projector_mode_enlarges_the_explorers():
     for p, q in zip(plain, projected, strict=True):
         np.testing.assert_allclose(q / p, 1.5, rtol=0.03)
     assert [tuple(s) for s in sizes()] == [tuple(s) for s in plain]  # off again: as before
-
-
-def test_self_attention_explorer_takes_an_upload():
-    """An uploaded image is analysed and shown (once per content); a bad upload is named once
-    and changes nothing."""
-    from PIL import Image
-
-    from attnviz.widgets import SelfAttentionExplorer
-
-    model = attnviz.create_model("demo_botnet").eval()
-    ex = SelfAttentionExplorer(model, attnviz.datasets.make_shapes(1, seed=5).images,
-                               static=False)
-    buf = io.BytesIO()
-    Image.fromarray((np.random.default_rng(0).random((48, 40, 3)) * 255).astype(np.uint8)
-                    ).save(buf, format="PNG")
-
-    def upload(name: str, content: bytes) -> None:
-        ex.upload.value = ({"name": name, "type": "image/png", "size": len(content),
-                            "content": memoryview(content),
-                            "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
-
-    upload("mine.png", buf.getvalue())
-    assert ex.image_select.value == "mine.png" and ex.forward_count == 2
-    assert ex.upload.value == () and ex.status.value == ""
-    assert tuple(ex.view().image.shape) == (3, 48, 40)  # shown as uploaded
-    upload("broken.png", b"<html>not an image</html>")
-    assert ex.status.value.count("broken.png") == 1 and ex.image_select.value == "mine.png"
-    upload("again.png", buf.getvalue())  # the same content: no second forward pass
-    assert ex.image_select.value == "mine.png" and ex.forward_count == 2

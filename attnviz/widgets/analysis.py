@@ -73,7 +73,7 @@ class Analyser:
             rows = [s.name for s in found if s.kind == "attention"]
             hint = (f"; it has self-attention maps ({', '.join(rows[:3])}"
                     f"{', ...' if len(rows) > 3 else ''}): explore them with "
-                    "attnviz.widgets.SelfAttentionExplorer(model)" if rows else "")
+                    "attnviz.widgets.AttentionExplorer(model)" if rows else "")
             raise NoAttentionError(
                 f"{type(model).__name__} has no attention of the kinds this explorer draws "
                 f"({', '.join(self.kinds)}){hint}")

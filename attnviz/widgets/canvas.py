@@ -1,5 +1,9 @@
 """The explorer's figure: fixed axes and artists created once, then updated in place.
 
+Attention maps are drawn like masks: the key weights of the chosen query (one head or the mean
+of heads) over the image, on the scale of attention rows (:func:`attnviz.vis.to_unit`), with
+the query marked +; :meth:`ExplorerFigure.cell_at` maps a click on the picture to a query cell.
+
 A control change costs one Agg render, not a re-layout; an opacity change re-blends only the
 mask over a saved background (see ``benchmarks/widget_latency.py``). Text (names, values,
 ranges) goes to the explorer's caption, not into the figure: glyph rendering is most of the
@@ -18,8 +22,10 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
 from .. import plot
+from .. import plot_attention as pa
+from ..errors import ParameterError
 from ..record import AttentionRecord
-from ..vis import CELLS, DEFAULT_CMAP
+from ..vis import CELLS, DEFAULT_CMAP, UNIFORM_LABEL, to_unit, uniform_ticks
 from .common import encode_jpeg
 
 BLUE, RED = np.array(to_rgba("tab:blue")), np.array(to_rgba("tab:red"))
@@ -35,6 +41,8 @@ class View:
     opacity: float = 0.5
     cmap: str = plot.DEFAULT_CMAP
     stretch: bool = False
+    head: int | None = None  # attention maps: one head, or None for the mean of heads
+    query: tuple[int, int] = (0, 0)  # attention maps: the query cell (row, col)
 
 
 class ExplorerFigure:
@@ -65,6 +73,9 @@ class ExplorerFigure:
         self._backgrounds: dict[tuple, object] = {}
         self._key: tuple = ()
         self._dynamic: list = []  # artists drawn over the cached background
+        self._marker = pa.query_marker(self.axes["spatial"])  # the query of attention maps
+        self._last_scale: tuple = ()
+        self.full_draws = 0  # backgrounds drawn (a new query, head or opacity draws none)
 
     @property
     def weights_axes(self) -> Axes:
@@ -76,13 +87,20 @@ class ExplorerFigure:
             ax.set_visible(k == kind)
         self._cax.set_visible(kind != "channel")
 
-    def _scale(self, cmap: str, vmin: float, vmax: float) -> None:
+    def _scale(self, cmap: str, vmin: float, vmax: float,
+               ticks: tuple[np.ndarray, list[str]] | None = None) -> None:
+        positions, labels = ticks or ([vmin, vmax], [f"{vmin:.3g}", f"{vmax:.3g}"])
+        scale = (cmap, vmin, vmax, tuple(labels))
+        if scale == self._last_scale:  # unchanged: no tick work on a new query or opacity
+            return
+        self._last_scale = scale
         self._bar.set_cmap(cmap)
         self._bar.set_extent((0, 1, vmin, vmax))
         self._cax.set_ylim(vmin, vmax)
-        self._cax.set_yticks([vmin, vmax])
+        self._cax.set_yticks(positions, labels)
 
-    def _spatial(self, img: np.ndarray, value: np.ndarray, v: View, stretch: bool) -> None:
+    def _spatial(self, img: np.ndarray, value: np.ndarray, v: View, stretch: bool,
+                 ticks: tuple[np.ndarray, list[str]] | None = None) -> None:
         ax, art = self.axes["spatial"], self._art
         h, w = img.shape[:2]
         if "base" not in art:
@@ -102,9 +120,62 @@ class ExplorerFigure:
         overlay.set_alpha(v.opacity)
         ax.set_xlim(0, w)
         ax.set_ylim(h, 0)
-        self._scale(v.cmap, vmin, vmax)
-        self._key = ("spatial", self._image_token, round(vmin, 5), round(vmax, 5))
+        self._scale(v.cmap, vmin, vmax, ticks)
+        self._key = ("spatial", self._image_token, ticks is None, round(vmin, 5), round(vmax, 5))
         self._dynamic = [overlay, self._bar]
+        for line in self._marker:
+            line.set_visible(False)
+
+    def _attention(self, img: np.ndarray, r: AttentionRecord, v: View) -> str:
+        """The key weights of query ``v.query`` (head ``v.head``, None: the mean of heads):
+        exactly :func:`attnviz.plot_attention.key_map` of the record, on the scale of
+        attention rows (``v.stretch``: the row's own range); returns the caption line."""
+        if r.value.ndim != 4:
+            raise ParameterError(
+                f"{r.name}: the explorer draws attention maps (B, heads, Q, K), this one is "
+                f"{r.meta.get('layout') or tuple(r.value.shape)} (draw windows with "
+                "attnviz.plot_attention after attnviz.record.geometry.window_to_image)")
+        try:
+            qg, kg = pa.grids(r.value, r.meta.get("q_grid"), r.meta.get("k_grid"))
+        except ParameterError as e:
+            raise ParameterError(f"{r.name}: the explorer draws queries on a pixel grid; {e}"
+                                 ) from None
+        query, head = self.clamp(r, v.query, v.head)
+        kmap = pa.key_map(r.value, query, qg, kg, head)
+        if v.stretch:
+            self._spatial(img, kmap, v, True)
+        else:
+            self._spatial(img, to_unit(kmap, "attention", kmap.size)[0], v, False,
+                          uniform_ticks())
+        pa.place_query(self.axes["spatial"], query, qg, img.shape[:2])
+        for line in self._marker:
+            line.set_visible(True)
+        self._dynamic += self._marker
+        who = "mean of heads" if head is None else f"head {head}"
+        scale = "<b>STRETCHED</b> to its own range" if v.stretch else UNIFORM_LABEL
+        return (f"query {query} · {who} · key weights min {kmap.min():.3g}, max "
+                f"{kmap.max():.3g}, uniform 1/K = {1 / kmap.size:.3g} · {scale} · "
+                "click the picture to pick the query")
+
+    @staticmethod
+    def clamp(r: AttentionRecord, query: tuple[int, int], head: int | None
+              ) -> tuple[tuple[int, int], int | None]:
+        """``query`` and ``head`` brought into attention record ``r``'s query grid and heads."""
+        qg, _ = pa.grids(r.value, r.meta.get("q_grid"), r.meta.get("k_grid"))
+        query = (min(max(query[0], 0), qg[0] - 1), min(max(query[1], 0), qg[1] - 1))
+        return query, head if head is None or head < r.value.shape[1] else None
+
+    def cell_at(self, x: float, y: float, grid: tuple[int, int]) -> tuple[int, int] | None:
+        """The cell of a ``grid`` (rows, cols) over the image under pixel ``(x, y)`` of the
+        rendered picture (origin top left, as a browser reports a click), on the image or on
+        the weights drawn over it; None elsewhere. Valid once the figure has been rendered."""
+        height = self.figure.bbox.height
+        for ax in (self._ax_img, self.axes["spatial"]):
+            u, w = ax.transAxes.inverted().transform((x + 0.5, height - y - 0.5))
+            if ax.get_visible() and 0 <= u <= 1 and 0 <= w <= 1:
+                return (min(int((1 - w) * grid[0]), grid[0] - 1),
+                        min(int(u * grid[1]), grid[1] - 1))
+        return None
 
     def _channel(self, value: np.ndarray, c: int) -> None:
         ax, art = self.axes["channel"], self._art
@@ -152,6 +223,9 @@ class ExplorerFigure:
             plot.hide_axis(self._ax_img)
             self._drawn_image = image
             self._image_token += 1
+        if r.kind == "attention":
+            self._show("spatial")
+            return self._attention(img, r, v)
         value = r.value[0].numpy()
         c = min(v.channel, value.shape[-1] - 1)
         if r.kind in ("spatial", "context"):
@@ -180,6 +254,7 @@ class ExplorerFigure:
             for a in self._dynamic:
                 a.set_visible(False)
             canvas.draw()
+            self.full_draws += 1
             bg = self._backgrounds[self._key] = canvas.copy_from_bbox(self.figure.bbox)
             while len(self._backgrounds) > MAX_BACKGROUNDS:
                 self._backgrounds.pop(next(iter(self._backgrounds)))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import ipywidgets as W
@@ -16,10 +16,16 @@ from .common import CMAPS, esc
 #: explorer's kinds is not shown at all, one that does not act on the current layer is hidden
 USES: dict[str, tuple[str, ...]] = {
     "channel_slider": ("channel", "radix", "paths"),
-    "opacity": ("spatial", "context"),
-    "cmap": ("spatial", "context"),
-    "stretch": ("spatial",),
+    "opacity": ("spatial", "context", "attention"),
+    "cmap": ("spatial", "context", "attention"),
+    "stretch": ("spatial", "attention"),
+    "head_select": ("attention",),
+    "row": ("attention",),
+    "col": ("attention",),
 }
+#: the head selector's value for the mean over heads (a ``None`` value shows blank in a
+#: Dropdown in JupyterLab)
+MEAN_OF_HEADS = -1
 
 
 def limits_text(max_bytes: int, side: int) -> str:
@@ -28,9 +34,23 @@ def limits_text(max_bytes: int, side: int) -> str:
             f"shown and analysed at ≤ {side} px</small>")
 
 
+def listen_to_clicks(image: W.Image, handler: Callable[[dict], None]) -> object | None:
+    """Call ``handler(event)`` on each click on ``image`` (``ipyevents``: the event has the
+    picture's pixel as ``dataX, dataY``). Returns the listener, or None without ``ipyevents``
+    (then the query sliders are the way to pick)."""
+    try:
+        from ipyevents import Event
+    except ModuleNotFoundError:
+        return None
+    listener = Event(source=image, watched_events=["click"], prevent_default_action=True)
+    listener.on_dom_event(handler)
+    return listener
+
+
 class ExplorerControls:
-    """Image picker and upload, layer and channel sliders, opacity, colour map, stretch, the
-    prediction and status lines, the caption, the image, and a hidden marker for tests."""
+    """Image picker and upload, layer and channel sliders, head and query (row, column) of
+    attention maps, opacity, colour map, stretch, the prediction and status lines, the caption,
+    the image, and a hidden marker for tests."""
 
     def __init__(self, labels: Sequence[str], site_names: Sequence[str],
                  kinds: Sequence[str], limits: str, uid: str) -> None:
@@ -45,6 +65,10 @@ class ExplorerControls:
         self.layer_label = W.Label(site_names[0] if site_names else "")
         self.channel_slider = W.IntSlider(0, 0, 1, description="channel",
                                           continuous_update=False)
+        self.head_select = W.Dropdown(options=[("mean of heads", MEAN_OF_HEADS)],
+                                      value=MEAN_OF_HEADS, description="head")
+        self.row = W.IntSlider(0, 0, 0, description="query row", continuous_update=False)
+        self.col = W.IntSlider(0, 0, 0, description="query col", continuous_update=False)
         self.opacity = W.FloatSlider(0.5, min=0, max=1, step=0.05, description="opacity",
                                      continuous_update=False)
         self.cmap = W.Dropdown(options=CMAPS, value=plot.DEFAULT_CMAP, description="colour map")
@@ -66,6 +90,7 @@ class ExplorerControls:
             W.HBox([self.image_select, self.upload, self.limits]),
             W.HBox([self.layer_slider, self.layer_label]),
             W.HBox([self.channel_slider, self.opacity]),
+            W.HBox([self.head_select, self.row, self.col]),
             W.HBox([self.cmap, self.stretch]),
             self.prediction, self.warning, self.status, self.caption, self.canvas, self.marker,
         ])
@@ -74,13 +99,25 @@ class ExplorerControls:
 
     def view(self) -> View:
         """The current control values."""
+        head = self.head_select.value
         return View(self.layer_slider.value, self.channel_slider.value, self.opacity.value,
-                    self.cmap.value, self.stretch.value)
+                    self.cmap.value, self.stretch.value,
+                    None if head in (None, MEAN_OF_HEADS) else head,
+                    (self.row.value, self.col.value))
 
-    def fit_to(self, kind: str, n_channels: int) -> None:
-        """Show the controls that act on a layer of ``kind``; size the channel slider."""
+    def fit_to(self, kind: str, n_channels: int, heads: int = 1,
+               grid: tuple[int, int] = (1, 1)) -> None:
+        """Show the controls that act on a layer of ``kind``; size the channel slider, and for
+        attention maps the head selector (``heads``) and query sliders (query ``grid``)."""
         with self.channel_slider.hold_trait_notifications():
             self.channel_slider.max = max(n_channels - 1, 0)
+        if kind == "attention":
+            options = [("mean of heads", MEAN_OF_HEADS), *((f"head {h}", h) for h in range(heads))]
+            if [o[1] for o in self.head_select.options] != [o[1] for o in options]:
+                head = self.head_select.value
+                self.head_select.options = options
+                self.head_select.value = head if head < heads else MEAN_OF_HEADS
+            self.row.max, self.col.max = grid[0] - 1, grid[1] - 1
         for name, kinds in USES.items():
             getattr(self, name).layout.visibility = "visible" if kind in kinds else "hidden"
         self.layer_label.value = self.site_names[self.layer_slider.value]

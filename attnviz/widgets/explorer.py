@@ -1,4 +1,9 @@
-"""``AttentionExplorer``: the controls, wired to the cached analyses and the figure."""
+"""``AttentionExplorer``: the controls, wired to the cached analyses and the figure.
+
+One explorer for every kind it draws: masks, channel weights, splits and attention maps. On an
+attention map it shows a head selector ("mean of heads" or one head) and the query cell, picked
+by clicking the picture (``ipyevents``) or with the row / column sliders.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,9 @@ from collections.abc import Sequence
 from matplotlib.figure import Figure
 from torch import nn
 
+from .. import plot_attention as pa
 from ..engine import random_weights_note
-from ..errors import AttnvizError
+from ..errors import AttnvizError, ParameterError
 from ..images import MAX_BYTES
 from ..lessons.projection import projection_scale
 from ..models.preprocess import input_spec
@@ -18,7 +24,7 @@ from ..record import AttentionRecord
 from .analysis import Analyser, Analysis, drawable
 from .canvas import ExplorerFigure
 from .common import esc
-from .controls import ExplorerControls, limits_text
+from .controls import ExplorerControls, limits_text, listen_to_clicks
 from .snapshot import Snapshot, hide_snapshot_css
 from .sources import DISPLAY_SIDE, MAX_UPLOADS, ImageStore, read_upload
 
@@ -39,12 +45,15 @@ class AttentionExplorer(ExplorerControls):
         output: which part of the model's output holds the logits (see
             :func:`attnviz.outputs.interpret`); None: found automatically. A model without
             class prediction (detector, feature extractor) shows "no class prediction".
+        query: the (row, col) query cell attention maps open on (default: the centre of the
+            first attention map's query grid); a cell outside that grid is refused.
     """
 
     def __init__(self, model: nn.Module, images: object = None,
                  layers: str | Sequence[str] | None = None, kinds: Sequence[str] | None = None,
                  static: bool | str = "auto", max_upload_bytes: int = MAX_BYTES, dpi: int = 80,
-                 max_uploads: int = MAX_UPLOADS, output: object = None) -> None:
+                 max_uploads: int = MAX_UPLOADS, output: object = None,
+                 query: tuple[int, int] | None = None) -> None:
         self.analyser = Analyser(model, layers, tuple(kinds) if kinds is not None else drawable(),
                                  output=output)
         self.model, self.sites = self.analyser.model, self.analyser.sites
@@ -58,19 +67,38 @@ class AttentionExplorer(ExplorerControls):
         self.render_count, self.last_render_ms = 0, 0.0
         self._jpeg, self.snapshot = b"", Snapshot(self.uid)
         names = [f"{i}: {s.name} ({s.kind})" for i, s in enumerate(self.sites)]
-        super().__init__(self.store.labels, names, self.analyser.kinds,
+        super().__init__(self.store.labels, names, sorted({s.kind for s in self.sites}),
                          limits_text(max_upload_bytes, side), self.uid)
         for w in (self.image_select, self.layer_slider, self.channel_slider, self.opacity,
-                  self.cmap, self.stretch):
+                  self.cmap, self.stretch, self.head_select, self.row, self.col):
             w.observe(self._on_change, names="value")
         self.upload.observe(self._on_upload, names="value")
+        self.clicks = listen_to_clicks(self.canvas, self._on_click)
         try:
-            opening = self.analyser.opening_layer(self.analysis())
+            first = self.analysis()
         except AttnvizError:
-            opening = 0  # render() shows the error
+            first = None  # render() shows the error
         with self._hold():
-            self.layer_slider.value = opening
+            self.layer_slider.value = self.analyser.opening_layer(first) if first else 0
+            if first is not None:
+                self._open_on(first, query)
         self.render()
+
+    def _open_on(self, first: Analysis, query: tuple[int, int] | None) -> None:
+        """Put the query sliders on ``query`` (default: the centre cell) of the first attention
+        map's query grid; a query outside that grid is refused."""
+        grids = [(self._grid(r), r.name) for r in first.records if r.kind == "attention"]
+        grids = [(g, name) for g, name in grids if g is not None]
+        if not grids:
+            return  # no attention map, or none on a pixel grid (render says why)
+        grid, name = grids[0]
+        if query is None:
+            query = (grid[0] // 2, grid[1] // 2)
+        elif not (0 <= query[0] < grid[0] and 0 <= query[1] < grid[1]):
+            raise ParameterError(f"query {tuple(query)} is outside the {grid[0]}×{grid[1]} "
+                                 f"query grid of {name}")
+        self.row.max, self.col.max = grid[0] - 1, grid[1] - 1
+        self.row.value, self.col.value = query
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -133,19 +161,19 @@ class AttentionExplorer(ExplorerControls):
         label = self.image_select.value
         try:
             a = self.analysis()
+            r = a.records[self.layer_slider.value]
+            caption = self._compose()  # a map it cannot draw says why (e.g. no token grid)
         except AttnvizError as e:
             self.status.value = f"<b style='color:#b00'>{esc(str(e))}</b>"
             return
-        r = a.records[self.layer_slider.value]
-        caption = self._compose()
         jpeg = self._jpeg = self.fig.render()
         self.canvas.value = jpeg
         with self._hold():  # a smaller channel range clamps the channel: no second redraw
-            self.fit_to(r.kind, r.value.shape[-1] if r.kind in ("channel", "radix", "paths")
-                        else 1)
+            self._fit(r)
         self.render_count += 1
         state = (f"image={label} layer={self.layer_slider.value} "
-                 f"channel={self.channel_slider.value} opacity={self.opacity.value:.2f}")
+                 f"channel={self.channel_slider.value} opacity={self.opacity.value:.2f}"
+                 + self._query_text(r, " query={} head={}", "mean", "{}"))
         warning = (random_weights_note(self.model)
                    or self.analyser.out_of_distribution(self.store[label].origin))
         self.show_text(caption, a.prediction_text(), warning,
@@ -154,7 +182,51 @@ class AttentionExplorer(ExplorerControls):
         self.snapshot.update(jpeg, self._describe())
         self.last_render_ms = (time.perf_counter() - t0) * 1000
 
+    @staticmethod
+    def _grid(r: AttentionRecord) -> tuple[int, int] | None:
+        """The query grid of attention record ``r``; None where its queries are not a pixel
+        grid the explorer can draw (windows, class tokens without a known grid)."""
+        try:
+            grid, _ = pa.grids(r.value, r.meta.get("q_grid"), r.meta.get("k_grid"))
+        except AttnvizError:
+            return None
+        return grid if r.value.ndim == 4 else None
+
+    def _fit(self, r: AttentionRecord) -> None:
+        """Fit the controls to record ``r`` (channel range, heads, query grid)."""
+        if r.kind == "attention":
+            self.fit_to(r.kind, 1, r.value.shape[1], self._grid(r) or (1, 1))
+        else:
+            self.fit_to(r.kind, r.value.shape[-1] if r.kind in ("channel", "radix", "paths")
+                        else 1)
+
+    def _query_text(self, r: AttentionRecord, form: str, mean: str = "mean of heads",
+                    one: str = "head {}") -> str:
+        """``form`` filled with the query cell and the head shown (``mean`` for the mean of
+        heads, else ``one``) for an attention record; "" for other kinds."""
+        if r.kind != "attention" or self._grid(r) is None:
+            return ""
+        v = self.view()
+        query, head = self.fig.clamp(r, v.query, v.head)
+        return form.format(query, mean if head is None else one.format(head))
+
     # -- events ------------------------------------------------------------------------------
+    def pick(self, cell: tuple[int, int]) -> None:
+        """Show the query ``cell`` (row, col) of the current attention map: one redraw."""
+        with self._hold():
+            self.row.value, self.col.value = cell
+        self.render()
+
+    def _on_click(self, event: dict) -> None:
+        """A click on the picture (``ipyevents``; ``dataX, dataY``: the pixel of the picture
+        as rendered, whatever size the browser shows it at) picks the query cell under it."""
+        r = self.current()
+        grid = self._grid(r) if r.kind == "attention" else None
+        if grid is None or "dataX" not in event:
+            return
+        cell = self.fig.cell_at(float(event["dataX"]), float(event["dataY"]), grid)
+        if cell is not None:
+            self.pick(cell)
     def _select(self, label: str) -> None:
         """Show image ``label``: one redraw, never a flash of another image."""
         with self._hold():
@@ -197,4 +269,5 @@ class AttentionExplorer(ExplorerControls):
         r = a.records[self.layer_slider.value]
         shape = "×".join(str(d) for d in r.value.shape[1:])
         return (f"image {self.image_select.value}, layer "
-                f"{self.site_names[self.layer_slider.value]} {shape}; {a.prediction_text()}")
+                f"{self.site_names[self.layer_slider.value]} {shape}"
+                f"{self._query_text(r, ', query {}, {}')}; {a.prediction_text()}")

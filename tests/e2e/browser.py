@@ -81,6 +81,26 @@ JS_SNAPSHOT_SHOWN = """() => {
   return box.width > 0 && box.height > 0 ? {caption: img.alt, width: img.naturalWidth} : false;
 }"""
 
+KERNEL_READY_MS = 45_000
+
+
+def open_notebook(page, server: LabServer, name: str, reset: bool = True) -> None:
+    """Open notebook ``name`` of ``server`` and wait until its kernel is ready."""
+    page.goto(server.url(f"lab/tree/{name}", "reset" if reset else ""))
+    page.wait_for_function(JS_KERNEL_READY, arg=name, timeout=KERNEL_READY_MS, polling=100)
+
+
+def write_notebook(path: Path, source: str) -> None:
+    """A one-cell Python 3 notebook of ``source`` at ``path``."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(source)]
+    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python",
+                                 "name": "python3"}
+    nbformat.write(nb, path)
+
+
 # Regexes for console errors that are not about the notebook or its widgets; explain each one.
 # - reopening a notebook whose widget models died with their kernel: the widget manager logs
 #   the missing model once per widget output (the still image below it is what shows)

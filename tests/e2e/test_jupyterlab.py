@@ -20,19 +20,19 @@ import pytest
 from .browser import (
     JS_FIRST_RENDER,
     JS_KERNEL_ERRORS,
-    JS_KERNEL_READY,
     JS_LATENCY_SETUP,
     JS_NEW_SRC,
     JS_RUN_ALL,
     JS_SNAPSHOT_SHOWN,
     Session,
+    open_notebook,
+    write_notebook,
 )
 from .conftest import LabServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 NOTEBOOK = "explorer.ipynb"
-KERNEL_READY_MS = 45_000
 FIRST_RENDER_MS = 45_000
 REDRAW_MS = 20_000
 REPS = 6  # latency samples per control
@@ -60,11 +60,6 @@ def _latency(page, marker, act, expect_text: re.Pattern) -> float:
     return float(page.evaluate("() => window.__attnvizLatency.samples.at(-1)"))
 
 
-def _open(page, server: LabServer, name: str, reset: bool = True) -> None:
-    page.goto(server.url(f"lab/tree/{name}", "reset" if reset else ""))
-    page.wait_for_function(JS_KERNEL_READY, arg=name, timeout=KERNEL_READY_MS, polling=100)
-
-
 def test_explorer_in_jupyterlab(chromium: Path, lab_server: LabServer, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
@@ -74,7 +69,7 @@ def test_explorer_in_jupyterlab(chromium: Path, lab_server: LabServer, tmp_path:
         page = s.page
         s.stage = "kernel ready"
         t0 = time.perf_counter()
-        _open(page, lab_server, NOTEBOOK)
+        open_notebook(page, lab_server, NOTEBOOK)
         timings["kernel ready"] = time.perf_counter() - t0
         assert page.evaluate("() => window.jupyterapp.shell.currentWidget.context.model.dirty"
                              ) is False, "the notebook shows as modified right after opening"
@@ -163,7 +158,7 @@ def test_explorer_in_jupyterlab(chromium: Path, lab_server: LabServer, tmp_path:
             "() => !window.jupyterapp.shell.currentWidget.context.model.dirty", timeout=10_000)
         page.evaluate("() => window.jupyterapp.commands.execute('kernelmenu:shutdown')")
         page.evaluate("() => window.jupyterapp.commands.execute('application:close-all')")
-        _open(page, lab_server, NOTEBOOK, reset=False)
+        open_notebook(page, lab_server, NOTEBOOK, reset=False)
         shown = page.wait_for_function(JS_SNAPSHOT_SHOWN, timeout=REDRAW_MS,
                                        polling=100).json_value()
         assert re.search(rf"layer {int(last)}: \S+", shown["caption"]), shown
@@ -194,7 +189,7 @@ def test_headless_executed_notebook_shows_its_last_view(chromium: Path, lab_serv
     nbformat.write(nb, lab_server.notebook_dir / "executed.ipynb")
     with Session(chromium, tmp_path, lab_server) as s:
         s.stage = "open executed notebook"
-        _open(s.page, lab_server, "executed.ipynb")
+        open_notebook(s.page, lab_server, "executed.ipynb")
         shown = s.page.wait_for_function(JS_SNAPSHOT_SHOWN, timeout=REDRAW_MS,
                                          polling=100).json_value()
         assert "image shapes_circle.png" in shown["caption"], shown
@@ -232,19 +227,12 @@ def test_bare_widget_round_trip(chromium: Path, lab_server: LabServer, tmp_path:
 
 def _floor_ms(chromium: Path, lab_server: LabServer, tmp_path: Path) -> float:
     """The median of REPS bare widget round trips (slider -> ready JPEG decoded), in ms."""
-    import nbformat
-
     tmp_path.mkdir(parents=True, exist_ok=True)
-
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(FLOOR_CELL)]
-    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python",
-                                 "name": "python3"}
-    nbformat.write(nb, lab_server.notebook_dir / "floor.ipynb")
+    write_notebook(lab_server.notebook_dir / "floor.ipynb", FLOOR_CELL)
     with Session(chromium, tmp_path, lab_server) as s:
         page = s.page
         s.stage = "open"
-        _open(page, lab_server, "floor.ipynb")
+        open_notebook(page, lab_server, "floor.ipynb")
         page.evaluate(JS_RUN_ALL)
         page.wait_for_function(JS_NEW_SRC, arg="", timeout=FIRST_RENDER_MS, polling=100)
         page.evaluate(JS_LATENCY_SETUP)
