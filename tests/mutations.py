@@ -4,10 +4,13 @@
     python tests/mutations.py recorder   # those whose name contains "recorder"
     MUTATION_JOBS=1 python tests/mutations.py   # one at a time (default: the CPUs, at most 4)
 
-For each mutation the package and the tests are copied into a temporary folder, the named
-source text is replaced there (it must occur exactly once), and only the named tests run on
-that copy; the check passes when they fail. The table is tests/CLAIMS.md's. Exit code: the
-number of mutations whose tests still passed (0: every test caught its mutation).
+First a control run: every named test must pass on an unmodified copy (else a test failing
+for another reason, such as missing data, would count as catching its mutation). Then for each
+mutation the package and the tests are copied into a temporary folder, the named source text is
+replaced there (it must occur exactly once), and only the named tests run on that copy; the
+check passes when they fail in their bodies (an error in a fixture does not count). The table
+is tests/CLAIMS.md's. Exit code: the number of mutations whose tests still passed (0: every
+test caught its mutation).
 """
 
 from __future__ import annotations
@@ -136,6 +139,8 @@ def _copy(dest: Path) -> None:
     for name in ("attnviz", "tests"):
         shutil.copytree(ROOT / name, dest / name, ignore=ignore)
     shutil.copy(ROOT / "pyproject.toml", dest / "pyproject.toml")
+    for name in ("data", "notebooks"):  # read, never written, by the tests: linked, not copied
+        (dest / name).symlink_to(ROOT / name, target_is_directory=True)
 
 
 def _apply(root: Path, m: Mutation) -> None:
@@ -150,22 +155,37 @@ def _apply(root: Path, m: Mutation) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-def run(m: Mutation) -> tuple[bool, str, float]:
-    """``(caught, pytest output tail, seconds)``: caught when the named tests failed."""
+def _pytest(root: Path, tests: tuple[str, ...]) -> tuple[int, int, str]:
+    """Run ``tests`` on the copy at ``root``: ``(failed, errors, output tail)`` — a test that
+    fails inside its body counts as failed; one that errors in a fixture does not."""
+    import xml.etree.ElementTree as ET
+
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    xml = root / "junit.xml"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "-o", "addopts=", f"--junitxml={xml}", *tests], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=900)
+    tail = "\n".join(proc.stdout.strip().splitlines()[-3:])
+    if not xml.exists():
+        return 0, 1, tail
+    cases = ET.parse(xml).getroot().iter("testcase")
+    outcomes = [[c.tag for c in case] for case in cases]
+    return (sum("failure" in o for o in outcomes), sum("error" in o for o in outcomes), tail)
+
+
+def run(m: Mutation | None, tests: tuple[str, ...] = ()) -> tuple[bool, str, float]:
+    """``(caught, pytest output tail, seconds)``: caught when the named tests failed (in their
+    bodies, not in setup). ``m`` None: the control run of ``tests`` on the unmutated copy,
+    "caught" when they all passed."""
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="attnviz-mutation-") as tmp:
         root = Path(tmp)
         _copy(root)
-        _apply(root, m)
-        # the copy holds no data/: the bundled images and demo weights are read from here
-        env = {"ATTNVIZ_DATA": str(ROOT / "data"), **os.environ, "PYTHONPATH": str(root),
-               "OMP_NUM_THREADS": "1"}
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p",
-                               "no:cacheprovider", "-o", "addopts=", *m.tests], cwd=root,
-                              env=env, capture_output=True, text=True, timeout=600)
-    tail = "\n".join(proc.stdout.strip().splitlines()[-3:])
-    # exit code 1: tests ran and failed; 2-5 (usage, collection, no tests) do not count
-    return proc.returncode == 1, tail, time.perf_counter() - t0
+        if m is not None:
+            _apply(root, m)
+        failed, errors, tail = _pytest(root, m.tests if m is not None else tests)
+    ok = (failed == errors == 0) if m is None else (failed > 0 and errors == 0)
+    return ok, tail, time.perf_counter() - t0
 
 
 def main(argv: list[str]) -> int:
@@ -174,6 +194,13 @@ def main(argv: list[str]) -> int:
     chosen = [m for m in MUTATIONS if not argv or any(a in m.name for a in argv)]
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     jobs = int(os.environ.get("MUTATION_JOBS") or min(4, cpus or 1))
+    control = tuple(dict.fromkeys(t for m in chosen for t in m.tests))
+    passed, tail, seconds = run(None, control)
+    print(f"{'passed' if passed else 'FAILED'}  {seconds:5.1f} s  control: the {len(control)} "
+          "named tests on the unmodified code", flush=True)
+    if not passed:  # a mutation's test failing for another reason would count as caught
+        print("    " + tail.replace("\n", "\n    "), flush=True)
+        return len(chosen) + 1
     missed = 0
     with ThreadPoolExecutor(max(1, jobs)) as pool:  # each mutation runs in its own process
         futures = {pool.submit(run, m): m for m in chosen}
