@@ -8,7 +8,9 @@ Rows: named adapters (timm resnest50d / seresnet50, attnviz cbam_resnet50), the 
 (``tutorial-cbam_resnet50``: hand-written CBAM modules attnviz has no adapter for; and
 ``botnet26t_256``: self-attention maps), and the 64-px demo model at batch 1. ``first`` is the
 very first recording of the model (which watches the whole forward pass to find the sites)
-against the median plain forward; ``rec MiB`` is the memory the records hold.
+against the median plain forward; ``rec MiB`` is the memory the records hold. ``hooks+clone``
+is the floor of a hand-written script on the same modules (forward hooks that clone the output,
+installed and removed around each call), where every site is a named adapter.
 
     python benchmarks/recorder_overhead.py                      # batch 8, 224 px, 7 reps, CPU
     python benchmarks/recorder_overhead.py --reps 3 --batch 2   # quick check
@@ -70,13 +72,37 @@ def _recorded(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
     return len(rec.records), sum(r.value.numel() * 4 for r in rec.records)
 
 
+def _hand_written(targets: list[nn.Module]) -> Callable[[nn.Module, torch.Tensor], None]:
+    """The floor a user's own script reaches: a forward hook that clones the output of every
+    module attnviz's named adapters hook, installed and removed around each call (None when
+    the model has sites that are not named adapters)."""
+    def run(model: nn.Module, x: torch.Tensor) -> None:
+        kept: list[torch.Tensor] = []
+        handles = [t.register_forward_hook(lambda _m, _i, o: kept.append(o.detach().clone()))
+                   for t in targets]
+        model(x)
+        for h in handles:
+            h.remove()
+
+    return run
+
+
+def _adapter_targets(model: nn.Module) -> list[nn.Module] | None:
+    from attnviz.record.sites import model_info
+
+    info = model_info(model)
+    if not info.adapters_only():
+        return None
+    return list(info.hook_targets().values())
+
+
 def bench(
     name: str, device: torch.device, batch: int, size: int, reps: int, warmup: int
 ) -> dict[str, float]:
     batch, size = FIXED.get(name, (batch, size))
     model = MODELS[name]().eval().to(device)
     x = torch.randn(batch, 3, size, size, device=device)
-    plain_s, rec_s = [], []
+    times: dict[str, list[float]] = {"plain": [], "recorded": [], "hand": []}
     with torch.no_grad():
         _plain(model, x)
         _sync(device)
@@ -84,28 +110,32 @@ def bench(
         n_records, n_bytes = _recorded(model, x)  # the first recording watches everything
         _sync(device)
         first_s = time.perf_counter() - t0
+        targets = _adapter_targets(model)
+        runs = {"plain": _plain, "recorded": _recorded}
+        if targets is not None:
+            runs["hand"] = _hand_written(targets)
         for _ in range(warmup):
-            _plain(model, x)
-            _recorded(model, x)
+            for run in runs.values():
+                run(model, x)
         _sync(device)
         for i in range(reps):
-            order = (False, True) if i % 2 == 0 else (True, False)
-            for recorded in order:
+            order = list(runs) if i % 2 == 0 else list(reversed(runs))
+            for key in order:
                 _sync(device)
                 t0 = time.perf_counter()
-                if recorded:
-                    _recorded(model, x)
-                else:
-                    _plain(model, x)
+                runs[key](model, x)
                 _sync(device)
-                (rec_s if recorded else plain_s).append(time.perf_counter() - t0)
+                times[key].append(time.perf_counter() - t0)
+    plain_s, rec_s = times["plain"], times["recorded"]
     ratios = [r / p for r, p in zip(rec_s, plain_s, strict=True)]
+    hand = [h / p for h, p in zip(times["hand"], plain_s, strict=False)]
     return {
         "plain_ms": statistics.median(plain_s) * 1e3,
         "recorded_ms": statistics.median(rec_s) * 1e3,
         "ratio": statistics.median(ratios),
         "ratio_min": min(ratios),
         "ratio_max": max(ratios),
+        "hand": statistics.median(hand) if hand else float("nan"),
         "records": n_records,
         "first": first_s / statistics.median(plain_s),
         "mib": n_bytes / 2**20,
@@ -139,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     header = (
         f"{'model':<24}{'device':<8}{'plain ms':>10}{'recorded ms':>13}{'ratio':>8}"
-        f"{'ratio range':>16}{'records':>9}{'first':>7}{'rec MiB':>9}"
+        f"{'ratio range':>16}{'hooks+clone':>12}{'records':>9}{'first':>7}{'rec MiB':>9}"
     )
     print(header)
     print("-" * len(header))
@@ -150,6 +180,7 @@ def main(argv: list[str] | None = None) -> None:
             print(
                 f"{name:<24}{device.type:<8}{r['plain_ms']:>10.1f}{r['recorded_ms']:>13.1f}"
                 f"{r['ratio']:>8.3f}{r['ratio_min']:>8.3f}–{r['ratio_max']:<7.3f}"
+                f"{r['hand']:>12.3f}"
                 f"{r['records']:>9d}{r['first']:>7.2f}{r['mib']:>9.1f}",
                 flush=True,
             )

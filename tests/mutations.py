@@ -36,10 +36,15 @@ class Mutation:
 
 
 MUTATIONS = (
-    Mutation("recorder: no defensive copy of recorded weights", "attnviz/record/recorder.py",
+    Mutation("recorder: no defensive copy of recorded weights", "attnviz/record/collect.py",
              (("value = value.clone() if value.dtype == torch.float32 else value.float()",
                "value = value if value.dtype == torch.float32 else value.float()"),),
              ("tests/test_claims.py::test_records_are_copies_the_network_cannot_overwrite",)),
+    Mutation("recorder: no copy of a named adapter's output", "attnviz/record/collect.py",
+             (("value = (out.detach() if out.requires_grad else out).clone()",
+               "value = out.detach() if out.requires_grad else out"),),
+             ("tests/test_claims.py::"
+              "test_adapter_records_are_copies_the_network_cannot_overwrite",)),
     Mutation("recorder: misses listed only when nothing was recorded",
              "attnviz/record/sites.py",
              (("    names = list(recorded)\n    out = []",

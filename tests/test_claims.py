@@ -27,6 +27,7 @@ import attnviz
 from attnviz import report
 from attnviz.examples import HandMHSA, Net
 from attnviz.models import set_preprocess
+from attnviz.nn.channel_attn import ChannelAttention
 from attnviz.publish import HOME
 
 
@@ -56,6 +57,43 @@ def test_records_are_copies_the_network_cannot_overwrite() -> None:
     assert float(seen.abs().sum()) > 0  # there was something to lose
     torch.testing.assert_close(recorded, seen, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(recorded.sum(-1), torch.ones_like(recorded.sum(-1)))
+
+
+class _KeptSigmoid(nn.Sigmoid):
+    """A sigmoid that keeps (a reference to) its output, as a cache would."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.last = super().forward(x)
+        return self.last
+
+
+class OverwritingGate(ChannelAttention):
+    """A CBAM channel gate (a named adapter: its ``gate`` output is hooked) that reuses the
+    gate's tensor in place once it has multiplied the features by it."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels, reduction=4)
+        self.gate = _KeptSigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x)
+        self.seen = self.gate.last.flatten(1).clone()
+        self.gate.last.zero_()  # the network writes into the tensor it multiplied by
+        return y
+
+
+def test_adapter_records_are_copies_the_network_cannot_overwrite() -> None:
+    model = Net(OverwritingGate(16)).eval()
+    set_preprocess(model, 8, None, None)
+    with torch.no_grad():
+        for _ in range(2):  # the second recording takes the adapter-only path
+            with attnviz.record(model) as rec:
+                model(torch.rand(2, 3, 8, 8))
+    (recorded,) = rec.channel.values()
+    assert rec.records[0].source == "adapter"
+    seen = model.layer1[0].seen
+    assert float(seen.min()) > 0  # there was something to lose
+    torch.testing.assert_close(recorded, seen, atol=0, rtol=0)
 
 
 class SELayer(nn.Module):

@@ -137,8 +137,12 @@ def test_injected_failure_drops_one_site_with_one_warning(monkeypatch):
     assert rec.skipped == ["se"] and hook_count(net) == 0
 
 
-def test_injected_failure_in_a_hook_keeps_the_forward(monkeypatch):
-    from attnviz.record import recorder
+@pytest.mark.parametrize("where", ["canonical", "stage_block"])
+def test_injected_failure_in_a_hook_keeps_the_forward(monkeypatch, where):
+    """An internal failure — in a hook during the forward (``canonical``) or while the records
+    are built from what the hooks kept (``stage_block``) — drops that site with one warning;
+    the forward and the other sites are untouched."""
+    from attnviz.record import collect
 
     net = nn.Sequential(SequentialSE(8), SequentialSE(8)).eval()
     x = torch.randn(2, 8, 3, 3)
@@ -146,19 +150,23 @@ def test_injected_failure_in_a_hook_keeps_the_forward(monkeypatch):
         plain = net(x)
         with attnviz.record(net):
             net(x)  # discovered: the second recording uses output hooks
-    calls = []
+    real = getattr(collect, where)
 
-    def flaky(name):
-        calls.append(name)
-        if name.startswith("0."):
+    def flaky(*args):
+        name = args[0] if where == "stage_block" else ""
+        if where == "canonical" and flaky.calls == 0 or name.startswith("0."):
+            flaky.calls += 1
             raise ValueError("injected")
-        return None, None
+        flaky.calls += 1
+        return real(*args)
 
-    monkeypatch.setattr(recorder, "stage_block", flaky)
+    flaky.calls = 0
+    monkeypatch.setattr(collect, where, flaky)
     with torch.no_grad(), pytest.warns(RuntimeWarning, match="'0.fc'.*injected"):
         with attnviz.record(net) as rec:
             out = net(x)
-    assert torch.equal(out, plain) and list(rec.channel) == ["1.fc"]
+        assert list(rec.channel) == ["1.fc"]
+    assert torch.equal(out, plain) and flaky.calls == 2
 
 # -- (e) the map that multiplies V -------------------------------------------------------------
 

@@ -276,3 +276,56 @@ def test_budget_refuses_multihead_attention_before_recomputing(monkeypatch):
     # watching switches MHA's fused fast path off: the same math, rounded differently
     torch.testing.assert_close(out, plain, atol=1e-6, rtol=1e-6)
     assert rec.skipped == ["attn"] and calls and True not in calls  # never recomputed
+
+
+class _Stack(nn.Module):
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        from attnviz.nn.se import SqueezeExcite
+
+        self.blocks = nn.ModuleList(SqueezeExcite(8, reduction=2) for _ in range(n))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for b in self.blocks:
+            x = b(x)
+        return x
+
+
+def _gates(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each SE block's s(c), by hand (a hook on its gate), keyed by the block's current name."""
+    out: dict[str, torch.Tensor] = {}
+    handles = [b.gate.register_forward_hook(
+        lambda _m, _i, o, n=f"blocks.{i}": out.__setitem__(n, o.flatten(1).clone()))
+        for i, b in enumerate(model.blocks)]
+    model(x)
+    for h in handles:
+        h.remove()
+    return out
+
+
+@pytest.mark.parametrize("change", ["delete", "replace", "append"])
+def test_a_changed_tree_is_seen_by_the_next_recording(change):
+    """What a recording knows of a model is cached between recordings; deleting a block (which
+    renames the ones after it and registers nothing), replacing one or adding one (a
+    registration) must show in the next recording's names and values."""
+    from attnviz.nn.se import SqueezeExcite
+
+    model = _Stack(3).eval()
+    x = torch.rand(2, 8, 4, 4)
+    with torch.no_grad():
+        for _ in range(2):
+            with attnviz.record(model) as rec:
+                model(x)
+        assert list(rec.channel) == ["blocks.0", "blocks.1", "blocks.2"]
+        if change == "delete":
+            del model.blocks[0]
+        elif change == "replace":
+            model.blocks[1] = SqueezeExcite(8, reduction=2).eval()
+        else:  # every known site stays where it was: only the registration shows it
+            model.blocks.append(SqueezeExcite(8, reduction=2).eval())
+        with attnviz.record(model) as rec:
+            model(x)
+        expected = _gates(model, x)
+    assert list(rec.channel) == list(expected)
+    for name, gate in expected.items():
+        torch.testing.assert_close(rec.channel[name], gate, atol=0, rtol=0)

@@ -8,7 +8,8 @@ rec.radix     # {name: (B, R, C)}   rec.attention  # {name: (B, heads, Q, K)}
 Two paths feed one list of records. Named adapters hook known module types (timm, torchvision,
 attnviz). Every other weight is found by *watching* the forward pass (``observe.py``): the first
 recording of a model watches all of it; later ones watch only the modules where weights were
-found, so the steady state costs about as little as plain hooks.
+found, so the steady state costs about as little as plain hooks. What the hooks hand over is
+admitted, copied and kept by the :class:`~attnviz.record.collect.Collector` this class extends.
 """
 
 from __future__ import annotations
@@ -23,14 +24,13 @@ from torch import nn
 from torch.nn.modules import module as _module_hooks
 
 from ..errors import MemoryBudgetError, NoAttentionError, ParameterError, RecorderBusyError
-from .budget import DEFAULT_MAX_BYTES, Budget
-from .observe import ModuleStack, Observation, Observer, canonical
+from .budget import DEFAULT_MAX_BYTES
+from .collect import Collector, in_backward
+from .observe import ModuleStack, Observation, Observer
 from .options import check_known, check_recordable, filter_message, parse_kinds
-from .queries import QuerySpec, keep_rows
-from .records import AttentionRecord, RecordSet
+from .queries import QuerySpec
 from .sites import (
     AttentionSite,
-    ModelInfo,
     candidates,
     fast_path_scope,
     looks_message,
@@ -38,19 +38,12 @@ from .sites import (
     model_info,
     nothing_message,
     parse_layers,
-    resolve,
-    stage_block,
 )
 
 _ACTIVE: weakref.WeakKeyDictionary[nn.Module, Recorder] = weakref.WeakKeyDictionary()
 
 
-def _in_backward() -> bool:
-    """True while autograd runs a backward pass (gradient checkpointing re-runs forwards)."""
-    return torch._C._current_graph_task_id() != -1
-
-
-class Recorder(RecordSet):
+class Recorder(Collector):
     """Context manager recording the attention weights of every forward pass of ``model``.
 
     Args:
@@ -89,23 +82,20 @@ class Recorder(RecordSet):
         queries: Any = None,
         _discover: bool = False,
     ) -> None:
-        super().__init__()
         check_recordable(model, heads, max_bytes)
-        self.model, self.keep_graph, self.observe = model, keep_graph, observe
-        self.heads, self.max_bytes, self.recurrent = heads, max_bytes, recurrent
-        self.queries = QuerySpec.parse(queries)
-        self._patterns = parse_layers(layers)
-        self._kinds = parse_kinds(kinds)
-        self._info: ModelInfo = model_info(model)
+        super().__init__(model_info(model), keep_graph, heads, max_bytes,
+                         QuerySpec.parse(queries), parse_layers(layers), parse_kinds(kinds))
+        self.model, self.observe = model, observe
+        self.max_bytes, self.recurrent = max_bytes, recurrent
         # recurrent gates are left out of what is cached: recording them watches the model
         self._discover = observe and (_discover or recurrent or self._info.observed is None)
         self._find = _discover  # find_attention returns the candidates instead of warning
-        self.sites: list[AttentionSite] = [s for s in self._info.adapter_sites if self._keep(s)]
-        self.problems: list[str] = []
+        self.sites: list[AttentionSite] = (
+            list(self._info.adapter_sites) if self._patterns is None and self._kinds is None
+            else [s for s in self._info.adapter_sites if self._keep(s)])
         self._handles: list[Any] = []
         self._used = False
-        self._pass, self._depth, self._added = -1, 0, 0
-        self._firings: dict[tuple[str, str], int] = {}
+        self._depth = 0
         self._seen: dict[str, tuple[str, str]] = {}
         self._scopes_found: set[str] = set()
         self._hooked_found: dict[str, tuple[str, str, str]] = {}
@@ -113,8 +103,6 @@ class Recorder(RecordSet):
         self._ran: set[str] = set()
         self._compiled = False
         self.watched = 0  # how many times the observer was entered (0: hooks only)
-        self.skipped: list[str] = []  # sites left out (over the budget, internal failure)
-        self._budget = Budget(max_bytes, heads, self.skipped, self.problems)
         if not self._discover:
             self._check_known()
 
@@ -155,10 +143,11 @@ class Recorder(RecordSet):
             on_root(module, args, kwargs)
 
         self._handles.append(self.model.register_forward_pre_hook(root_hook, with_kwargs=True))
-        for site in self.sites:
-            hook = site.adapter.hook
-            target = resolve(site.module, hook) if hook else site.module
-            self._handles.append(target.register_forward_hook(self._adapter_hook(site, target)))
+        targets = self._info.hook_targets()
+        sites = {targets[site.name]: site for site in self.sites}
+        hook = self._adapter_hook(sites)
+        for target in sites:
+            self._handles.append(target.register_forward_hook(hook))
         if self.observe and not self._discover:
             for target_name, site in self._info.hooked.items():
                 target = self.model.get_submodule(target_name)
@@ -237,9 +226,8 @@ class Recorder(RecordSet):
         if torch.compiler.is_compiling():
             self._compiled = True  # a torch.compile'd copy is tracing this model
             return
-        if module is self.model and not _in_backward():
+        if module is self.model and not in_backward():
             self._pass += 1
-            self._firings.clear()
             if self._observer is not None:
                 self._stack.set_input(args, kwargs)
 
@@ -280,36 +268,8 @@ class Recorder(RecordSet):
         except Exception as e:
             self._on_failure(self._stack.owner(), e)
 
-    def _adapter_hook(self, site: AttentionSite, target: nn.Module):
-        adapter, module = site.adapter, site.module
-
-        def hook(mod: nn.Module, _inp: object, out: torch.Tensor) -> None:
-            if mod is not target:  # a deepcopy of the model carries this hook along: ignore
-                return
-            try:
-                value = adapter.transform(out if self.keep_graph else out.detach(), module)
-                self._add(site.name, site.kind, value, site.module_type, "adapter", {},
-                          site.order)
-            except Exception as e:
-                self._on_failure(site.name, e)
-
-        return hook
-
-    def _output_hook(self, site: tuple[str, str, str], target: nn.Module):
-        name, kind, label = site
-
-        def hook(mod: nn.Module, _inp: object, out: torch.Tensor) -> None:
-            if mod is target:
-                try:
-                    value = canonical(kind, out if self.keep_graph else out.detach())
-                    self._add(name, kind, value, label, "observed", {})
-                except Exception as e:
-                    self._on_failure(name, e)
-
-        return hook
-
     def _on_observation(self, obs: Observation) -> None:
-        if _in_backward():
+        if in_backward():
             return
         if not self._discover and obs.hook is not None and obs.hook in self._info.hooked:
             return  # its output hook records it already
@@ -322,44 +282,6 @@ class Recorder(RecordSet):
             self._scopes_found.add(fast_path_scope(self.model, scope))
         self._add(obs.name, obs.kind, obs.value, obs.label, "observed", obs.meta,
                   owned=obs.owned)
-
-    def _on_failure(self, name: str, error: Exception) -> None:
-        """An internal failure at ``name``: drop that site with one warning; the forward goes on
-        unchanged."""
-        self._budget.failed(name, error)
-
-    def _admit(self, name: str, shape: tuple[int, ...], kind: str = "attention") -> bool:
-        """May a weight of ``shape`` made at ``name`` be computed and kept? Checked before it is
-        allocated: a site over the budget is skipped with one warning, the forward goes on."""
-        if _in_backward() or not matches(name, self._patterns):
-            return False
-        if self._kinds is not None and kind not in self._kinds:
-            return False
-        return self._budget.admit(name, kind, shape)
-
-    def _add(self, name: str, kind: str, value: torch.Tensor, label: str, source: str,
-             meta: dict[str, Any], order: int | None = None, owned: bool = False) -> None:
-        if kind == "attention" and value.ndim == 4 and "queries" not in meta:
-            value, meta, owned = keep_rows(self.queries, value, meta, owned)
-        if not self._admit(name, tuple(value.shape), kind):
-            return
-        if kind == "attention" and self.heads == "mean":
-            value = value.mean(1, keepdim=True)
-        self._budget.used += value.numel() * 4
-        self._added += 1
-        if self.keep_graph or owned:  # owned: computed here, nobody else holds it
-            value = value.float()
-        else:  # a copy: the network may write into its tensors later (in-place adds)
-            value = value.clone() if value.dtype == torch.float32 else value.float()
-        firing = self._firings.get((name, kind), 0)
-        self._firings[name, kind] = firing + 1
-        if meta.get("problem"):
-            self.problems.append(f"{name or '(model)'}: {meta['problem']}")
-        stage, block = stage_block(name)
-        if order is None:
-            order = self._info.order(name)
-        self.records.append(AttentionRecord(name, kind, value, label, order, stage, block,
-                                            max(self._pass, 0), firing, source, meta))
 
     def _warn_candidates(self, quiet: bool) -> None:
         """After a watched pass: warn about modules that look like attention but gave no record,
@@ -380,13 +302,6 @@ class Recorder(RecordSet):
                 "this recorder is not recording: call it inside `with attnviz.record(model) as "
                 "rec:`")
         return self.model(x)
-
-    def clear(self) -> None:
-        """Forget what was recorded (the hooks stay)."""
-        self.records.clear()
-        self.problems.clear()
-        self.skipped.clear()
-        self._budget.reset()
 
     def __repr__(self) -> str:
         n = len(self.records)

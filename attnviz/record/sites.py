@@ -77,6 +77,15 @@ class ModelInfo:
     model: weakref.ref | None = None
     generation: int = -1  # _GENERATION when the tree was last checked
     _order: dict[str, int] | None = None
+    _targets: dict[str, nn.Module] | None = None
+
+    def hook_targets(self) -> dict[str, nn.Module]:
+        """The module each adapter site's hook goes on (its ``adapter.hook`` submodule), by
+        site name; found once per tree."""
+        if self._targets is None:
+            self._targets = {s.name: resolve(s.module, s.adapter.hook) if s.adapter.hook
+                             else s.module for s in self.adapter_sites if s.adapter is not None}
+        return self._targets
 
     def adapters_only(self) -> bool:
         """Watched once, and every site found is a named adapter (nothing observed to watch)."""
