@@ -32,6 +32,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import stat
 import warnings
 from pathlib import Path
 
@@ -293,9 +294,9 @@ def load_pil(source: ImageSource, *, name: str | None = None) -> Image.Image:
             raise _fail(label, "no such file") from None
         except OSError as e:
             raise _fail(label, f"cannot access it ({e.strerror or e})") from None
-        if path.is_dir():
+        if stat.S_ISDIR(st.st_mode):
             raise _fail(label, "it is a folder, not an image file")
-        if not path.is_file():
+        if not stat.S_ISREG(st.st_mode):
             raise _fail(label, "it is not a regular file")
         if st.st_size == 0:
             raise _fail(label, "the file is empty (0 bytes)")

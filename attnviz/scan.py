@@ -158,10 +158,20 @@ def glob_paths(pattern: str, skipped: Skipped) -> list[Path]:
     return list(_walk(base, parts[start:], skipped))
 
 
+def _plain_image(entry: os.DirEntry) -> bool:
+    """A regular file (not a link) with an image suffix: taken without another ``stat`` (the
+    folder listing says what each entry is)."""
+    try:
+        return (not entry.is_symlink() and entry.is_file(follow_symlinks=False)
+                and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES)
+    except OSError:
+        return False
+
+
 def _take(candidates: Sequence[Path], text: str, empty: str, add: Callable[[Path], None],
-          skipped: Skipped) -> None:
-    """Add the image files among ``candidates``; list the other files with their reason."""
-    taken = 0
+          skipped: Skipped, taken: int = 0) -> None:
+    """Add the image files among ``candidates``; list the other files with their reason
+    (``taken``: images already taken for ``text``)."""
     for c in candidates:
         if c.is_dir():
             continue  # a folder is not a file, and folders are not searched recursively
@@ -204,9 +214,15 @@ def find_images(
         if p.is_file():
             add(p)
         elif p.is_dir():
-            entries = [Path(e.path) for e in _entries(p, skipped) if not e.name.startswith(".")]
-            _take(entries, text, f"folder has no image files ({', '.join(IMAGE_SUFFIXES)})",
-                  add, skipped)
+            entries = [e for e in _entries(p, skipped) if not e.name.startswith(".")]
+            plain = [_plain_image(e) for e in entries]
+            real = p.resolve()
+            for e, ok in zip(entries, plain, strict=True):
+                if ok:  # what add() would find, without resolving each file
+                    found.setdefault(real / e.name, Path(e.path))
+            _take([Path(e.path) for e, ok in zip(entries, plain, strict=True) if not ok], text,
+                  f"folder has no image files ({', '.join(IMAGE_SUFFIXES)})", add, skipped,
+                  taken=sum(plain))
         elif _MAGIC.search(text):
             matches = glob_paths(text, skipped)
             if not matches:

@@ -105,9 +105,9 @@ def test_the_rule_batches_and_bad_images() -> None:
     cls = torch.tensor([0, 0, 0, 1, 1, 2, -1, 1, 0])
     s[7, 2] = float("nan")  # left out: the class-1 image 7
     one, two = ClassChannels(), ClassChannels()
-    one.add("b", s, cls)
-    two.add("b", s[:4], cls[:4])
-    two.add("b", s[4:], cls[4:])
+    one.add("b", s, cls, 3)
+    two.add("b", s[:4], cls[:4], 3)
+    two.add("b", s[4:], cls[4:], 3)
     a, b = one.deviations(None, 5), two.deviations(None, 5)
     ok = torch.tensor([True] * 6 + [False, False, True])
     keep, kc = s[ok].double(), cls[ok]
@@ -119,6 +119,6 @@ def test_the_rule_batches_and_bad_images() -> None:
             np.testing.assert_allclose(c["deviation"], want.numpy(), atol=1e-12)
             assert c["label"] == f"class {c['class_index']}"
     single = ClassChannels()
-    single.add("b", s[:3], cls[:3])
+    single.add("b", s[:3], cls[:3], 3)
     assert single.deviations(None, 5) == []
     assert predicted_classes(torch.tensor([[0.1, 2.0], [float("nan"), 1.0]])).tolist() == [1, -1]

@@ -44,28 +44,33 @@ def predicted_classes(scores: Tensor) -> Tensor:
 
 class ClassChannels:
     """Running per-class sums of channel weights: for each block, the count, sum and sum of
-    squares of s(c) over all images and the count and sum per predicted class (float64)."""
+    squares of s(c) over all images, and the count and sum per predicted class (float64, one
+    ``index_add_`` per batch)."""
 
     def __init__(self) -> None:
-        self.total: dict[str, tuple[int, Tensor, Tensor]] = {}
-        self.by_class: dict[str, dict[int, tuple[int, Tensor]]] = {}
+        #: block -> (images, Σ s(c) (C,), Σ s(c)² (C,), images per class (K,), Σ s(c) per class
+        #: (K, C))
+        self.sums: dict[str, tuple[int, Tensor, Tensor, Tensor, Tensor]] = {}
 
-    def add(self, key: str, value: Tensor, classes: Tensor) -> None:
-        """One batch of block ``key``: ``value`` (N, C, ...) s(c), ``classes`` (N,) predicted
-        classes (-1: none). Images without a class or with a non-finite s(c) are left out."""
-        v = value.detach().double().cpu().reshape(value.shape[0], -1)
+    def add(self, key: str, value: Tensor, classes: Tensor, num_classes: int) -> None:
+        """Images of block ``key``: ``value`` (N, C, ...) s(c), ``classes`` (N,) predicted
+        classes in ``[0, num_classes)`` (-1: none). Images without a class or with a non-finite
+        s(c) are left out."""
+        v = value.detach().cpu().reshape(value.shape[0], -1).double()
         ok = (classes >= 0) & torch.isfinite(v).all(1)
-        v, cls = v[ok], classes[ok]
+        if not bool(ok.all()):
+            v, classes = v[ok], classes[ok]
         if not v.shape[0]:
             return
-        n, s, s2 = self.total.get(key, (0, torch.zeros(v.shape[1], dtype=torch.float64),
-                                        torch.zeros(v.shape[1], dtype=torch.float64)))
-        self.total[key] = (n + v.shape[0], s + v.sum(0), s2 + (v * v).sum(0))
-        per = self.by_class.setdefault(key, {})
-        for k in cls.unique().tolist():
-            rows = v[cls == k]
-            m, t = per.get(k, (0, torch.zeros(v.shape[1], dtype=torch.float64)))
-            per[k] = (m + rows.shape[0], t + rows.sum(0))
+        c = v.shape[1]
+        n, s, s2, counts, per = self.sums.get(key) or (
+            0, v.new_zeros(c), v.new_zeros(c), torch.zeros(num_classes, dtype=torch.long),
+            v.new_zeros(num_classes, c))
+        s += v.sum(0)
+        s2 += (v * v).sum(0)
+        counts.index_add_(0, classes, torch.ones_like(classes))
+        per.index_add_(0, classes, v)
+        self.sums[key] = (n + v.shape[0], s, s2, counts, per)
 
     def deviations(self, names: Sequence[str] | None, top_k: int) -> list[dict[str, Any]]:
         """Per block (in the order first seen), the classes that pass :data:`RULE`::
@@ -77,15 +82,15 @@ class ClassChannels:
         where sd(c) ≤ :data:`MIN_SD`). ``names``: class names by index (None: ``class k``).
         Empty when no block qualifies."""
         out = []
-        for key, (n, s, s2) in self.total.items():
-            per = self.by_class.get(key, {})
-            if len(per) < 2:
+        for key, (n, s, s2, counts, per) in self.sums.items():
+            present = counts.nonzero().flatten().tolist()
+            if len(present) < 2:
                 continue
             mean = s / n
             sd = (s2 / n - mean * mean).clamp_min(0).sqrt()
             classes = []
-            for k in sorted(per):
-                m, t = per[k]
+            for k in present:
+                m, t = int(counts[k]), per[k]
                 if m < MIN_CLASS_IMAGES:
                     continue
                 dev = t / m - mean
