@@ -1,7 +1,7 @@
 """Forward time with ``attnviz.record`` vs without, on real attention ResNets.
 
-Plain and recorded forwards are interleaved (the order alternates every repetition, so a slow
-drift of the machine hits both alike); the reported ratio is the median of the per-repetition
+Plain and recorded forwards are interleaved (the order rotates every repetition, so a slow
+drift of the machine hits all alike); the reported ratio is the median of the per-repetition
 ratios recorded/plain. The recorded time includes installing and removing the hooks.
 
 Rows: named adapters (timm resnest50d / seresnet50, attnviz cbam_resnet50), the observed path
@@ -119,7 +119,8 @@ def bench(
                 run(model, x)
         _sync(device)
         for i in range(reps):
-            order = list(runs) if i % 2 == 0 else list(reversed(runs))
+            keys = list(runs)  # each run takes each position in turn
+            order = keys[i % len(keys):] + keys[:i % len(keys)]
             for key in order:
                 _sync(device)
                 t0 = time.perf_counter()
