@@ -265,3 +265,25 @@ def test_a_map_it_cannot_draw_says_why() -> None:
     assert "blocks.0.attn: the explorer draws queries on a pixel grid; 5 query tokens are not " \
            "a square grid" in ex.status.value
     assert ex.status.value.count("<b") == 1 and ex.render_count == 0
+
+
+def test_context_weights_are_drawn_on_their_kinds_scale() -> None:
+    """Global-context pooling weights (a softmax over positions) are drawn as the registry says
+    for their kind: a multiple of uniform 1/K on the log scale — exactly ``to_unit`` of the
+    recorded map — and stretched only when asked."""
+    from timm.layers import GlobalContext
+
+    torch.manual_seed(0)
+    model = Net(GlobalContext(16, fuse_add=True, fuse_scale=True)).eval()
+    set_preprocess(model, 16)
+    image = attnviz.datasets.make_shapes(1, seed=5).images
+    ex = AttentionExplorer(model, image, kinds=("context",), static=False)
+    with torch.no_grad(), attnviz.record(model) as rec:
+        model(attnviz.models.prepare(model, image))
+    (recorded,) = rec.context.values()
+    value = recorded[0].numpy()
+    np.testing.assert_array_equal(_drawn(ex), to_unit(value, "context")[0])
+    assert "× uniform" in ex.caption.value and "STRETCHED" not in ex.caption.value
+    ex.stretch.value = True
+    np.testing.assert_array_equal(_drawn(ex), value)
+    assert "STRETCHED" in ex.caption.value

@@ -329,3 +329,25 @@ def test_a_changed_tree_is_seen_by_the_next_recording(change):
     assert list(rec.channel) == list(expected)
     for name, gate in expected.items():
         torch.testing.assert_close(rec.channel[name], gate, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("first", [None, ("context",), ("channel",)])
+def test_kinds_filter_a_module_with_two_kinds(first):
+    """timm's GlobalContext makes a context pooling map (a softmax found when it is made) and a
+    channel gate; ``kinds=`` picks either, in a first recording and in later ones (where the
+    gate is read by an output hook), and never refuses the model."""
+    from timm.layers import GlobalContext
+
+    from attnviz.examples import Net
+
+    torch.manual_seed(0)
+    model = Net(GlobalContext(16, fuse_add=True, fuse_scale=True)).eval()
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        with attnviz.record(model, kinds=first) as rec:
+            model(x)
+        assert {r.kind for r in rec.records} == set(first or ("context", "channel"))
+        for kinds in (("context",), ("channel",), None):
+            with attnviz.record(model, kinds=kinds) as rec:
+                model(x)
+            assert {r.kind for r in rec.records} == set(kinds or ("context", "channel"))

@@ -102,14 +102,16 @@ class Collector(RecordSet):
         unchanged."""
         self._budget.failed(name, error)
 
-    def _admit(self, name: str, shape: tuple[int, ...], kind: str = "attention") -> bool:
+    def _admit(self, name: str, shape: tuple[int, ...], kind: str | None = None) -> bool:
         """May a weight of ``shape`` made at ``name`` be computed and kept? Checked before it is
-        allocated: a site over the budget is skipped with one warning, the forward goes on."""
+        allocated: a site over the budget is skipped with one warning, the forward goes on.
+        ``kind`` None: not known yet (a softmax map is told apart as attention or context pooling
+        once made); the kinds asked for are checked again when it is kept."""
         if in_backward() or not matches(name, self._patterns):
             return False
-        if self._kinds is not None and kind not in self._kinds:
+        if kind is not None and self._kinds is not None and kind not in self._kinds:
             return False
-        return self._budget.admit(name, kind, shape)
+        return self._budget.admit(name, kind or "attention", shape)
 
     def _add(self, name: str, kind: str, value: torch.Tensor, label: str, source: str,
              meta: dict[str, Any], order: int | None = None, owned: bool = False) -> None:

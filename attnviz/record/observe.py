@@ -64,7 +64,8 @@ class Observer(TorchFunctionMode):
 
     def __init__(self, stack: ModuleStack, emit: Callable[[Observation], None],
                  fail: Callable[[str, Exception], None] | None = None,
-                 admit: Callable[[str, tuple[int, ...]], bool] | None = None) -> None:
+                 admit: Callable[[str, tuple[int, ...], str | None], bool] | None = None
+                 ) -> None:
         super().__init__()
         self.stack = stack
         self.emit = emit
@@ -103,9 +104,10 @@ class Observer(TorchFunctionMode):
             raise error
         self.fail(self.stack.producer(), error)
 
-    def admit(self, shape: tuple[int, ...]) -> bool:
-        """May a map of ``shape`` made by the running module be computed and kept?"""
-        return self._admit is None or self._admit(self.stack.producer(), tuple(shape))
+    def admit(self, shape: tuple[int, ...], kind: str | None = None) -> bool:
+        """May a map of ``shape`` (of ``kind``, None: not known yet) made by the running module
+        be computed and kept?"""
+        return self._admit is None or self._admit(self.stack.producer(), tuple(shape), kind)
 
     # -- tags --------------------------------------------------------------------------------
     def tag(self, t: Any, tag: _Tag) -> None:

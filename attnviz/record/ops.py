@@ -121,7 +121,7 @@ def _on_sdpa(obs: Observer, args, kwargs, out) -> None:
     q, mask, causal = select(q, bound.get("attn_mask"), bool(bound.get("is_causal", False)),
                              rows, k.shape[-2])
     shape = (*q.shape[:-1], k.shape[-2])
-    if not obs.admit(shape):
+    if not obs.admit(shape, "attention"):
         return  # over the memory budget or filtered out: never computed
     w = sdpa_weights(q, k, mask, causal, bound.get("scale"),
                      bool(bound.get("enable_gqa", False)))
@@ -144,7 +144,7 @@ def _on_mha(obs: Observer, args, kwargs, out) -> None:
         return  # the causal mask is implied and not passed: nothing exact to recompute from
     q, k, heads = bound.arguments["query"], bound.arguments["key"], bound.arguments["num_heads"]
     batch = q.shape[1] if q.ndim == 3 else 1  # (L, N, E) here: MHA transposes batch_first
-    if not obs.admit((batch, heads, q.shape[0], k.shape[0])):
+    if not obs.admit((batch, heads, q.shape[0], k.shape[0]), "attention"):
         return  # over the memory budget or filtered out: never computed
     _, w = F.multi_head_attention_forward(*bound.args, **bound.kwargs)
     if w is None:

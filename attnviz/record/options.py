@@ -58,10 +58,12 @@ def check_known(model: nn.Module, info: ModelInfo, observe: bool, patterns: obje
         raise NoAttentionError(nothing_message(model, []))
     if patterns is None and kinds is None:
         return
-    site_kinds = {s.name: s.kind for s in info.adapter_sites}
-    site_kinds.update({n: k for n, (k, _) in observed.items()})
-    if not any(matches(n, patterns) and (kinds is None or k in kinds)
-               for n, k in site_kinds.items()):
+    # one module may make weights of two kinds (a context pooling and a channel gate)
+    site_kinds = [(s.name, s.kind) for s in info.adapter_sites]
+    site_kinds += [(n, k) for n, (k, _) in observed.items()]
+    if observe:
+        site_kinds += [(n, k) for n, k, _ in info.hooked.values()]
+    if not any(matches(n, patterns) and (kinds is None or k in kinds) for n, k in site_kinds):
         raise NoAttentionError(filter_message(model, patterns, kinds, known))
 
 

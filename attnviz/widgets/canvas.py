@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from .. import plot
 from .. import plot_attention as pa
 from ..errors import ParameterError
+from ..kinds import MAP_KINDS
 from ..record import AttentionRecord
 from ..vis import CELLS, DEFAULT_CMAP, UNIFORM_LABEL, to_unit, uniform_ticks
 from .common import encode_jpeg
@@ -228,13 +229,20 @@ class ExplorerFigure:
             return self._attention(img, r, v)
         value = r.value[0].numpy()
         c = min(v.channel, value.shape[-1] - 1)
-        if r.kind in ("spatial", "context"):
+        if r.kind in MAP_KINDS:  # on its kind's scale (attnviz.kinds): fixed 0–1 or × uniform
             self._show("spatial")
-            stretch = v.stretch or r.kind == "context"
-            self._spatial(img, value, v, stretch)
-            scale = "<b>STRETCHED</b> to its own range" if stretch else "fixed 0–1 colour scale"
-            return (f"{value.shape[0]}×{value.shape[1]} mask, {plot.mask_range_text(value)} · "
-                    f"{scale}")
+            unit, label = to_unit(value, r.kind)
+            uniform = label == UNIFORM_LABEL
+            if v.stretch:
+                self._spatial(img, value, v, True)
+            else:
+                self._spatial(img, unit, v, False, uniform_ticks() if uniform else None)
+            scale = ("<b>STRETCHED</b> to its own range" if v.stretch
+                     else label if uniform else "fixed 0–1 colour scale")
+            what = "weights" if uniform else "mask"
+            extra = f", uniform 1/K = {1 / value.size:.3g}" if uniform else ""
+            return (f"{value.shape[0]}×{value.shape[1]} {what}, {plot.mask_range_text(value)}"
+                    f"{extra} · {scale}")
         if r.kind == "channel":
             self._show("channel")
             self._channel(value, c)
