@@ -351,3 +351,37 @@ def test_kinds_filter_a_module_with_two_kinds(first):
             with attnviz.record(model, kinds=kinds) as rec:
                 model(x)
             assert {r.kind for r in rec.records} == set(kinds or ("context", "channel"))
+
+
+@pytest.mark.parametrize("bare", [False, True])
+def test_what_is_known_of_a_model_does_not_keep_it_alive(bare):
+    """The per-model cache is keyed weakly: recording a model — also one that is itself an
+    attention module — must not keep it in memory."""
+    import gc
+    import weakref
+
+    from attnviz.nn.se import SqueezeExcite
+    from attnviz.record.records import AttentionRecord
+
+    model = SqueezeExcite(8, reduction=2).eval() if bare else _Stack(2).eval()
+    with torch.no_grad():
+        for _ in range(2):
+            with attnviz.record(model) as rec:
+                model(torch.rand(1, 8, 4, 4))
+    assert isinstance(rec.records[0], AttentionRecord)
+    ref = weakref.ref(model)
+    del model, rec
+    gc.collect()
+    assert ref() is None
+
+
+def test_the_recorders_constructor_makes_the_same_record():
+    from dataclasses import FrozenInstanceError, fields
+
+    from attnviz.record.records import AttentionRecord
+
+    values = ("a.b", "channel", torch.ones(1, 2), "t", 3, 1, 0, 2, 1, "adapter", {"x": 1})
+    fast, slow = AttentionRecord.made(*values), AttentionRecord(*values)
+    assert fast == slow and list(vars(fast)) == [f.name for f in fields(AttentionRecord)]
+    with pytest.raises(FrozenInstanceError):
+        fast.name = "c"  # type: ignore[misc]

@@ -85,9 +85,9 @@ class Collector(RecordSet):
                 continue
             firing = self._firings.get((call, name, kind), 0)
             self._firings[call, name, kind] = firing + 1
-            self._records.append(AttentionRecord(name, kind, value, label, order, stage, block,
-                                                 call, firing, source,
-                                                 {} if meta is None else meta))
+            self._records.append(AttentionRecord.made(name, kind, value, label, order, stage,
+                                                      block, call, firing, source,
+                                                      {} if meta is None else meta))
 
     def clear(self) -> None:
         """Forget what was recorded (the hooks stay)."""

@@ -25,7 +25,7 @@ def check_recordable(model: object, heads: str, max_bytes: object) -> None:
         "compiled code runs no Python hooks, so attnviz cannot watch it; record the "
         "original nn.Module instead"
         )
-    if hasattr(model, "_orig_mod") and type(model).__name__ == "OptimizedModule":
+    if type(model).__name__ == "OptimizedModule" and hasattr(model, "_orig_mod"):
         raise ParameterError(
         "this model was compiled with torch.compile, and compiled code runs no hooks: "
         "record the original module, attnviz.record(model._orig_mod), and call "
@@ -53,6 +53,8 @@ def check_known(model: nn.Module, info: ModelInfo, observe: bool, patterns: obje
     """With every site of the model known (adapters, earlier observation): refuse a model
     without attention, or a layer pattern / kinds that match none of its sites."""
     observed = info.observed or {} if observe else {}
+    if patterns is None and kinds is None and (info.adapter_sites or observed):
+        return  # every site is asked for, and there is one
     known = [s.name for s in info.adapter_sites] + list(observed)
     if not known:
         raise NoAttentionError(nothing_message(model, []))

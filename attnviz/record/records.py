@@ -56,6 +56,19 @@ class AttentionRecord:
     source: str = "adapter"
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
 
+    @classmethod
+    def made(cls, name: str, kind: str, value: torch.Tensor, module_type: str, order: int,
+             stage: int | None, block: int | None, call: int, firing: int, source: str,
+             meta: dict[str, Any]) -> AttentionRecord:
+        """The recorder's constructor: the same record, every field given, without the frozen
+        ``__init__``'s ``object.__setattr__`` per field (half the time; a recording builds one
+        record per site and pass)."""
+        rec = object.__new__(cls)
+        rec.__dict__.update(name=name, kind=kind, value=value, module_type=module_type,
+                            order=order, stage=stage, block=block, call=call, firing=firing,
+                            source=source, meta=meta)
+        return rec
+
     @property
     def key(self) -> str:
         """``name`` for the first firing in a pass, ``name#k`` for the k-th further one."""

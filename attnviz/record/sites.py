@@ -78,6 +78,26 @@ class ModelInfo:
     generation: int = -1  # _GENERATION when the tree was last checked
     _order: dict[str, int] | None = None
     _targets: dict[str, nn.Module] | None = None
+    _links: list[tuple[nn.Module | None, str, nn.Module]] | None = None
+
+    def links(self, model: nn.Module) -> list[tuple[nn.Module | None, str, nn.Module]]:
+        """``(parent, key, child)`` of every step on the paths from ``model`` (parent None: the
+        info is kept per model and must not hold it) to its adapter sites, each once: while
+        ``parent._modules[key] is child`` for all of them, every site is still the module at its
+        name (a ``del``, which registers nothing, breaks one)."""
+        if self._links is None:
+            seen: dict[tuple[int, str], tuple[nn.Module | None, str, nn.Module]] = {}
+            for site in self.adapter_sites:
+                parent = model
+                for key in site.name.split(".") if site.name else ():
+                    child = parent._modules.get(key)
+                    if child is None:
+                        break
+                    seen.setdefault((id(parent), key),
+                                    (None if parent is model else parent, key, child))
+                    parent = child
+            self._links = list(seen.values())
+        return self._links
 
     def hook_targets(self) -> dict[str, nn.Module]:
         """The module each adapter site's hook goes on (its ``adapter.hook`` submodule), by
@@ -125,15 +145,16 @@ def model_info(model: nn.Module) -> ModelInfo:
     The full check compares the identity of every module in the tree (``_signature``: 50–100 µs
     on a ResNet). A model whose sites are all named adapters skips it while no module anywhere
     was registered since (:data:`_GENERATION`) and each site is still the module at its name
-    (what ``del`` of a module, which registers nothing, would change)."""
+    (what ``del`` of a module, which registers nothing, would change: :meth:`ModelInfo.links`)."""
     info = _INFO.get(model)
     if (info is not None and info.generation == _GENERATION[0] and info.adapters_only()
-            and all(resolve(model, s.name) is s.module for s in info.adapter_sites)):
+            and all((p or model)._modules.get(k) is c for p, k, c in info.links(model))):
         return info
     generation, signature = _GENERATION[0], _signature(model)
     if info is None or info.signature != signature:
         info = ModelInfo(signature, _adapter_sites(model), model=weakref.ref(model))
-        _INFO[model] = info
+        if all(site.module is not model for site in info.adapter_sites):
+            _INFO[model] = info  # (a model that is a site itself would be kept alive by it)
     info.generation = generation
     return info
 
