@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -15,6 +15,15 @@ from ..outputs import DENSE, Output
 from ..record import AttentionRecord
 from .classes import ClassChannels, predicted_classes
 from .stats import STAT_FIELDS, SplitMeans, layer_stats, nonfinite_images
+
+
+class Pass(NamedTuple):
+    """One forward pass waiting to be summarised."""
+
+    names: list[str]
+    values: list[tuple[AttentionRecord, Tensor]]
+    predicted: Tensor | None  # the predicted class of each image (None: no classes)
+    classes: int  # how many classes the model predicts
 
 #: file names listed per non-finite finding (the count covers all)
 EXAMPLES = 5
@@ -46,9 +55,7 @@ class Collector:
         self._chunks: dict[tuple[str, str], list[Tensor]] = {}
         self._bad_logits: list[str] = []
         self._bad_layers: dict[tuple[str, str], list[str]] = {}
-        #: passes not summarised yet: names, records, predicted classes, number of classes
-        self._pending: list[tuple[list[str], list[tuple[AttentionRecord, Tensor]],
-                                  Tensor | None, int]] = []
+        self._pending: list[Pass] = []  # passes not summarised yet
         self._pending_images = self._pending_bytes = 0
 
     def add_bad(self, bad: Sequence[tuple[str, str]]) -> None:
@@ -95,7 +102,7 @@ class Collector:
                 self._chunks.setdefault((r.key, r.kind), []).append(v[:kept])
             values.append((r, v))
             self._pending_bytes += v.numel() * 4
-        self._pending.append((names, values, predicted,
+        self._pending.append(Pass(names, values, predicted,
                               scores.shape[1] if scores is not None and scores.ndim == 2 else 0))
         self._pending_images += len(names)
         if self._pending_images >= STATS_IMAGES or self._pending_bytes >= STATS_BYTES:
@@ -123,32 +130,32 @@ class Collector:
         pending, self._pending = self._pending, []
         self._pending_images = self._pending_bytes = 0
         grouped: dict[tuple[str, str], list[tuple[int, AttentionRecord, Tensor]]] = {}
-        for b, (_, values, _, _) in enumerate(pending):
-            for r, v in values:
+        for b, p in enumerate(pending):
+            for r, v in p.values:
                 grouped.setdefault((r.key, r.kind), []).append((b, r, v))
         stats: list[dict[tuple[str, str], dict[str, list[float | None]]]] = [{} for _ in pending]
         for key, items in grouped.items():
             same = len({v.shape[1:] for _, _, v in items}) == 1
             for group in ([items] if same else [[it] for it in items]):
-                self._summarise(key, group, stats, [names for names, *_ in pending])
+                self._summarise(key, group, stats, [p.names for p in pending])
                 self._by_class(group, pending)
-        for b, (names, values, _, _) in enumerate(pending):
-            for j, path in enumerate(names):
-                for r, _ in values:
+        for b, p in enumerate(pending):
+            for j, path in enumerate(p.names):
+                for r, _ in p.values:
                     st = stats[b][r.key, r.kind]
                     self.summaries.append({"image": path, "layer": r.key, "kind": r.kind,
                                            **{f: st[f][j] for f in STAT_FIELDS}})
 
     def _by_class(self, group: list[tuple[int, AttentionRecord, Tensor]],
-                  pending: list[Any]) -> None:
+                  pending: list[Pass]) -> None:
         """Channel weights of one layer over the passes in ``group`` into the per-class sums
         (kinds drawn as bars, models that predict classes)."""
         r0 = group[0][1]
-        predicted = [pending[b][2] for b, _, _ in group]
+        predicted = [pending[b].predicted for b, _, _ in group]
         if KINDS[r0.kind].draw != "bars" or any(p is None for p in predicted):
             return
         v = torch.cat([t for _, _, t in group]) if len(group) > 1 else group[0][2]
-        self.classes.add(r0.key, v, torch.cat(predicted), pending[group[0][0]][3])
+        self.classes.add(r0.key, v, torch.cat(predicted), pending[group[0][0]].classes)
 
     def _summarise(self, key: tuple[str, str], group: list[tuple[int, AttentionRecord, Tensor]],
                    out: list[dict[tuple[str, str], dict[str, list[float | None]]]],
