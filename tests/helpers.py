@@ -50,6 +50,24 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> int:
     return n
 
 
+def descendants_running(parent, word: str) -> list:
+    """The live descendants of a ``psutil.Process`` whose command line contains ``word``.
+
+    A server or launcher spawns short-lived helpers; one that ends (or is a zombie) while we
+    read its command line is skipped, not an error.
+    """
+    import psutil
+
+    found = []
+    for proc in parent.children(recursive=True):
+        try:
+            if word in " ".join(proc.cmdline()):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):  # ZombieProcess included
+            pass
+    return found
+
+
 def hook_count(model: nn.Module) -> int:
     """Forward hooks installed anywhere in ``model``."""
     return sum(len(m._forward_hooks) for m in model.modules())

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from helpers import descendants_running
 
 from attnviz.lab import HOST, free_port, lab_command, lab_env
 
@@ -51,8 +52,7 @@ class Lab:
         self.api("kernels", "POST")
         deadline = time.monotonic() + READY_S
         while time.monotonic() < deadline:
-            kernels = [p for p in self.server().children(recursive=True)
-                       if "ipykernel" in " ".join(p.cmdline())]
+            kernels = descendants_running(self.server(), "ipykernel")
             if kernels:
                 self.spawned.append(kernels[0])
                 return kernels[0]

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import descendants_running
 from torch.utils.data import DistributedSampler
 
 from attnviz import ParameterError, cli, metrics
@@ -400,8 +401,7 @@ def test_workers_die_with_a_killed_launcher(tmp_path):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not (out / ".attnviz-stats-partial").exists():
             time.sleep(0.5)
-        workers = [p for p in psutil.Process(launcher.pid).children(recursive=True)
-                   if "attnviz" in " ".join(p.cmdline())]
+        workers = descendants_running(psutil.Process(launcher.pid), "attnviz")
         assert len(workers) == 2, [p.cmdline() for p in workers]
         launcher.kill()
         launcher.wait(timeout=30)
