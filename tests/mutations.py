@@ -45,6 +45,10 @@ MUTATIONS = (
                "value = out.detach() if out.requires_grad else out"),),
              ("tests/test_claims.py::"
               "test_adapter_records_are_copies_the_network_cannot_overwrite",)),
+    Mutation("recorder: its hooks left on the model after the block",
+             "attnviz/record/handles.py",
+             (("            hooks.pop(self.id, None)", "            pass"),),
+             ("tests/test_recorder.py::test_recording_leaves_the_users_hooks_as_it_found_them",)),
     Mutation("recorder: misses listed only when nothing was recorded",
              "attnviz/record/sites.py",
              (("    names = list(recorded)\n    out = []",

@@ -295,8 +295,8 @@ def _gates(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Each SE block's s(c), by hand (a hook on its gate), keyed by the block's current name."""
     out: dict[str, torch.Tensor] = {}
     handles = [b.gate.register_forward_hook(
-        lambda _m, _i, o, n=f"blocks.{i}": out.__setitem__(n, o.flatten(1).clone()))
-        for i, b in enumerate(model.blocks)]
+        lambda _m, _i, o, n=name: out.__setitem__(n, o.flatten(1).clone()))
+        for name, b in model.named_modules() if hasattr(b, "gate")]
     model(x)
     for h in handles:
         h.remove()
@@ -319,6 +319,7 @@ def test_a_changed_tree_is_seen_by_the_next_recording(change):
         assert list(rec.channel) == ["blocks.0", "blocks.1", "blocks.2"]
         if change == "delete":
             del model.blocks[0]
+
         elif change == "replace":
             model.blocks[1] = SqueezeExcite(8, reduction=2).eval()
         else:  # every known site stays where it was: only the registration shows it
@@ -327,6 +328,35 @@ def test_a_changed_tree_is_seen_by_the_next_recording(change):
             model(x)
         expected = _gates(model, x)
     assert list(rec.channel) == list(expected)
+    for name, gate in expected.items():
+        torch.testing.assert_close(rec.channel[name], gate, atol=0, rtol=0)
+
+
+class _Flat(nn.Sequential):
+    """SE blocks that are the root's own children."""
+
+
+def test_a_site_deleted_from_the_root_is_seen_by_the_next_recording():
+    """``del model.b`` of a site that is the root's own child registers nothing: the cached
+    steps from the root must show it."""
+    from attnviz.nn.se import SqueezeExcite
+
+    model = _Flat()
+    for name in "abc":
+        model.add_module(name, SqueezeExcite(8, reduction=2))
+    model.eval()
+    x = torch.rand(2, 8, 4, 4)
+    with torch.no_grad():
+        for _ in range(2):
+            with attnviz.record(model) as rec:
+                model(x)
+        assert list(rec.channel) == ["a", "b", "c"]
+        del model.b
+        with attnviz.record(model) as rec:
+            model(x)
+        expected = _gates(model, x)
+    assert list(rec.channel) == list(expected) == ["a", "c"]
+    assert [s.name for s in rec.sites] == ["a", "c"]  # b is no longer a site of the model
     for name, gate in expected.items():
         torch.testing.assert_close(rec.channel[name], gate, atol=0, rtol=0)
 

@@ -229,6 +229,40 @@ def test_hooks_removed_on_exit():
     assert len(rec.records) == n == 16
 
 
+def _hook_dicts(model: nn.Module) -> list[dict]:
+    """Every hook dictionary of every module (forward, pre, their kwargs / always-called
+    flags, backward)."""
+    names = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+             "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_backward_hooks",
+             "_backward_pre_hooks")
+    return [dict(getattr(m, n)) for m in model.modules() for n in names]
+
+
+def test_recording_leaves_the_users_hooks_as_it_found_them():
+    """The recorder's hooks go in under one id and come out again: the user's own hooks (made
+    before, and during, the recording) stay, keep firing, and are removed by their handles."""
+    model = _small()
+    fired: list[str] = []
+    mine = [model.layer1.register_forward_hook(lambda m, a, o: fired.append("after")),
+            model.register_forward_pre_hook(lambda m, a, k: fired.append("pre"),
+                                            with_kwargs=True)]
+    before = _hook_dicts(model)
+    x = torch.randn(1, 3, 32, 32)
+    with attnviz.record(model) as rec:
+        during = model.layer2.register_forward_hook(lambda m, a, o: fired.append("during"))
+        rec(x)
+        assert _hook_dicts(model) != before
+    assert len(rec.records) == 16 and fired == ["pre", "after", "during"]
+    fired.clear()
+    model(x)
+    assert fired == ["pre", "after", "during"]
+    during.remove()
+    assert _hook_dicts(model) == before
+    for h in mine:
+        h.remove()
+    assert all(not d for d in _hook_dicts(model))
+
+
 def test_hooks_removed_when_forward_raises():
     model = _small()
     before = hook_count(model)

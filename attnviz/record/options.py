@@ -13,10 +13,22 @@ from ..errors import NoAttentionError, ParameterError
 from .records import KINDS
 from .sites import ModelInfo, matches, nothing_message
 
+_RECORDABLE: set[type] = set()  # model types that passed (checked once per type)
+
 
 def check_recordable(model: object, heads: str, max_bytes: object) -> None:
     """Refuse what cannot be recorded: not an ``nn.Module``, TorchScript, a
     ``torch.compile`` wrapper, and bad ``heads`` / ``max_bytes``."""
+    if type(model) not in _RECORDABLE:
+        _check_type(model)
+        _RECORDABLE.add(type(model))
+    if heads not in ("all", "mean"):
+        raise ParameterError(f"heads must be 'all' or 'mean', got {heads!r}")
+    if not isinstance(max_bytes, int) or max_bytes <= 0:
+        raise ParameterError(f"max_bytes must be a positive integer, got {max_bytes!r}")
+
+
+def _check_type(model: object) -> None:
     if not isinstance(model, nn.Module):
         raise ParameterError(f"record() needs a torch.nn.Module, got {type(model).__name__}")
     if isinstance(model, torch.jit.ScriptModule):
@@ -31,10 +43,6 @@ def check_recordable(model: object, heads: str, max_bytes: object) -> None:
         "record the original module, attnviz.record(model._orig_mod), and call "
         "model._orig_mod(x) inside the block"
         )
-    if heads not in ("all", "mean"):
-        raise ParameterError(f"heads must be 'all' or 'mean', got {heads!r}")
-    if not isinstance(max_bytes, int) or max_bytes <= 0:
-        raise ParameterError(f"max_bytes must be a positive integer, got {max_bytes!r}")
 
 
 def parse_kinds(kinds: Iterable[str] | None) -> tuple[str, ...] | None:

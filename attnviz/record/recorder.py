@@ -26,6 +26,7 @@ from torch.nn.modules import module as _module_hooks
 from ..errors import MemoryBudgetError, NoAttentionError, ParameterError, RecorderBusyError
 from .budget import DEFAULT_MAX_BYTES
 from .collect import Collector, in_backward
+from .handles import ModuleHooks
 from .observe import ModuleStack, Observation, Observer
 from .options import check_known, check_recordable, filter_message, parse_kinds
 from .queries import QuerySpec
@@ -142,12 +143,12 @@ class Recorder(Collector):
         def root_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
             on_root(module, args, kwargs)
 
-        self._handles.append(self.model.register_forward_pre_hook(root_hook, with_kwargs=True))
+        hooks = ModuleHooks()
+        self._handles.append(hooks)
+        hooks.pre(self.model, root_hook, with_kwargs=True)
         targets = self._info.hook_targets()
         sites = {targets[site.name]: site for site in self.sites}
-        hook = self._adapter_hook(sites)
-        for target in sites:
-            self._handles.append(target.register_forward_hook(hook))
+        hooks.forward(sites, self._adapter_hook(sites))
         if self.observe and not self._discover:
             for target_name, site in self._info.hooked.items():
                 target = self.model.get_submodule(target_name)

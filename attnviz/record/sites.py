@@ -10,6 +10,7 @@ import re
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from operator import attrgetter, is_
 
 from torch import nn
 from torch.nn.modules import module as _module_hooks
@@ -78,26 +79,18 @@ class ModelInfo:
     generation: int = -1  # _GENERATION when the tree was last checked
     _order: dict[str, int] | None = None
     _targets: dict[str, nn.Module] | None = None
-    _links: list[tuple[nn.Module | None, str, nn.Module]] | None = None
+    _links: tuple[tuple, ...] | None = None
 
-    def links(self, model: nn.Module) -> list[tuple[nn.Module | None, str, nn.Module]]:
-        """``(parent, key, child)`` of every step on the paths from ``model`` (parent None: the
-        info is kept per model and must not hold it) to its adapter sites, each once: while
-        ``parent._modules[key] is child`` for all of them, every site is still the module at its
-        name (a ``del``, which registers nothing, breaks one)."""
+    def unchanged(self, model: nn.Module) -> bool:
+        """Is every adapter site still the module at its name? True while, for every step
+        ``(parent, key, child)`` on the paths from ``model`` to its sites,
+        ``parent._modules[key] is child`` (a ``del``, which registers nothing, breaks one).
+        The steps are found once and checked in C loops (``map``): no Python frame per step."""
         if self._links is None:
-            seen: dict[tuple[int, str], tuple[nn.Module | None, str, nn.Module]] = {}
-            for site in self.adapter_sites:
-                parent = model
-                for key in site.name.split(".") if site.name else ():
-                    child = parent._modules.get(key)
-                    if child is None:
-                        break
-                    seen.setdefault((id(parent), key),
-                                    (None if parent is model else parent, key, child))
-                    parent = child
-            self._links = list(seen.values())
-        return self._links
+            self._links = _links(model, self.adapter_sites)
+        root_keys, root_children, parents, keys, children = self._links
+        return (all(map(is_, map(model._modules.get, root_keys), root_children))
+                and all(map(is_, map(dict.get, map(_MODULES, parents), keys), children)))
 
     def hook_targets(self) -> dict[str, nn.Module]:
         """The module each adapter site's hook goes on (its ``adapter.hook`` submodule), by
@@ -145,10 +138,11 @@ def model_info(model: nn.Module) -> ModelInfo:
     The full check compares the identity of every module in the tree (``_signature``: 50–100 µs
     on a ResNet). A model whose sites are all named adapters skips it while no module anywhere
     was registered since (:data:`_GENERATION`) and each site is still the module at its name
-    (what ``del`` of a module, which registers nothing, would change: :meth:`ModelInfo.links`)."""
+    (what ``del`` of a module, which registers nothing, would change:
+    :meth:`ModelInfo.unchanged`)."""
     info = _INFO.get(model)
     if (info is not None and info.generation == _GENERATION[0] and info.adapters_only()
-            and all((p or model)._modules.get(k) is c for p, k, c in info.links(model))):
+            and info.unchanged(model)):
         return info
     generation, signature = _GENERATION[0], _signature(model)
     if info is None or info.signature != signature:
@@ -157,6 +151,28 @@ def model_info(model: nn.Module) -> ModelInfo:
             _INFO[model] = info  # (a model that is a site itself would be kept alive by it)
     info.generation = generation
     return info
+
+
+_MODULES = attrgetter("_modules")
+
+
+def _links(model: nn.Module, sites: list[AttentionSite]) -> tuple[tuple, ...]:
+    """Every step ``(parent, key, child)`` on the paths from ``model`` to ``sites``, each once,
+    as ``(root keys, their children, parents, keys, children)``: the steps from the root apart,
+    so that the per-model cache does not hold the model itself."""
+    seen: dict[tuple[int, str], tuple[nn.Module, str, nn.Module]] = {}
+    for site in sites:
+        parent = model
+        for key in site.name.split(".") if site.name else ():
+            child = parent._modules.get(key)
+            if child is None:
+                break
+            seen.setdefault((id(parent), key), (parent, key, child))
+            parent = child
+    root = [(k, c) for p, k, c in seen.values() if p is model]
+    rest = [(p, k, c) for p, k, c in seen.values() if p is not model]
+    return (tuple(k for k, _ in root), tuple(c for _, c in root), tuple(p for p, _, _ in rest),
+            tuple(k for _, k, _ in rest), tuple(c for _, _, c in rest))
 
 
 def resolve(model: nn.Module, name: str) -> nn.Module | None:

@@ -1,0 +1,64 @@
+"""A recorder's hooks on its model, added under one id and removed as one.
+
+``module.register_forward_hook`` makes a ``RemovableHandle`` per module, with a weak reference
+to each of its three hook dictionaries; at batch 1 on a small network, making and removing
+eighteen of them is about a tenth of a recording's cost above the forward pass. A recorder
+puts the *same* hook on every site, so it takes one id the way torch does (from
+``RemovableHandle.next_id``, so it never meets another hook's id) and writes its hooks into
+the modules' hook dictionaries under it, exactly where ``register_forward_hook`` /
+``register_forward_pre_hook`` would; ``remove`` takes them out again. The user's hooks, and
+torch's, are untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+
+class ModuleHooks:
+    """Hooks registered under one id; ``remove()`` removes every one (again: nothing).
+
+    Examples:
+        >>> hooks = ModuleHooks()
+        >>> hooks.pre(model, lambda m, args: print("pass"))
+        >>> hooks.forward([model.layer1, model.layer2], lambda m, args, out: print(m))
+        >>> model(x)   # prints "pass" and the two modules
+        >>> hooks.remove()
+    """
+
+    def __init__(self) -> None:
+        self.id = RemovableHandle.next_id
+        RemovableHandle.next_id += 1
+        self._dicts: list[dict] = []
+
+    def forward(self, modules: Iterable[nn.Module], hook: Callable[..., object]) -> None:
+        """``hook(module, args, output)`` after the forward of each of ``modules``."""
+        for m in modules:
+            self._add(m._forward_hooks, hook)  # a frame per module: cheaper than a handle
+
+    def pre(self, module: nn.Module, hook: Callable[..., object], with_kwargs: bool = False
+            ) -> None:
+        """``hook(module, args)`` (``with_kwargs``: ``hook(module, args, kwargs)``) before the
+        forward of ``module``."""
+        self._add(module._forward_pre_hooks, hook)
+        if with_kwargs:
+            self._add(module._forward_pre_hooks_with_kwargs, True)
+
+    def _add(self, hooks: dict, value: object) -> None:
+        if self.id in hooks:
+            raise RuntimeError(f"hook {self.id} is on this module already")
+        hooks[self.id] = value
+        self._dicts.append(hooks)
+
+    def remove(self) -> None:
+        """Take every hook off (modules deep-copied meanwhile keep their copies, as with
+        ``RemovableHandle.remove``)."""
+        for hooks in self._dicts:
+            hooks.pop(self.id, None)
+        self._dicts = []
+
+
+__all__ = ["ModuleHooks"]
