@@ -78,6 +78,10 @@ def test_analyse_summaries_match_records(image_dir):
     assert len(run.records) == 16 and all(r.value.shape[0] == n for r in run.records)
     assert len(run.layers_found) == 16 and run.non_finite == []
     assert len(run.summaries) == n * len(run.records)
+    # a row per image and layer: images in order, each with its layers in model order
+    assert [(s["image"], s["layer"]) for s in run.summaries] == [
+        (p, r.key) for p in run.paths for r in run.records]
+    assert all(list(s) == list(report.SUMMARY_FIELDS) for s in run.summaries)
     rows = {(Path(s["image"]).name, s["layer"]): s for s in run.summaries}
     for i, path in enumerate(run.paths):
         # the batched records equal a plain one-image forward pass
@@ -95,6 +99,7 @@ def test_analyse_summaries_match_records(image_dir):
             assert row["mean"] == pytest.approx(float(v.mean()), abs=1e-5)
             assert row["min"] == pytest.approx(float(v.min()), abs=1e-5)
             assert row["max"] == pytest.approx(float(v.max()), abs=1e-5)
+            assert row["std"] == pytest.approx(float(v.double().std(correction=0)), abs=1e-6)
             if r.kind == "spatial":
                 h, w = v.shape
                 y, x = divmod(int(v.argmax()), w)

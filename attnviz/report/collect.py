@@ -14,7 +14,7 @@ from ..kinds import KINDS, SPLIT_KINDS
 from ..outputs import DENSE, Output
 from ..record import AttentionRecord
 from .classes import ClassChannels, predicted_classes
-from .stats import STAT_FIELDS, SplitMeans, layer_stats, nonfinite_images
+from .stats import STAT_FIELDS, SUMMARY_FIELDS, SplitMeans, layer_stats, nonfinite_images
 
 
 class Pass(NamedTuple):
@@ -139,12 +139,14 @@ class Collector:
             for group in ([items] if same else [[it] for it in items]):
                 self._summarise(key, group, stats, [p.names for p in pending])
                 self._by_class(group, pending)
-        for b, p in enumerate(pending):
+        rows = self.summaries
+        for b, p in enumerate(pending):  # a row per image and layer, images in order
+            layers = [(r.key, r.kind, list(zip(*(stats[b][r.key, r.kind][f]
+                                                  for f in STAT_FIELDS), strict=True)))
+                      for r, _ in p.values]
             for j, path in enumerate(p.names):
-                for r, _ in p.values:
-                    st = stats[b][r.key, r.kind]
-                    self.summaries.append({"image": path, "layer": r.key, "kind": r.kind,
-                                           **{f: st[f][j] for f in STAT_FIELDS}})
+                rows.extend(dict(zip(SUMMARY_FIELDS, (path, key, kind, *values[j]), strict=True))
+                            for key, kind, values in layers)
 
     def _by_class(self, group: list[tuple[int, AttentionRecord, Tensor]],
                   pending: list[Pass]) -> None:
