@@ -36,8 +36,11 @@ class ModuleHooks:
 
     def forward(self, modules: Iterable[nn.Module], hook: Callable[..., object]) -> None:
         """``hook(module, args, output)`` after the forward of each of ``modules``."""
+        key, dicts = self.id, self._dicts  # a new id: no module has a hook under it yet
         for m in modules:
-            self._add(m._forward_hooks, hook)  # a frame per module: cheaper than a handle
+            hooks = m._forward_hooks
+            hooks[key] = hook
+            dicts.append(hooks)
 
     def pre(self, module: nn.Module, hook: Callable[..., object], with_kwargs: bool = False
             ) -> None:

@@ -91,8 +91,9 @@ class Recorder(Collector):
         # recurrent gates are left out of what is cached: recording them watches the model
         self._discover = observe and (_discover or recurrent or self._info.observed is None)
         self._find = _discover  # find_attention returns the candidates instead of warning
+        self._every_site = self._patterns is None and self._kinds is None
         self.sites: list[AttentionSite] = (
-            list(self._info.adapter_sites) if self._patterns is None and self._kinds is None
+            list(self._info.adapter_sites) if self._every_site
             else [s for s in self._info.adapter_sites if self._keep(s)])
         self._handles: list[Any] = []
         self._used = False
@@ -146,8 +147,11 @@ class Recorder(Collector):
         hooks = ModuleHooks()
         self._handles.append(hooks)
         hooks.pre(self.model, root_hook, with_kwargs=True)
-        targets = self._info.hook_targets()
-        sites = {targets[site.name]: site for site in self.sites}
+        if self._every_site:  # the mapping cached with the model's sites
+            sites = self._info.hook_sites()
+        else:
+            targets = self._info.hook_targets()
+            sites = {targets[site.name]: site for site in self.sites}
         hooks.forward(sites, self._adapter_hook(sites))
         if self.observe and not self._discover:
             for target_name, site in self._info.hooked.items():

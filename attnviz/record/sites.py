@@ -79,6 +79,7 @@ class ModelInfo:
     generation: int = -1  # _GENERATION when the tree was last checked
     _order: dict[str, int] | None = None
     _targets: dict[str, nn.Module] | None = None
+    _hook_sites: dict[nn.Module, AttentionSite] | None = None
     _links: tuple[tuple, ...] | None = None
 
     def unchanged(self, model: nn.Module) -> bool:
@@ -99,6 +100,13 @@ class ModelInfo:
             self._targets = {s.name: resolve(s.module, s.adapter.hook) if s.adapter.hook
                              else s.module for s in self.adapter_sites if s.adapter is not None}
         return self._targets
+
+    def hook_sites(self) -> dict[nn.Module, AttentionSite]:
+        """Every adapter site by the module its hook goes on (found once per tree)."""
+        if self._hook_sites is None:
+            targets = self.hook_targets()
+            self._hook_sites = {targets[s.name]: s for s in self.adapter_sites}
+        return self._hook_sites
 
     def adapters_only(self) -> bool:
         """Watched once, and every site found is a named adapter (nothing observed to watch)."""
