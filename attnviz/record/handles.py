@@ -36,7 +36,7 @@ class ModuleHooks:
 
     def forward(self, modules: Iterable[nn.Module], hook: Callable[..., object]) -> None:
         """``hook(module, args, output)`` after the forward of each of ``modules``."""
-        key, dicts = self.id, self._dicts  # a new id: no module has a hook under it yet
+        key, dicts = self.id, self._dicts  # one loop, no call per module
         for m in modules:
             hooks = m._forward_hooks
             hooks[key] = hook
@@ -51,9 +51,7 @@ class ModuleHooks:
             self._add(module._forward_pre_hooks_with_kwargs, True)
 
     def _add(self, hooks: dict, value: object) -> None:
-        if self.id in hooks:
-            raise RuntimeError(f"hook {self.id} is on this module already")
-        hooks[self.id] = value
+        hooks[self.id] = value  # a new id: nothing is under it yet
         self._dicts.append(hooks)
 
     def remove(self) -> None:
