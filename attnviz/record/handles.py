@@ -1,8 +1,8 @@
 """A recorder's hooks on its model, added under one id and removed as one.
 
 ``module.register_forward_hook`` makes a ``RemovableHandle`` per module, with a weak reference
-to each of its three hook dictionaries; at batch 1 on a small network, making and removing
-eighteen of them is about a tenth of a recording's cost above the forward pass. A recorder
+to each of its three hook dictionaries; on the 64-px demo model at batch 1, making and removing
+its eighteen took about 80 µs of the 550 µs a recording added to a 4.5 ms forward pass. A recorder
 puts the *same* hook on every site, so it takes one id the way torch does (from
 ``RemovableHandle.next_id``, so it never meets another hook's id) and writes its hooks into
 the modules' hook dictionaries under it, exactly where ``register_forward_hook`` /
