@@ -7,8 +7,9 @@ ratios recorded/plain. The recorded time includes installing and removing the ho
 Rows: named adapters (timm resnest50d / seresnet50, attnviz cbam_resnet50), the observed path
 (``tutorial-cbam_resnet50``: hand-written CBAM modules attnviz has no adapter for; and
 ``botnet26t_256``: self-attention maps), and the 64-px demo model at batch 1. ``first`` is the
-very first recording of the model (which watches the whole forward pass to find the sites)
-against the median plain forward; ``rec MiB`` is the memory the records hold. ``hooks+clone``
+very first recording of the model (which watches the whole forward pass to find the sites,
+unless named adapters explain every weight, as in attnviz's own ResNets) against the median
+plain forward; ``rec MiB`` is the memory the records hold. ``hooks+clone``
 is the floor of a hand-written script on the same modules (forward hooks that clone the output,
 installed and removed around each call), where every site is a named adapter.
 

@@ -49,6 +49,12 @@ MUTATIONS = (
              "attnviz/record/handles.py",
              (("            hooks.pop(self.id, None)", "            pass"),),
              ("tests/test_recorder.py::test_recording_leaves_the_users_hooks_as_it_found_them",)),
+    Mutation("recorder: a subclass trusted on its parent's word (attnviz_plain inherited)",
+             "attnviz/record/sites.py",
+             (('    return cls.__dict__.get("attnviz_plain") is True',
+               '    return getattr(cls, "attnviz_plain", False) is True'),),
+             ("tests/test_record_passes.py::"
+              "test_a_subclass_that_adds_a_gate_is_watched_from_the_first_recording",)),
     Mutation("recorder: misses listed only when nothing was recorded",
              "attnviz/record/sites.py",
              (("    names = list(recorded)\n    out = []",

@@ -397,3 +397,47 @@ def test_the_recorders_constructor_makes_the_same_record():
     assert fast == slow and list(vars(fast)) == [f.name for f in fields(AttentionRecord)]
     with pytest.raises(FrozenInstanceError):
         fast.name = "c"  # type: ignore[misc]
+
+
+def _recorded(rec) -> list[tuple[str, str, torch.Tensor]]:
+    return [(r.name, r.kind, r.value) for r in rec.records]
+
+
+@pytest.mark.parametrize("arch", ["demo_cbam_resnet", "demo_se_resnet", "demo_resnest"])
+def test_a_model_its_adapters_explain_is_not_watched_even_the_first_time(arch):
+    """attnviz's ResNets hold only named adapters and modules whose forward makes no weight:
+    the first recording watches nothing, and records what a fully watched pass records."""
+    from helpers import randomize_bn
+
+    model = attnviz.create_model(arch)
+    randomize_bn(model)
+    model.eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        with attnviz.record(model) as first:
+            model(x)
+        with attnviz.record(model, _discover=True) as watched:  # what find_attention does
+            model(x)
+    assert first.watched == 0 and watched.watched > 0
+    got, expected = _recorded(first), _recorded(watched)
+    assert [(n, k) for n, k, _ in got] == [(n, k) for n, k, _ in expected] and got
+    for (_, _, a), (_, _, b) in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_a_subclass_that_adds_a_gate_is_watched_from_the_first_recording():
+    """A block's ``attnviz_plain`` vouches for that class only: a subclass whose forward adds a
+    gate is not taken on trust, and the first recording finds the gate."""
+    from attnviz.models.blocks import BasicBlock
+
+    class GatedBlock(BasicBlock):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = super().forward(x)
+            return out * torch.sigmoid(out.mean((2, 3), keepdim=True))
+
+    model = attnviz.create_model("demo_cbam_resnet").eval()
+    model.layer2[0].__class__ = GatedBlock
+    with torch.no_grad(), attnviz.record(model) as rec:
+        model(torch.rand(2, 3, 64, 64))
+    assert rec.watched > 0
+    assert "layer2.0" in rec.channel and len(rec.records) == 17

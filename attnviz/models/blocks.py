@@ -23,6 +23,8 @@ def _attn_or_identity(factory: AttnFactory | None, channels: int) -> nn.Module:
 class BasicBlock(nn.Module):
     """Two 3×3 convs (ResNet-18/34)."""
 
+    attnviz_plain = True  # its own forward makes no attention weight (attnviz.record)
+
     expansion = 1
 
     def __init__(
@@ -53,6 +55,8 @@ class BasicBlock(nn.Module):
 
 class Bottleneck(nn.Module):
     """1×1 → 3×3 (stride here, 'ResNet v1.5') → 1×1 ×4 (ResNet-50/101)."""
+
+    attnviz_plain = True  # its own forward makes no attention weight (attnviz.record)
 
     expansion = 4
 
@@ -89,6 +93,8 @@ class Bottleneck(nn.Module):
 
 class ResNeStBottleneck(nn.Module):
     """ResNeSt bottleneck: the 3×3 conv is a split-attention conv; stride by avg-pool (avd)."""
+
+    attnviz_plain = True  # its own forward makes no attention weight (attnviz.record)
 
     expansion = 4
 
@@ -129,6 +135,8 @@ class ResNeStBottleneck(nn.Module):
 class BoTBlock(nn.Module):
     """Bottleneck whose 3×3 conv is multi-head self-attention (BoTNet): 1×1 → MHSA (then a
     2×2 average pool when strided) → 1×1 ×4."""
+
+    attnviz_plain = True  # its own forward makes no attention weight (attnviz.record)
 
     expansion = 4
 

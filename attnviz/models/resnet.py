@@ -15,6 +15,8 @@ from .blocks import AttnFactory
 class Normalize(nn.Module):
     """(x - mean) / std inside the model, so the model takes images in [0, 1] as they are."""
 
+    attnviz_plain = True  # its own forward makes no attention weight (attnviz.record)
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
@@ -68,6 +70,8 @@ class ResNet(nn.Module):
         input_norm: ``(mean, std)`` applied inside the model (inputs then in [0, 1]).
         block_kwargs: passed to every block (e.g. ``radix`` for ResNeSt).
     """
+
+    attnviz_plain = True  # its own forward makes no attention weight (attnviz.record)
 
     def __init__(
         self,

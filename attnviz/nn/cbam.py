@@ -12,6 +12,8 @@ from .spatial_attn import SpatialAttention
 class CBAM(nn.Module):
     """Convolutional Block Attention Module (channel first, then spatial)."""
 
+    attnviz_plain = True  # its own forward makes no attention weight (attnviz.record)
+
     def __init__(
         self,
         channels: int,

@@ -171,20 +171,28 @@ ADAPTERS: list[Adapter] = [
 ]
 
 
-_BY_TYPE: dict[type, tuple[Adapter, ...]] = {}
+#: the adapters whose module type is loaded, refreshed when ``sys.modules`` changes size
+_LOADED: list = [-1, ()]
+#: type -> (how many adapter types were loaded, the adapters that match it)
+_BY_TYPE: dict[type, tuple[int, tuple[Adapter, ...]]] = {}
+
+
+def _loaded() -> tuple[tuple[Adapter, type], ...]:
+    n = len(sys.modules)
+    if _LOADED[0] != n:
+        _LOADED[:] = n, tuple((a, c) for a in ADAPTERS if (c := a.module_type()) is not None)
+    return _LOADED[1]
 
 
 def find_adapter(module: nn.Module) -> Adapter | None:
-    """The first adapter whose module type ``module`` is an instance of."""
+    """The first adapter whose module type ``module`` is an instance of (an answer is kept
+    per type until another adapter's module is imported)."""
     t = type(module)
-    found = _BY_TYPE.get(t)
-    if found is None:
-        found = tuple(
-            a for a in ADAPTERS if (c := a.module_type()) is not None and issubclass(t, c)
-        )
-        if all(a.module_type() is not None for a in ADAPTERS) or found:
-            _BY_TYPE[t] = found  # cache only once the answer cannot change by a later import
-    for adapter in found:
+    loaded = _loaded()
+    cached = _BY_TYPE.get(t)
+    if cached is None or cached[0] != len(loaded):
+        cached = _BY_TYPE[t] = len(loaded), tuple(a for a, c in loaded if issubclass(t, c))
+    for adapter in cached[1]:
         if adapter.applies(module):
             return adapter
     return None

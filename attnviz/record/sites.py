@@ -108,6 +108,13 @@ class ModelInfo:
             self._hook_sites = {targets[s.name]: s for s in self.adapter_sites}
         return self._hook_sites
 
+    def settle(self) -> None:
+        """Known without watching: every weight of the model comes from a named adapter (see
+        :func:`adapters_explain`), so there is nothing to watch, even the first time."""
+        self.observed, self.scopes, self.hooked = {}, set(), {}
+        self.order("")
+        self.ran = set(self._order or ())
+
     def adapters_only(self) -> bool:
         """Watched once, and every site found is a named adapter (nothing observed to watch)."""
         return self.observed is not None and not self.scopes and not self.hooked
@@ -155,6 +162,8 @@ def model_info(model: nn.Module) -> ModelInfo:
     generation, signature = _GENERATION[0], _signature(model)
     if info is None or info.signature != signature:
         info = ModelInfo(signature, _adapter_sites(model), model=weakref.ref(model))
+        if adapters_explain(model, info.adapter_sites):
+            info.settle()
         if all(site.module is not model for site in info.adapter_sites):
             _INFO[model] = info  # (a model that is a site itself would be kept alive by it)
     info.generation = generation
@@ -181,6 +190,38 @@ def _links(model: nn.Module, sites: list[AttentionSite]) -> tuple[tuple, ...]:
     rest = [(p, k, c) for p, k, c in seen.values() if p is not model]
     return (tuple(k for k, _ in root), tuple(c for _, c in root), tuple(p for p, _, _ in rest),
             tuple(k for _, k, _ in rest), tuple(c for _, _, c in rest))
+
+
+#: torch.nn built-ins whose forward may make a weight: softmax / sigmoid modules, attention
+_TORCH_WEIGHTS = frozenset({"Sigmoid", "Hardsigmoid", "Softmax", "Softmax2d", "Softmin",
+                            "LogSoftmax", "GLU", "MultiheadAttention"})
+_TORCH_NN = "torch.nn.modules."
+
+
+def plain_forward(module: nn.Module) -> bool:
+    """Does this module's own forward make no attention weight (its children aside)? True for
+    torch.nn's built-ins other than the softmax and sigmoid modules, attention, transformer
+    and recurrent layers, and for a class that says so in its own body (``attnviz_plain =
+    True``, as attnviz's ResNet and blocks do): a subclass, which may add a gate to its
+    forward, is not taken on trust."""
+    cls = type(module)
+    where = cls.__module__
+    if where.startswith(_TORCH_NN):
+        return cls.__name__ not in _TORCH_WEIGHTS and where not in (
+            _TORCH_NN + "transformer", _TORCH_NN + "rnn")
+    return cls.__dict__.get("attnviz_plain") is True
+
+
+def adapters_explain(model: nn.Module, sites: list[AttentionSite]) -> bool:
+    """Do the named adapter ``sites`` account for every weight ``model`` can make? They do
+    when there is one, every module outside them has a plain forward
+    (:func:`plain_forward`) and nothing else looks like attention: then even the first
+    recording watches nothing (a watched pass would find these sites and no more)."""
+    if not sites:
+        return False
+    covered = {id(m) for s in sites for m in s.module.modules()}
+    return (all(id(m) in covered or plain_forward(m) for m in model.modules())
+            and not candidates(model, [s.name for s in sites]))
 
 
 def resolve(model: nn.Module, name: str) -> nn.Module | None:
@@ -290,9 +331,11 @@ def candidates(model: nn.Module, recorded: Iterable[str]) -> list[str]:
         looks = looks or any(
             w in type(c).__name__.lower() for c in m.children() for w in ("sigmoid", "softmax")
         )
+        if not looks:
+            continue
         related = any(r == name or r.startswith(name + ".") or name.startswith(r + ".")
                       for r in names)
-        if looks and not related and not any(name.startswith(o + ".") for o in out):
+        if not related and not any(name.startswith(o + ".") for o in out):
             out.append(name)
     return out
 
