@@ -426,8 +426,9 @@ def test_a_model_its_adapters_explain_is_not_watched_even_the_first_time(arch):
 
 
 def test_a_subclass_that_adds_a_gate_is_watched_from_the_first_recording():
-    """A block's ``attnviz_plain`` vouches for that class only: a subclass whose forward adds a
-    gate is not taken on trust, and the first recording finds the gate."""
+    """A block's ``attnviz_plain`` vouches for that class's forward only: a subclass whose
+    forward adds a gate, or a block whose forward was replaced, is not taken on trust, and the
+    first recording finds the gate."""
     from attnviz.models.blocks import BasicBlock
 
     class GatedBlock(BasicBlock):
@@ -441,3 +442,15 @@ def test_a_subclass_that_adds_a_gate_is_watched_from_the_first_recording():
         model(torch.rand(2, 3, 64, 64))
     assert rec.watched > 0
     assert "layer2.0" in rec.channel and len(rec.records) == 17
+
+    patched = attnviz.create_model("demo_cbam_resnet").eval()  # the same gate, set per instance
+    block = patched.layer2[0]
+
+    def gated(x: torch.Tensor) -> torch.Tensor:
+        out = BasicBlock.forward(block, x)
+        return out * torch.sigmoid(out.mean((2, 3), keepdim=True))
+
+    block.forward = gated
+    with torch.no_grad(), attnviz.record(patched) as rec:
+        patched(torch.rand(2, 3, 64, 64))
+    assert rec.watched > 0 and "layer2.0" in rec.channel

@@ -203,7 +203,9 @@ def plain_forward(module: nn.Module) -> bool:
     torch.nn's built-ins other than the softmax and sigmoid modules, attention, transformer
     and recurrent layers, and for a class that says so in its own body (``attnviz_plain =
     True``, as attnviz's ResNet and blocks do): a subclass, which may add a gate to its
-    forward, is not taken on trust."""
+    forward, is not taken on trust, nor a module whose own ``forward`` was replaced."""
+    if "forward" in module.__dict__:
+        return False
     cls = type(module)
     where = cls.__module__
     if where.startswith(_TORCH_NN):
