@@ -162,7 +162,7 @@ def _plain_image(entry: os.DirEntry) -> bool:
     """A regular file (not a link) with an image suffix: taken without another ``stat`` (the
     folder listing says what each entry is)."""
     try:
-        return (not entry.is_symlink() and entry.is_file(follow_symlinks=False)
+        return (entry.is_file(follow_symlinks=False)  # False for a link
                 and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES)
     except OSError:
         return False

@@ -74,23 +74,20 @@ class Collector(RecordSet):
     def _flush(self) -> None:
         pending = list(self._pending)
         self._pending.clear()  # the same list: the hooks hold it
-        firings, keep, made, info = self._firings, self._records.append, AttentionRecord.made, \
-            self._info
         for name, kind, value, label, source, meta, order, call, transform, module in pending:
             try:
                 if transform is not None:  # a named adapter's copy, in the kind's shape
                     value = transform(value, module)
                 stage, block = stage_block(name)
-                if order is None:
-                    order = info.order(name)
+                order = self._info.order(name) if order is None else order
             except Exception as e:  # an internal failure drops the site with one warning
                 self._on_failure(name, e)
                 continue
-            key = (call, name, kind)
-            firing = firings.get(key, 0)
-            firings[key] = firing + 1
-            keep(made(name, kind, value, label, order, stage, block, call, firing, source,
-                      {} if meta is None else meta))
+            firing = self._firings.get((call, name, kind), 0)
+            self._firings[call, name, kind] = firing + 1
+            self._records.append(AttentionRecord.made(name, kind, value, label, order, stage,
+                                                      block, call, firing, source,
+                                                      {} if meta is None else meta))
 
     def clear(self) -> None:
         """Forget what was recorded (the hooks stay)."""
