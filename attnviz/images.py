@@ -4,7 +4,9 @@
     img = load_pil(data)                     # RGB PIL image, EXIF orientation applied
     paths, missed = find_images(["photos/", "extra/*.png", "dog.jpg"])
 
-Every image is fully decoded before it is used, so a truncated or damaged file fails here with
+Plain 8-bit PNGs are decoded by libpng via TorchCodec (:mod:`attnviz.pngread`: PIL's pixels in
+half the time, the GIL released); PIL reads the rest. Every image is fully decoded before it is
+used, so a truncated or damaged file fails here with
 an :class:`~attnviz.errors.ImageError` that names the file (``'<bytes>'`` for in-memory data) and
 the reason, instead of failing later inside a model. A JPEG whose compressed data was changed
 decodes without an error in PIL (libjpeg's "Corrupt JPEG data" warnings are silenced there), so
@@ -40,6 +42,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import pngread
 from .errors import ImageError, ParameterError
 from .scan import IMAGE_SUFFIXES, find_images
 from .terminal import shown
@@ -338,11 +341,28 @@ def load_image(source: ImageSource, size: int | None = None, *,
             raise ParameterError(f"size must be a positive int or None, got {size!r}")
         if size * size > MAX_PIXELS:
             raise ParameterError(f"size {size} is over the limit of {MAX_PIXELS} pixels")
-    img = load_pil(source, name=name)
-    if size is not None and img.size != (size, size):
-        img = img.resize((size, size), Image.Resampling.BILINEAR)
-    arr = np.array(img, dtype=np.uint8)  # (H, W, 3), a writable copy
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous().float().div_(255.0)
+    pixels = _plain_png(source, name)
+    img = None
+    if pixels is None:
+        img = load_pil(source, name=name)
+    elif size is not None and tuple(pixels.shape[1:]) != (size, size):
+        img = Image.fromarray(pixels.permute(1, 2, 0).numpy())  # PIL's pixels: one resize
+    if img is not None:
+        if size is not None and img.size != (size, size):
+            img = img.resize((size, size), Image.Resampling.BILINEAR)
+        pixels = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
+    return pixels.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+
+
+def _plain_png(source: ImageSource, name: str | None) -> torch.Tensor | None:
+    """uint8 (3, H, W) pixels of a plain PNG from the GIL-free reader (:mod:`attnviz.pngread`:
+    the same pixels as PIL's), or None: PIL reads it."""
+    data = pngread.png_bytes(source, MAX_BYTES)
+    dims = pngread.plain_png(data) if data is not None else None
+    if dims is None:
+        return None
+    _check_size(dims, _source_name(source, name))  # as PIL's path checks before decoding
+    return pngread.decode(data)  # type: ignore[arg-type]
 
 
 def to_numpy_image(t: torch.Tensor) -> np.ndarray:

@@ -88,6 +88,7 @@ class ClassChannels:
                 continue
             mean = s / n
             sd = (s2 / n - mean * mean).clamp_min(0).sqrt()
+            sds = sd.tolist()
             classes = []
             for k in present:
                 m, t = int(counts[k]), per[k]
@@ -95,11 +96,12 @@ class ClassChannels:
                     continue
                 dev = t / m - mean
                 order = torch.argsort(-dev.abs(), stable=True)[:top_k].tolist()
+                devs, in_sd = dev.tolist(), (dev / sd).tolist()
                 classes.append({
                     "class_index": k, "label": class_name(names, k),
-                    "images": m, "deviation": dev.tolist(),
-                    "largest": [{"channel": c, "deviation": float(dev[c]),
-                                 "in_sd": float(dev[c] / sd[c]) if sd[c] > MIN_SD else None}
+                    "images": m, "deviation": devs,
+                    "largest": [{"channel": c, "deviation": devs[c],
+                                 "in_sd": in_sd[c] if sds[c] > MIN_SD else None}
                                 for c in order]})
             if classes:
                 out.append({"layer": key, "images": n, "mean": mean.tolist(),

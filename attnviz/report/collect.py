@@ -3,8 +3,9 @@ attention weights and images only for the first ``keep`` (the ones that get figu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from itertools import chain, repeat
 from typing import Any, NamedTuple
 
 import torch
@@ -133,20 +134,22 @@ class Collector:
         for b, p in enumerate(pending):
             for r, v in p.values:
                 grouped.setdefault((r.key, r.kind), []).append((b, r, v))
-        stats: list[dict[tuple[str, str], dict[str, list[float | None]]]] = [{} for _ in pending]
+        rows: dict[tuple[str, str], list[dict[str, Any]]] = {}  # per layer, its passes in order
         for key, items in grouped.items():
             same = len({v.shape[1:] for _, _, v in items}) == 1
             for group in ([items] if same else [[it] for it in items]):
-                self._summarise(key, group, stats, [p.names for p in pending])
+                rows.setdefault(key, []).extend(
+                    self._summarise(key, group, [n for b, _, _ in group
+                                                 for n in pending[b].names]))
                 self._by_class(group, pending)
-        rows = self.summaries
-        for b, p in enumerate(pending):  # a row per image and layer, images in order
-            layers = [(r.key, r.kind, list(zip(*(stats[b][r.key, r.kind][f]
-                                                  for f in STAT_FIELDS), strict=True)))
-                      for r, _ in p.values]
-            for j, path in enumerate(p.names):
-                rows.extend(dict(zip(SUMMARY_FIELDS, (path, key, kind, *values[j]), strict=True))
-                            for key, kind, values in layers)
+        taken = dict.fromkeys(rows, 0)
+        for p in pending:  # a row per image and layer, images in order, layers in pass order
+            layers = []
+            for r, _ in p.values:
+                k, start = (r.key, r.kind), taken[r.key, r.kind]
+                taken[k] = start + len(p.names)
+                layers.append(rows[k][start:start + len(p.names)])
+            self.summaries.extend(chain.from_iterable(zip(*layers, strict=True)))
 
     def _by_class(self, group: list[tuple[int, AttentionRecord, Tensor]],
                   pending: list[Pass]) -> None:
@@ -160,12 +163,11 @@ class Collector:
         self.classes.add(r0.key, v, torch.cat(predicted), pending[group[0][0]].classes)
 
     def _summarise(self, key: tuple[str, str], group: list[tuple[int, AttentionRecord, Tensor]],
-                   out: list[dict[tuple[str, str], dict[str, list[float | None]]]],
-                   batch_names: list[list[str]]) -> None:
-        """Statistics of one layer over the passes in ``group`` into ``out[pass][key]``."""
+                   names: list[str]) -> Iterator[dict[str, Any]]:
+        """The ``summary.csv`` rows of one layer over the passes in ``group`` (whose images are
+        ``names``), in image order."""
         r0 = group[0][1]
         v = torch.cat([t for _, _, t in group]) if len(group) > 1 else group[0][2]
-        names = [n for b, _, _ in group for n in batch_names[b]]
         flagged = nonfinite_images(v).tolist()
         if any(flagged):
             self._bad_layers.setdefault(key, []).extend(
@@ -173,11 +175,8 @@ class Collector:
         if r0.kind in SPLIT_KINDS and v.ndim == 3:
             self.splits.add(r0.key, v)
         st = layer_stats(r0.kind, v, r0.meta)
-        offset = 0
-        for b, _, t in group:
-            n = t.shape[0]
-            out[b][key] = {f: st[f][offset:offset + n] for f in STAT_FIELDS}
-            offset += n
+        return map(dict, map(zip, repeat(SUMMARY_FIELDS), zip(
+            names, repeat(r0.key), repeat(r0.kind), *(st[f] for f in STAT_FIELDS))))
 
     def logits(self) -> Tensor:
         return torch.cat(self._logits) if self._logits else torch.zeros(0, 0)
