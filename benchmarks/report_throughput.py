@@ -123,8 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="attnviz-bench-") as tmp:
         folder = Path(tmp)
         images = write_images(args.n, folder, size)
+        # the report at the benchmark's thread count (its default follows the machine's load
+        # average: benchmarks/threads.py measures that rule)
         params = report.validate(images=[str(folder)], model=model, batch_size=args.batch_size,
-                                 num_workers=args.workers, out=False)
+                                 num_workers=args.workers, threads=args.threads, out=False)
         net, _ = report.load_report_model(params)  # once per report, as `attnviz report` does
         files = sorted(str(p) for p in folder.iterdir())
         memory = Source("files", [str(folder)], None, InMemory(images, files))

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
 
 import attnviz.pngread as pngread
@@ -144,3 +146,52 @@ def test_without_torchcodec_pil_reads_every_png(tmp_path, monkeypatch):
     monkeypatch.setattr(pngread, "_decoder", None)
     for name, path in plain_files(tmp_path).items():
         assert torch.equal(load_image(path), pil_pixels(path)), name
+
+
+def _with_good_crcs(data: bytes) -> bytes:
+    """``data`` with every whole chunk's CRC recomputed (damage only the decoders can see)."""
+    out, pos = bytearray(data), 8
+    while pos + 12 <= len(out):
+        end = pos + 12 + int.from_bytes(out[pos:pos + 4], "big")
+        if end > len(out):
+            break
+        out[end - 4:end] = struct.pack(">I", zlib.crc32(bytes(out[pos + 4:end - 4])))
+        pos = end
+    return bytes(out)
+
+
+SAMPLES = [png(Image.fromarray(RNG.integers(0, 256, (12, 12, 3), dtype=np.uint8))),
+           png(Image.fromarray((np.arange(32 * 32 * 3) % 7).astype(np.uint8).reshape(32, 32, 3))),
+           png(Image.fromarray(RNG.integers(0, 256, (16, 9), dtype=np.uint8)))]
+
+
+@settings(max_examples=300, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(range(len(SAMPLES))), st.data())
+def test_damaged_image_data_same_outcome_as_pil(sample, draw):
+    """Bytes of the image data changed (or cut), the chunks' CRCs made good again: the file
+    still looks plain, so the fast reader decodes it; the outcome (the pixels, or an
+    ImageError) is what PIL alone makes of it."""
+    data = bytearray(SAMPLES[sample])
+    for pos, value in draw.draw(st.lists(st.tuples(st.integers(33, len(data) - 13),
+                                                   st.integers(0, 255)), min_size=1, max_size=4)):
+        data[pos] = value
+    if draw.draw(st.booleans()):  # cut short, too (then it is no longer plain: no IEND)
+        data = data[:draw.draw(st.integers(40, len(data)))]
+    data = _with_good_crcs(bytes(data))
+
+    def outcome(fast: bool) -> torch.Tensor | str:
+        real = pngread._load_decoder()
+        pngread._decoder = real if fast else None
+        try:
+            return load_image(data)
+        except ImageError:
+            return "refused"
+        finally:
+            pngread._decoder = real
+
+    fast, pil = outcome(True), outcome(False)
+    if isinstance(fast, str) or isinstance(pil, str):
+        assert fast == pil
+    else:
+        assert torch.equal(fast, pil)

@@ -140,3 +140,29 @@ def test_botnet_from_the_command_line_with_a_local_checkpoint(images, tmp_path, 
         assert float(r["attn_distance"]) > 0
     page = (out / "report.html").read_text()
     assert page.count("keys of the centre query") == 3 * 3
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_images_with_nan_or_infinite_weights_are_named(kind):
+    """Per kind: exactly the images holding a NaN, +inf or -inf weight are listed, however many
+    passes a summary covers."""
+    from attnviz.outputs import CLASSIFIER, Output
+    from attnviz.record import AttentionRecord
+    from attnviz.report.collect import Collector
+
+    shape = {"spatial": (6, 5), "context": (6, 5), "gate": (4, 3, 3), "attention": (2, 4, 4),
+             "channel": (8,), "radix": (2, 8), "paths": (3, 8)}[kind]
+    value = torch.rand(6, *shape)
+    bad = {1: float("nan"), 3: float("inf"), 4: -float("inf")}
+    for i, x in bad.items():
+        value[i].view(-1)[-1] = x  # the last weight: in split 1+ for radix / paths
+    col = Collector(0)
+    for start in (0, 3):  # two passes of three images
+        rec = AttentionRecord(name="m", kind=kind, value=value[start:start + 3], module_type="M",
+                              order=0, stage=None, block=None, call=0)
+        col.add([f"img{i}" for i in range(start, start + 3)], torch.zeros(3, 3, 8, 8),
+                Output(CLASSIFIER, torch.zeros(3, 2), "output"), [rec])
+    col.flush()
+    (found,) = col.non_finite()
+    assert found["layer"] == "m" and found["kind"] == kind and found["images"] == 3
+    assert found["examples"] == ["img1", "img3", "img4"]

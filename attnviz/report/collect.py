@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from itertools import chain, repeat
+from math import isfinite
 from typing import Any, NamedTuple
 
 import torch
@@ -168,13 +169,17 @@ class Collector:
         ``names``), in image order."""
         r0 = group[0][1]
         v = torch.cat([t for _, _, t in group]) if len(group) > 1 else group[0][2]
-        flagged = nonfinite_images(v).tolist()
+        st = layer_stats(r0.kind, v, r0.meta)
+        if r0.kind in SPLIT_KINDS:  # min and max are split 0's
+            flagged = nonfinite_images(v).tolist()
+        else:  # min and max of all the image's weights: amin / amax keep a NaN, reach ±inf
+            flagged = [not (isfinite(lo) and isfinite(hi))
+                       for lo, hi in zip(st["min"], st["max"], strict=True)]
         if any(flagged):
             self._bad_layers.setdefault(key, []).extend(
                 n for n, bad in zip(names, flagged, strict=True) if bad)
         if r0.kind in SPLIT_KINDS and v.ndim == 3:
             self.splits.add(r0.key, v)
-        st = layer_stats(r0.kind, v, r0.meta)
         return map(dict, map(zip, repeat(SUMMARY_FIELDS), zip(
             names, repeat(r0.key), repeat(r0.kind), *(st[f] for f in STAT_FIELDS))))
 
