@@ -35,6 +35,7 @@ SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: chunks after which PIL's pixels may differ from libpng's: transparency, EXIF, animation
 _CONVERTED = frozenset((b"tRNS", b"eXIf", b"acTL"))
 _TEXT = frozenset((b"tEXt", b"zTXt", b"iTXt"))
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
 _NOT_LOADED: Any = object()
 _decoder: Any = _NOT_LOADED
 
@@ -50,19 +51,22 @@ def png_bytes(source: object, limit: int) -> bytearray | None:
     if not isinstance(source, (str, os.PathLike)) or not os.fspath(source):
         return None
     path = os.path.expanduser(os.fspath(source))
-    try:
-        st = os.stat(path)  # before opening: opening a FIFO would wait for a writer
-        if not stat.S_ISREG(st.st_mode) or not 8 < st.st_size <= limit:
-            return None
-        with open(path, "rb") as f:
-            if f.read(8) != SIGNATURE:
-                return None
-            data = bytearray(st.st_size)
-            data[:8] = SIGNATURE
-            got = f.readinto(memoryview(data)[8:])
+    try:  # non-blocking: opening a FIFO must not wait for a writer (fstat then refuses it)
+        fd = os.open(path, _OPEN_FLAGS)
     except OSError:
         return None
-    return data if got == st.st_size - 8 else None  # changed while read: PIL's path reads it
+    try:
+        st = os.fstat(fd)
+        if (not stat.S_ISREG(st.st_mode) or not 8 < st.st_size <= limit
+                or os.pread(fd, 8, 0) != SIGNATURE):
+            return None
+        data = bytearray(st.st_size)
+        got = os.readv(fd, [data])
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data if got == st.st_size else None  # changed while read: PIL's path reads it
 
 
 def plain_png(data: bytes | bytearray) -> tuple[int, int] | None:

@@ -14,13 +14,15 @@
 * plain: the same model and batch size on images already in memory, ``model(prepare(batch))``
   under ``torch.no_grad()``, nothing recorded.
 
-The two are run alternately ``--repeats`` times after a warm-up; the best time of each counts.
+The three are run in turn ``--repeats`` times after a warm-up; the best time of each counts, and
+each round's ratio (the two ran under the same load) is printed as a median and range.
 Targets: report / plain >= 0.9 (demo-cbam), >= 0.95 (seresnet50 at 224 px).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -143,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     ips_memory = args.n / min(w for w, _ in t_memory)
     ratio = ips_report / ips_plain
     cpu_ratio = min(c for _, c in t_plain) / min(c for _, c in t_report)
+    # each round's own ratio: plain and report ran side by side, under the same load
+    rounds = sorted(p[0] / r[0] for p, r in zip(t_plain, t_report, strict=True))
+    rounds_memory = sorted(p[0] / m[0] for p, m in zip(t_plain, t_memory, strict=True))
     print(f"model {name} on {device}, {args.n} images {size}x{size}, batch {args.batch_size}, "
           f"workers {args.workers}, torch threads {torch.get_num_threads()}, best of "
           f"{args.repeats}")
@@ -153,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     target = TARGETS.get(name, 0.9)
     print(f"ratio report/plain:          {ratio:8.2f}  (target >= {target:g}: "
           f"{'met' if ratio >= target else 'NOT met'})")
+    print(f"  per round: median {statistics.median(rounds):.2f}, {rounds[0]:.2f}-{rounds[-1]:.2f}"
+          f"; in memory: median {statistics.median(rounds_memory):.2f}")
     print(f"CPU time plain/report:       {cpu_ratio:8.2f}  (all threads; moves less with the "
           f"load of other work, load average {os.getloadavg()[0]:.1f})")
     return 0

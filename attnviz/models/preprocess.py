@@ -74,7 +74,7 @@ def resize(image: torch.Tensor, size: int) -> torch.Tensor:
     """(3, H, W) or (B, 3, H, W) [0, 1] images → side ``size``, float32: bilinear with
     antialiasing. The one resize of model inputs (reports, stats, explorers, ``prepare``)."""
     if tuple(image.shape[-2:]) == (size, size):
-        return image.float()
+        return image if image.dtype == torch.float32 else image.float()
     batch = image[None] if image.ndim == 3 else image
     out = F.interpolate(batch.float(), size=(size, size), mode="bilinear", antialias=True,
                         align_corners=False)
