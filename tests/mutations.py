@@ -131,6 +131,17 @@ MUTATIONS = (
              (("        if text.startswith(JPEG_DAMAGE) and", "        if False and"),),
              ("tests/test_jpeg_damage.py::test_random_bytes_in_a_jpeg_are_refused_naming_the_file"
               "[chelsea.jpg-0-0.5]",)),
+    Mutation("images: the fast PNG reader takes a PNG with a transparent colour",
+             "attnviz/pngread.py",
+             (('_CONVERTED = frozenset((b"tRNS", b"eXIf", b"acTL"))',
+               '_CONVERTED = frozenset((b"eXIf", b"acTL"))'),),
+             ("tests/test_pngread.py::test_pngs_pil_converts_are_left_to_pil",)),
+    Mutation("report: an image whose only bad weight is +inf not flagged",
+             "attnviz/report/collect.py",
+             (("            flagged = [not (isfinite(lo) and isfinite(hi))",
+               "            flagged = [not isfinite(lo) and bool(hi)"),),
+             ("tests/test_report_kinds.py::"
+              "test_images_with_nan_or_infinite_weights_are_named[spatial]",)),
     Mutation("report: class deviation of a class's images against the wrong mean",
              "attnviz/report/classes.py",
              (("                dev = t / m - mean\n",
