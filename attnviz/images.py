@@ -341,7 +341,7 @@ def load_image(source: ImageSource, size: int | None = None, *,
             raise ParameterError(f"size must be a positive int or None, got {size!r}")
         if size * size > MAX_PIXELS:
             raise ParameterError(f"size {size} is over the limit of {MAX_PIXELS} pixels")
-    pixels = _plain_png(source, name)
+    pixels = _fast_png(source, name)
     img = None
     if pixels is None:
         img = load_pil(source, name=name)
@@ -354,7 +354,7 @@ def load_image(source: ImageSource, size: int | None = None, *,
     return pixels.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
 
 
-def _plain_png(source: ImageSource, name: str | None) -> torch.Tensor | None:
+def _fast_png(source: ImageSource, name: str | None) -> torch.Tensor | None:
     """uint8 (3, H, W) pixels of a plain PNG from the GIL-free reader (:mod:`attnviz.pngread`:
     the same pixels as PIL's), or None: PIL reads it."""
     data = pngread.png_bytes(source, MAX_BYTES)

@@ -13,12 +13,12 @@ becomes RGB by repeating the value in both), with
 * every chunk but the image data passing its CRC check (libpng checks the image data itself),
 * and a size within :data:`attnviz.images.MAX_BYTES`.
 
-Any other file, a decoding error, or TorchCodec missing: :func:`decode` returns None and PIL
-reads the file as before, with the same checks and messages.
+Any other file, a decoding error, TorchCodec missing, or a system without POSIX file reads
+(``os.pread``): PIL reads the file as before, with the same checks and messages.
 
-    data = png_bytes("cat.png")            # bytearray, or None (not a PNG, not a plain file)
+    data = png_bytes("cat.png", MAX_BYTES)  # bytearray, or None (not a PNG, not a plain file)
     if data is not None and (dims := plain_png(data)):
-        pixels = decode(data)              # uint8 (3, H, W), or None
+        pixels = decode(data)               # uint8 (3, H, W), or None
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: chunks after which PIL's pixels may differ from libpng's: transparency, EXIF, animation
 _CONVERTED = frozenset((b"tRNS", b"eXIf", b"acTL"))
 _TEXT = frozenset((b"tEXt", b"zTXt", b"iTXt"))
-_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+_POSIX_READS = hasattr(os, "pread") and hasattr(os, "readv")
 _NOT_LOADED: Any = object()
 _decoder: Any = _NOT_LOADED
 
@@ -48,7 +49,7 @@ def png_bytes(source: object, limit: int) -> bytearray | None:
         if len(source) > limit or bytes(source[:8]) != SIGNATURE:
             return None
         return bytearray(source)
-    if not isinstance(source, (str, os.PathLike)) or not os.fspath(source):
+    if not _POSIX_READS or not isinstance(source, (str, os.PathLike)) or not os.fspath(source):
         return None
     path = os.path.expanduser(os.fspath(source))
     try:  # non-blocking: opening a FIFO must not wait for a writer (fstat then refuses it)

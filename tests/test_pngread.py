@@ -142,10 +142,13 @@ def test_damaged_plain_png_gets_pils_error(tmp_path):
         assert str(got.value) == str(pil.value) and name in str(got.value)
 
 
-def test_without_torchcodec_pil_reads_every_png(tmp_path, monkeypatch):
-    monkeypatch.setattr(pngread, "_decoder", None)
+@pytest.mark.parametrize("missing", ["_decoder", "_POSIX_READS"])
+def test_without_torchcodec_or_posix_reads_pil_reads_every_png(tmp_path, monkeypatch, decodes,
+                                                                missing):
+    monkeypatch.setattr(pngread, missing, None)
     for name, path in plain_files(tmp_path).items():
         assert torch.equal(load_image(path), pil_pixels(path)), name
+    assert not any(decodes)
 
 
 def _with_good_crcs(data: bytes) -> bytes:

@@ -180,11 +180,13 @@ class Collector:
                 n for n, bad in zip(names, flagged, strict=True) if bad)
         if r0.kind in SPLIT_KINDS and v.ndim == 3:
             self.splits.add(r0.key, v)
+        # one blank row copied per image, then filled column by column: 2.5x faster than
+        # dict(zip(SUMMARY_FIELDS, values)) per row
         blank = dict.fromkeys(SUMMARY_FIELDS)
         blank.update(layer=r0.key, kind=r0.kind)
-        rows = [blank.copy() for _ in names]  # copies of one dict, then filled column-wise:
-        for f, column in (("image", names), *((f, st[f]) for f in STAT_FIELDS)):  # 2.5x faster
-            if column and column[0] is not None:  # a field the kind does not define: None
+        rows = [blank.copy() for _ in names]
+        for f, column in (("image", names), *((f, st[f]) for f in STAT_FIELDS)):
+            if column and column[0] is not None:  # None: a field the kind does not define
                 for row, x in zip(rows, column, strict=True):
                     row[f] = x
         return rows
