@@ -14,9 +14,11 @@ to 512 px, the generated shapes 64-px PNGs), interleaved in one run (best of ``-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import attnviz
@@ -27,39 +29,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_jpeg_damage import corrupt  # noqa: E402  (the tests' own damage, one definition)
 
 
-def _best(path: Path, repeat: int, check: bool) -> float:
-    real = images.check_jpeg
-    images.check_jpeg = real if check else (lambda data, name: None)  # type: ignore[assignment]
+@contextlib.contextmanager
+def _swapped(owner: object, name: str, value: object) -> Iterator[None]:
+    """``owner.name`` set to ``value`` for the block (restored after)."""
+    real = getattr(owner, name)
+    setattr(owner, name, value)
     try:
-        times = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            images.load_image(path, 224)
-            times.append(time.perf_counter() - t0)
+        yield
     finally:
-        images.check_jpeg = real  # type: ignore[assignment]
+        setattr(owner, name, real)
+
+
+def _best(path: Path, repeat: int, size: int | None) -> float:
+    """Best of ``repeat`` ``load_image(path, size)`` calls, ms."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        images.load_image(path, size)
+        times.append(time.perf_counter() - t0)
     return min(times) * 1e3
 
 
-def _png(path: Path, repeat: int, fast: bool) -> float:
-    real = pngread._decoder
-    pngread._decoder = real if fast else None
-    try:
-        times = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            images.load_image(path)  # as the report reads it (then resized by torch)
-            times.append(time.perf_counter() - t0)
-    finally:
-        pngread._decoder = real
-    return min(times) * 1e3
+def _no_check(data: bytes, name: str) -> None:
+    return None
 
 
-def _threads_speedup(paths: list[Path], fast: bool) -> float:
+def _threads_speedup(paths: list[Path]) -> float:
     """Images/s of two threads over one, each reading ``paths`` (best of 5)."""
-    real = pngread._decoder
-    pngread._decoder = real if fast else None
-
     def read() -> None:
         for p in paths:
             images.load_image(p)
@@ -76,10 +72,7 @@ def _threads_speedup(paths: list[Path], fast: bool) -> float:
             best = min(best, time.perf_counter() - t0)
         return best
 
-    try:
-        return 2 * timed(1) / timed(2)
-    finally:
-        pngread._decoder = real
+    return 2 * timed(1) / timed(2)
 
 
 def main() -> None:
@@ -93,23 +86,26 @@ def main() -> None:
             continue
         off = on = float("inf")
         for _ in range(3):  # interleaved: both see the same load on the machine
-            off = min(off, _best(f, args.repeat, False))
-            on = min(on, _best(f, args.repeat, True))
+            with _swapped(images, "check_jpeg", _no_check):
+                off = min(off, _best(f, args.repeat, 224))
+            on = min(on, _best(f, args.repeat, 224))
         print(f"{f.name:24s} {off:12.3f} {on:10.3f} {on / off:6.2f}")
-    pngread._load_decoder()
-    if pngread._decoder is None:
+    if pngread._load_decoder() is None:
         print("TorchCodec is not installed: PIL reads every PNG")
     print(f"{'image':24s} {'PIL ms':>12s} {'fast ms':>10s} {'ratio':>6s}")
     pngs = [f for f in files if f.suffix.lower() == ".png"]
-    for f in pngs:
+    for f in pngs:  # at their own size, as the report reads them (then resized by torch)
         pil = fast = float("inf")
         for _ in range(3):
-            pil = min(pil, _png(f, args.repeat, False))
-            fast = min(fast, _png(f, args.repeat, True))
+            with _swapped(pngread, "_decoder", None):
+                pil = min(pil, _best(f, args.repeat, None))
+            fast = min(fast, _best(f, args.repeat, None))
         print(f"{f.name:24s} {pil:12.3f} {fast:10.3f} {fast / pil:6.2f}")
     many = (pngs * (256 // max(1, len(pngs)) + 1))[:256]
-    print(f"two threads against one, 256 PNGs each: PIL {_threads_speedup(many, False):.2f}x, "
-          f"fast reader {_threads_speedup(many, True):.2f}x")
+    with _swapped(pngread, "_decoder", None):
+        pil_threads = _threads_speedup(many)
+    print(f"two threads against one, 256 PNGs each: PIL {pil_threads:.2f}x, "
+          f"fast reader {_threads_speedup(many):.2f}x")
     refused = total = 0
     for f in files:
         if f.suffix.lower() != ".jpg":
